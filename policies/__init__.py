@@ -1,0 +1,6 @@
+"""Memory cores and SB3 policies. Knows torch and stable-baselines3, never an environment."""
+
+from .cores import CORE_NAMES, CORES, GatedLSTM, RefineLSTM, make_core
+from .errors import PolicyConfigError
+
+__all__ = ["CORE_NAMES", "CORES", "GatedLSTM", "PolicyConfigError", "RefineLSTM", "make_core"]

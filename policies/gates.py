@@ -1,0 +1,79 @@
+"""The gating equations of Gu et al. (ICML 2020), each written once.
+
+Notation as in ../shared/PAPER.md: ``f`` is the forget gate, ``r`` the refine gate, ``g`` the effective gate
+that a refine cell uses in place of ``f``, ``H`` the hidden size. Everything else in the package (the cores, the
+compiled kernel's reference, the diagnostics) calls these functions rather than restating them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# nn.LSTM packs its four gate blocks in this order; the refine cells reuse the input-gate slot for ``r``.
+LSTM_GATE_ORDER = ("input", "forget", "cell", "output")
+REFINE_GATE_ORDER = ("refine", "forget", "cell", "output")
+
+
+def effective_gate(f: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Effective forget gate ``g = r (1 - (1 - f)^2) + (1 - r) f^2``, written as ``f + (2r - 1) f (1 - f)``.
+
+    The refine gate ``r`` pushes ``g`` towards ``f^2`` (r = 0) or ``1 - (1 - f)^2`` (r = 1); ``r = 1/2`` leaves
+    ``g = f``.
+    """
+    return f + (2.0 * r - 1.0) * f * (1.0 - f)
+
+
+def timescale(g: torch.Tensor) -> torch.Tensor:
+    """Characteristic memory timescale ``1 / (1 - g)`` of a gate value, in steps (infinite at ``g = 1``)."""
+    return 1.0 / (1.0 - g)
+
+
+def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the standard LSTM from pre-activations ``gates`` (B, 4H) in nn.LSTM's order (i, f, u, o).
+
+    Returns ``(h, c, f)``: the new hidden and cell states and the forget gate.
+    """
+    i, f, u, o = gates.chunk(4, dim=-1)
+    i, f, u, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(u), torch.sigmoid(o)
+    c = f * c_prev + i * u
+    return o * torch.tanh(c), c, f
+
+
+def refine_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the refine-gate LSTM (R- and UR-LSTM) from pre-activations (B, 4H) ordered (r, f, u, o).
+
+    The input gate is tied to ``1 - g``: ``c = g c_prev + (1 - g) u``, ``h = o tanh(c)``. Returns ``(h, c, g)``.
+    """
+    r, f, u, o = gates.chunk(4, dim=-1)
+    g = effective_gate(torch.sigmoid(f), torch.sigmoid(r))
+    c = g * c_prev + (1.0 - g) * torch.tanh(u)
+    return torch.sigmoid(o) * torch.tanh(c), c, g
+
+
+def ugi_forget_bias(
+    hidden_size: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Uniform gate initialisation: ``b_f = logit(u)``, ``u ~ Uniform[1/H, 1 - 1/H]`` per unit.
+
+    At initialisation ``sigma(b_f)`` is uniform, so timescales spread from about 1 to ``H`` steps.
+    """
+    if hidden_size < 2:
+        raise ValueError(f"uniform gate initialisation needs hidden_size >= 2, got {hidden_size}")
+    lo = 1.0 / hidden_size
+    u = torch.rand(hidden_size, generator=generator, dtype=torch.float64) * (1.0 - 2.0 * lo) + lo
+    return torch.logit(u).to(dtype)
+
+
+def chrono_forget_bias(
+    hidden_size: int, t_max: float, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Chrono initialisation (Tallec & Ollivier 2018): ``b_f = log(v)``, ``v ~ Uniform[1, t_max - 1]``.
+
+    Used with ``b_i = -b_f``; at initialisation the timescale ``1 / (1 - f)`` is uniform on ``[2, t_max]``.
+    """
+    if not (isinstance(t_max, int | float) and math.isfinite(t_max) and t_max > 2):
+        raise ValueError(f"chrono initialisation needs a finite t_max > 2 (the longest expected delay), got {t_max!r}")
+    v = torch.rand(hidden_size, generator=generator, dtype=torch.float64) * (t_max - 2.0) + 1.0
+    return torch.log(v).to(dtype)
