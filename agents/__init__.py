@@ -1,1 +1,5 @@
 """agents package."""
+
+from .fast_ppo import FastRecurrentPPO
+
+__all__ = ["FastRecurrentPPO"]

@@ -2,5 +2,16 @@
 
 from .cores import CORE_NAMES, CORES, GatedLSTM, RefineLSTM, make_core
 from .errors import PolicyConfigError
+from .recurrent import CnnGatedPolicy, MlpGatedPolicy, MultiInputGatedPolicy
 
-__all__ = ["CORE_NAMES", "CORES", "GatedLSTM", "PolicyConfigError", "RefineLSTM", "make_core"]
+__all__ = [
+    "CORE_NAMES",
+    "CORES",
+    "CnnGatedPolicy",
+    "GatedLSTM",
+    "MlpGatedPolicy",
+    "MultiInputGatedPolicy",
+    "PolicyConfigError",
+    "RefineLSTM",
+    "make_core",
+]

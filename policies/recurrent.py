@@ -1,0 +1,175 @@
+"""sb3-contrib recurrent policies whose memory is a core chosen by name (``policies.cores``).
+
+``MlpGatedPolicy``, ``CnnGatedPolicy`` and ``MultiInputGatedPolicy`` subclass sb3-contrib's
+``RecurrentActorCriticPolicy`` and its Cnn / MultiInput variants. They take every stock keyword plus ``core`` and
+``core_kwargs``; the stock constructor runs unchanged (its assertions, critic layout and sizes), then the actor
+and critic LSTMs are replaced by cores built with the same random numbers and the optimizer is rebuilt over the
+new parameters. ``core="lstm"`` therefore reproduces ``MlpLstmPolicy``'s parameters exactly for the same seed.
+
+A training minibatch makes one core call per network (``_process_sequence``): the initial state of a sequence
+that begins an episode is zeroed, and any reset later in a sequence goes through the core's ``episode_starts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentMultiInputActorCriticPolicy,
+)
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from .cores import CORE_NAMES, make_core
+from .errors import PolicyConfigError
+
+DEFAULT_CORE = "ur"
+
+# What stock passes to nn.LSTM through ``lstm_kwargs`` and what a core does with it.
+_LSTM_KWARGS_HELP = "lstm_kwargs accepts only 'dropout' (between stacked layers); put core options in core_kwargs"
+
+
+def _core_args_from_lstm_kwargs(lstm_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate stock ``lstm_kwargs`` and return the keywords ``make_core`` takes from them."""
+    if lstm_kwargs is None:
+        return {}
+    if not isinstance(lstm_kwargs, dict):
+        raise PolicyConfigError(f"lstm_kwargs must be a dict such as {{'dropout': 0.5}}, got {lstm_kwargs!r}")
+    out = {}
+    for key, value in lstm_kwargs.items():
+        if key == "dropout":
+            out["dropout"] = value
+        elif key == "batch_first":
+            if value:
+                raise PolicyConfigError(
+                    "lstm_kwargs batch_first=True is not supported: recurrent policies feed the core "
+                    "sequence-first (T, B, F); drop the key or set it to False"
+                )
+        else:
+            raise PolicyConfigError(f"unknown lstm_kwargs key {key!r}: {_LSTM_KWARGS_HELP}")
+    return out
+
+
+class _GatedCoreMixin:
+    """Swaps sb3-contrib's nn.LSTMs for a named core; shared by the three public policy classes."""
+
+    lstm_actor: nn.Module
+    lstm_critic: nn.Module | None
+
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        lr_schedule: Schedule,
+        *,
+        core: str = DEFAULT_CORE,
+        core_kwargs: dict[str, Any] | None = None,
+        lstm_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if core not in CORE_NAMES:
+            make_core(core, 1, 2)  # raises the registry's "unknown core ... did you mean" error
+        if core_kwargs is not None and not isinstance(core_kwargs, dict):
+            raise PolicyConfigError(f"core_kwargs must be a dict such as {{'t_max': 500}}, got {core_kwargs!r}")
+        from_lstm = _core_args_from_lstm_kwargs(lstm_kwargs)
+        self.core_name = core
+        self.core_kwargs = dict(core_kwargs or {})
+        super().__init__(observation_space, action_space, lr_schedule, lstm_kwargs=lstm_kwargs, **kwargs)
+
+        def build() -> nn.Module:
+            return make_core(
+                core,
+                self.features_dim,
+                self.lstm_output_dim,
+                self.lstm_hidden_state_shape[0],
+                **from_lstm,
+                **self.core_kwargs,
+            )
+
+        # Build the cores from the random state stock used for its nn.LSTMs, then leave the global stream where
+        # stock left it: same seed, same parameters and same rollouts as MlpLstmPolicy for core="lstm".
+        with th.random.fork_rng(devices=[]):
+            th.random.set_rng_state(self._rng_before_lstm)
+            self.lstm_actor = build()
+            if self.lstm_critic is not None:
+                self.lstm_critic = build()
+        del self._rng_before_lstm
+        self.lstm_actor.to(self.device)
+        if self.lstm_critic is not None:
+            self.lstm_critic.to(self.device)
+        # Stock built its optimizer over the nn.LSTMs it made; without this the core would never train.
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        # Stock creates its nn.LSTMs right after this returns: remember the random state they start from.
+        self._rng_before_lstm = th.random.get_rng_state()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            share_features_extractor=self.share_features_extractor,
+            lstm_hidden_size=self.lstm_output_dim,
+            n_lstm_layers=self.lstm_hidden_state_shape[0],
+            shared_lstm=self.shared_lstm,
+            enable_critic_lstm=self.enable_critic_lstm,
+            lstm_kwargs=dict(self.lstm_kwargs),
+            core=self.core_name,
+            core_kwargs=dict(self.core_kwargs),
+        )
+        return data
+
+    @staticmethod
+    def _process_sequence(
+        features: th.Tensor,
+        lstm_states: tuple[th.Tensor, th.Tensor],
+        episode_starts: th.Tensor,
+        lstm: nn.Module,
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        """Run the core over a batch of sequences in one call (stock loops over steps when any episode starts).
+
+        :param features: (n_seq * T, features_dim), sequence-major as the rollout buffer lays it out
+        :param lstm_states: ``(h, c)`` at the start of each sequence, each (num_layers, n_seq, hidden)
+        :param episode_starts: (n_seq * T,), 1 where the state is reset before that step
+        :param lstm: the core
+        :return: the core's output (n_seq * T, hidden) and the final states
+        """
+        n_seq = lstm_states[0].shape[1]
+        x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)
+        starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
+        keep = (1.0 - starts[0]).view(1, n_seq, 1)
+        hx = (lstm_states[0] * keep, lstm_states[1] * keep)
+        if x.shape[0] > 1 and bool(starts[1:].any()):
+            out, hx = lstm(x, hx, episode_starts=starts)
+        else:
+            out, hx = lstm(x, hx)
+        return th.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), hx
+
+
+_CORE_DOC = """
+
+    On top of every keyword of the sb3-contrib parent (``lstm_hidden_size``, ``n_lstm_layers``, ``shared_lstm``,
+    ``enable_critic_lstm``, ``lstm_kwargs``, ``net_arch``, ...; all but the first three passed by keyword) it takes:
+
+    :param core: memory core name, one of ``policies.CORE_NAMES`` (``"lstm"``, ``"chrono"``, ``"u"``, ``"r"``,
+        ``"ur"``); saved with the model, so loading rebuilds the same core
+    :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``
+    :param lstm_kwargs: as stock, but only ``dropout`` (between stacked layers) has a meaning for a core
+    """
+
+
+class MlpGatedPolicy(_GatedCoreMixin, RecurrentActorCriticPolicy):
+    __doc__ = "Recurrent actor-critic policy (flat observations) with a selectable memory core." + _CORE_DOC
+
+
+class CnnGatedPolicy(_GatedCoreMixin, RecurrentActorCriticCnnPolicy):
+    __doc__ = (
+        "Recurrent actor-critic policy for image observations (NatureCNN) with a selectable memory core." + _CORE_DOC
+    )
+
+
+class MultiInputGatedPolicy(_GatedCoreMixin, RecurrentMultiInputActorCriticPolicy):
+    __doc__ = "Recurrent actor-critic policy for Dict observations with a selectable memory core." + _CORE_DOC
