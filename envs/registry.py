@@ -1,0 +1,241 @@
+"""Environment families: one ``EnvFamily`` entry per family says which ids it serves, how to build them, and which
+policy, features extractor, config and memoryless ceiling suit them. ``make_env`` and ``make_vec_env`` are the only
+entry points ``agents/`` needs; adding a family is one entry in ``FAMILIES`` plus its module and tests."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from .errors import EnvConfigError
+
+
+@dataclass(frozen=True)
+class EnvFamily:
+    """A family of environments and what suits them.
+
+    :param name: family name ("minigrid", "visual_match", "tmaze", "memory_maze", "popgym")
+    :param summary: one line for listings
+    :param ids: the exact ids the family serves (``pattern`` may accept more)
+    :param policy: NAME of the suggested policy class in ``policies`` (envs never imports policies)
+    :param features_extractor: NAME of a class in ``policies.extractors.EXTRACTORS``, or None for SB3's default
+    :param features_extractor_kwargs: keyword arguments for that extractor
+    :param memoryless_ceiling: best success rate a policy without memory can reach (None if unknown or undefined)
+    :param memory_kwarg: the env keyword that sets the memory length, for frontier plots (None if there is none)
+    :param config: name of the YAML file in ``configs/`` that suits the family
+    :param extra: the pip extra the family needs, or None for core dependencies
+    :param builder: ``"module:function"`` (relative to ``envs``) called as ``builder(env_id, render_mode=..., **kwargs)``;
+        imported only when used, so an optional family costs nothing until asked for
+    :param pattern: regular expression of further ids the family accepts (full match), or None
+    :param requires: the import name of the optional package (checked before building), or None
+    """
+
+    name: str
+    summary: str
+    ids: tuple[str, ...]
+    policy: str
+    features_extractor: str | None
+    features_extractor_kwargs: dict
+    memoryless_ceiling: float | None
+    memory_kwarg: str | None
+    config: str
+    extra: str | None
+    builder: str = field(default="", repr=False)
+    pattern: str | None = field(default=None, repr=False)
+    requires: str | None = field(default=None, repr=False)
+
+    def accepts(self, env_id: str) -> bool:
+        """Whether ``env_id`` belongs to this family."""
+        return env_id in self.ids or (self.pattern is not None and re.fullmatch(self.pattern, env_id) is not None)
+
+    def install_hint(self) -> str:
+        """The exact command that installs this family's optional dependencies."""
+        return f'pip install -e ".[{self.extra}]"' if self.extra else ""
+
+    def build(self, env_id: str, render_mode: str | None = None, **env_kwargs) -> gym.Env:
+        """Import the family's module (checking its optional package first) and build one env."""
+        if self.requires is not None and importlib.util.find_spec(self.requires) is None:
+            raise EnvConfigError(
+                f"{env_id} needs the optional package '{self.requires}', which is not installed: run {self.install_hint()}"
+            )
+        builder = self.builder_function()
+        _check_kwargs(builder, env_id, env_kwargs)
+        return builder(env_id, render_mode=render_mode, **env_kwargs)
+
+    def builder_function(self) -> Callable[..., gym.Env]:
+        """The family's builder, imported on first use."""
+        module_name, function_name = self.builder.split(":")
+        return getattr(importlib.import_module(f"envs.{module_name}"), function_name)
+
+
+def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """Reject unknown keywords with the list of accepted ones (builders that forward ``**kwargs`` check later)."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [
+        n
+        for n, p in params.items()
+        if n not in ("env_id", "render_mode") and p.kind is not inspect.Parameter.VAR_POSITIONAL
+    ]
+    unknown = sorted(set(env_kwargs) - set(accepted))
+    if unknown:
+        raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}; accepted: {accepted}")
+
+
+FAMILIES: dict[str, EnvFamily] = {
+    f.name: f
+    for f in (
+        EnvFamily(
+            name="minigrid",
+            summary="MiniGrid Memory tasks (cue object at the start, choose the match at the end) and other partially "
+            "observable MiniGrid tasks; symbolic 7x7x3 view + direction",
+            ids=(
+                "MiniGrid-MemoryS7-v0",
+                "MiniGrid-MemoryS9-v0",
+                "MiniGrid-MemoryS11-v0",
+                "MiniGrid-MemoryS13-v0",
+                "MiniGrid-MemoryS13Random-v0",
+                "MiniGrid-MemoryS17Random-v0",
+                "MiniGrid-RedBlueDoors-6x6-v0",
+                "MiniGrid-RedBlueDoors-8x8-v0",
+                "MiniGrid-KeyCorridorS3R3-v0",
+                "MiniGrid-ObstructedMaze-1Q-v1",
+            ),
+            policy="MultiInputGatedPolicy",
+            features_extractor="SymbolicGridExtractor",
+            features_extractor_kwargs={"features_dim": 128},
+            memoryless_ceiling=0.5,  # the Memory tasks; the other MiniGrid tasks need little memory
+            memory_kwarg=None,
+            config="minigrid",
+            extra=None,
+            builder="minigrid:make_minigrid",
+            pattern=r"MiniGrid-.+-v\d+",
+        ),
+        EnvFamily(
+            name="tmaze",
+            summary="passive T-maze: goal side shown at the first step only, walk `length` cells, turn; 2-d vector obs",
+            ids=("urgate/TMaze-v0",),
+            policy="MlpGatedPolicy",
+            features_extractor=None,
+            features_extractor_kwargs={},
+            memoryless_ceiling=0.5,
+            memory_kwarg="length",
+            config="tmaze",
+            extra=None,
+            builder="tmaze:make_tmaze",
+        ),
+    )
+}
+
+
+def list_env_ids() -> list[str]:
+    """All exact ids of all families (the MiniGrid family accepts further ``MiniGrid-*`` ids by pattern)."""
+    return [env_id for family in FAMILIES.values() for env_id in family.ids]
+
+
+def family_of(env_id: str) -> EnvFamily:
+    """The family that serves ``env_id``.
+
+    :param env_id: an environment id, e.g. ``"urgate/TMaze-v0"`` or ``"MiniGrid-MemoryS7-v0"``
+    :raises EnvConfigError: for an unknown id, listing the families and the closest known ids
+    """
+    if not isinstance(env_id, str):
+        raise EnvConfigError(f"environment id must be a string, got {env_id!r}")
+    for family in FAMILIES.values():
+        if env_id in family.ids:
+            return family
+    for family in FAMILIES.values():
+        if family.accepts(env_id):
+            return family
+    close = difflib.get_close_matches(env_id, list_env_ids(), n=3, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise EnvConfigError(
+        f"unknown environment id {env_id!r}{hint}. Families: {', '.join(FAMILIES)} (envs.list_env_ids() lists every id)"
+    )
+
+
+class _SeedFirstReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Use ``seed`` for the first ``reset()`` that is not given one, so ``make_env(id, seed=s)`` reproduces episodes
+    without resetting (possibly expensively) at construction."""
+
+    def __init__(self, env: gym.Env, seed: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, seed=seed)
+        gym.Wrapper.__init__(self, env)
+        self._pending_seed: int | None = seed
+        env.action_space.seed(seed)
+        env.observation_space.seed(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None, **env_kwargs) -> gym.Env:
+    """Build one environment of any family, with the wrappers its suggested policy needs.
+
+    Every episode ends with ``info["is_success"]`` where the family defines success.
+
+    :param env_id: environment id (``list_env_ids()``; MiniGrid also accepts other ``MiniGrid-*`` ids)
+    :param seed: seed of the first ``reset()`` (and of the action and observation spaces); later resets continue
+        that random stream, so the whole sequence of episodes is reproducible
+    :param render_mode: gymnasium render mode (``"rgb_array"`` for videos where the family supports it)
+    :param env_kwargs: family-specific keywords, e.g. ``length`` for the T-maze
+    :raises EnvConfigError: for an unknown id or keyword, a bad value, or a missing optional package
+    """
+    env = family_of(env_id).build(env_id, render_mode=render_mode, **env_kwargs)
+    return env if seed is None else _SeedFirstReset(env, seed)
+
+
+def make_vec_env(
+    env_id: str, n_envs: int = 1, seed: int | None = None, subprocess: bool = False, **env_kwargs
+) -> VecEnv:
+    """Build ``n_envs`` copies as an SB3 VecEnv, each wrapped in SB3's ``Monitor`` (episode statistics).
+
+    :param env_id: environment id, as for ``make_env``
+    :param n_envs: number of copies
+    :param seed: env ``i`` is seeded with ``seed + i`` on its first reset
+    :param subprocess: one process per env (``SubprocVecEnv``); worth it only for expensive envs such as Memory
+        Maze: on few cores in-process stepping (``DummyVecEnv``, the default) is faster for cheap envs
+    :param env_kwargs: family-specific keywords, as for ``make_env``
+    :raises EnvConfigError: as ``make_env``, raised here in the calling process
+    """
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise EnvConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
+    family = family_of(env_id)
+    if not subprocess:
+        # The first env is built here, so that a bad keyword raises EnvConfigError in the caller's frame.
+        builder = _Builder(env_id, env_kwargs, first=family.build(env_id, **env_kwargs))
+        return sb3_make_vec_env(builder, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    # Check the id, the optional package and the keywords here, where errors are readable, without building an env.
+    if family.requires is not None and importlib.util.find_spec(family.requires) is None:
+        family.build(env_id, **env_kwargs)  # raises the install hint
+    _check_kwargs(family.builder_function(), env_id, env_kwargs)
+    return sb3_make_vec_env(_Builder(env_id, env_kwargs), n_envs=n_envs, seed=seed, vec_env_cls=SubprocVecEnv)
+
+
+@dataclass
+class _Builder:
+    """An env factory for SB3's ``make_vec_env``: hands out ``first`` once, then builds; picklable for subprocesses."""
+
+    env_id: str
+    env_kwargs: dict
+    first: gym.Env | None = None
+
+    def __call__(self) -> gym.Env:
+        if self.first is not None:
+            env, self.first = self.first, None
+            return env
+        return family_of(self.env_id).build(self.env_id, **self.env_kwargs)

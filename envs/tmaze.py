@@ -1,0 +1,120 @@
+"""Passive T-maze with a tunable memory length (Bakker 2001; the "passive T-maze" of Ni et al. 2023).
+
+The agent starts at the foot of a corridor of ``length`` cells. Only the first observation shows which arm of the T
+holds the goal (+1 up, -1 down). The agent walks forward to the junction and turns; the turn ends the episode with
+reward 1 if it picks the cued arm and 0 otherwise. Between the first step and the junction every observation is the
+same, so the cue must be carried for ``length`` steps: this is the yardstick for how long a memory core remembers.
+
+Reward design (the choice, and why). The success reward is the only positive reward. By default each step that
+does not advance (a turn inside the corridor, forward at the junction) costs ``idle_penalty = 1 / max_steps``, as in
+Ni et al.'s passive T-maze: walking forward is then learned from dense feedback within a few thousand steps, so
+that the junction is reached early in training and the only thing left to learn is the memory. The penalties of an
+episode sum to at most 1, so returns lie in [-1, 1]; an agent that walks straight and guesses earns 0.5 on average,
+a perfect one 1. ``idle_penalty=0`` gives the pure "reward only for the correct turn" variant (harder to explore at
+large lengths). The episode is truncated after ``max_steps = ceil(time_factor * (length + 1))`` steps
+(the shortest solution takes ``length + 1``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .errors import EnvConfigError
+
+FORWARD, UP, DOWN = 0, 1, 2
+ACTION_NAMES = ("forward", "up", "down")
+
+
+class TMazeEnv(gym.Env):
+    """Passive T-maze. Observation ``[cue, at_junction]`` (float32): ``cue`` is +1 (goal up) or -1 (goal down) at the
+    first step of an episode and 0 afterwards; ``at_junction`` is 1 at the junction. Actions: 0 forward, 1 up,
+    2 down (up/down end the episode at the junction and waste a step in the corridor).
+
+    ``info["is_success"]`` is set on the last step of every episode. A policy without memory succeeds at most half
+    of the time.
+
+    :param length: corridor length, the number of steps between seeing the cue and reaching the junction (>= 2)
+    :param time_factor: episode limit as a multiple of the shortest solution ``length + 1`` (>= 1)
+    :param idle_penalty: cost of a step that does not advance; ``None`` means ``1 / max_steps``, 0 disables it
+    :param render_mode: ``None`` or ``"ansi"`` (a one-line text picture)
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 30}
+
+    def __init__(
+        self,
+        length: int = 10,
+        time_factor: float = 2.0,
+        idle_penalty: float | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2:
+            raise EnvConfigError(f"TMaze length must be an integer >= 2, got {length!r}")
+        if not time_factor >= 1.0:
+            raise EnvConfigError(
+                f"TMaze time_factor must be >= 1 (the shortest solution takes length + 1 steps), got {time_factor!r}"
+            )
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise EnvConfigError(f"TMaze render_mode must be None or 'ansi', got {render_mode!r}")
+        self.length = int(length)
+        self.max_steps = math.ceil(time_factor * (self.length + 1))
+        self.idle_penalty = 1.0 / self.max_steps if idle_penalty is None else float(idle_penalty)
+        if self.idle_penalty < 0:
+            raise EnvConfigError(f"TMaze idle_penalty must be >= 0 (it is subtracted), got {idle_penalty!r}")
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Discrete(3)
+        self.goal_up = True
+        self.position = 0
+        self.steps = 0
+        # Three possible observations, built once: step() returns copies (the obs array is the hot path's cost).
+        self._obs_corridor = np.zeros(2, dtype=np.float32)
+        self._obs_junction = np.array([0.0, 1.0], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.goal_up = bool(self.np_random.integers(2))
+        self.position = 0
+        self.steps = 0
+        return np.array([1.0 if self.goal_up else -1.0, 0.0], dtype=np.float32), {}
+
+    def step(self, action):
+        action = int(action)
+        self.steps += 1
+        at_junction = self.position == self.length
+        if at_junction and action != FORWARD:
+            success = (action == UP) == self.goal_up
+            return self._obs_junction.copy(), float(success), True, False, {"is_success": success}
+        if action == FORWARD and not at_junction:
+            self.position += 1
+            reward = 0.0
+        else:
+            reward = -self.idle_penalty
+        obs = self._obs_junction.copy() if self.position == self.length else self._obs_corridor.copy()
+        if self.steps >= self.max_steps:
+            return obs, reward, False, True, {"is_success": False}
+        return obs, reward, False, False, {}
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        corridor = ["."] * (self.length + 1)
+        corridor[self.position] = "A"
+        goal = "up" if self.goal_up else "down"
+        return f"{''.join(corridor)}|  goal {goal}, step {self.steps}/{self.max_steps}"
+
+
+def make_tmaze(
+    env_id: str,
+    render_mode: str | None = None,
+    length: int = 10,
+    time_factor: float = 2.0,
+    idle_penalty: float | None = None,
+) -> TMazeEnv:
+    """Family builder for ``urgate/TMaze-v0`` (see ``TMazeEnv`` for the keywords)."""
+    return TMazeEnv(length=length, time_factor=time_factor, idle_penalty=idle_penalty, render_mode=render_mode)

@@ -1,0 +1,106 @@
+"""The envs registry: ids, errors, seeding, vectorisation, and the API checks of gymnasium and SB3 for every core id."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+import envs
+from envs import FAMILIES, EnvConfigError, EnvFamily, family_of, list_env_ids, make_env, make_vec_env
+
+CORE_IDS = [i for f in FAMILIES.values() if f.extra is None for i in f.ids]
+
+
+def test_registry_fields_are_consistent():
+    for name, family in FAMILIES.items():
+        assert isinstance(family, EnvFamily) and family.name == name
+        assert family.policy in ("MlpGatedPolicy", "CnnGatedPolicy", "MultiInputGatedPolicy")
+        assert family.memoryless_ceiling is None or 0 < family.memoryless_ceiling < 1
+        for env_id in family.ids:
+            assert family_of(env_id) is family
+    assert len(set(list_env_ids())) == len(list_env_ids())
+
+
+@pytest.mark.parametrize("env_id", CORE_IDS)
+def test_core_ids_pass_gymnasium_and_sb3_checks(env_id):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SB3 warns that a 7x7 "image" is smaller than NatureCNN's minimum
+        gym_check_env(make_env(env_id), skip_render_check=True)
+        sb3_check_env(make_env(env_id))
+
+
+def test_unknown_id_lists_families_and_closest_matches():
+    with pytest.raises(EnvConfigError, match=r"closest: urgate/TMaze-v0.*Families: minigrid"):
+        family_of("urgate/TMaze-v1")
+    with pytest.raises(EnvConfigError, match="MiniGrid-MemoryS7-v0"):
+        make_env("MiniGrid-MemoryS8-v0")  # pattern-accepted but not registered
+    with pytest.raises(EnvConfigError, match="unknown environment id"):
+        make_vec_env("CartPole-v1")
+
+
+def test_bad_keywords_and_values_are_config_errors():
+    with pytest.raises(EnvConfigError, match=r"lenght.*accepted: \['length'"):
+        make_env("urgate/TMaze-v0", lenght=3)
+    with pytest.raises(EnvConfigError, match="length must be an integer >= 2"):
+        make_env("urgate/TMaze-v0", length=1)
+    with pytest.raises(EnvConfigError, match="bad keyword"):
+        make_env("MiniGrid-MemoryS7-v0", colour="red")
+    with pytest.raises(EnvConfigError, match="mission"):
+        make_env("MiniGrid-Fetch-5x5-N2-v0")
+    with pytest.raises(EnvConfigError, match="n_envs"):
+        make_vec_env("urgate/TMaze-v0", n_envs=0)
+    assert issubclass(EnvConfigError, ValueError)
+
+
+def _rollout(env, n_steps, action_seed=0):
+    rng = np.random.default_rng(action_seed)
+    obs, _ = env.reset()
+    trace = [np.concatenate([np.ravel(v) for v in (obs.values() if isinstance(obs, dict) else [obs])])]
+    for _ in range(n_steps):
+        obs, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        trace.append(np.concatenate([np.ravel(v) for v in (obs.values() if isinstance(obs, dict) else [obs])]))
+        trace.append(np.array([reward, terminated, truncated], dtype=np.float64))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.concatenate([t.astype(np.float64) for t in trace])
+
+
+@pytest.mark.parametrize("env_id,kwargs", [("urgate/TMaze-v0", {"length": 3}), ("MiniGrid-MemoryS7-v0", {})])
+def test_seed_reproduces_episodes(env_id, kwargs):
+    a = _rollout(make_env(env_id, seed=3, **kwargs), 300)
+    b = _rollout(make_env(env_id, seed=3, **kwargs), 300)
+    c = _rollout(make_env(env_id, seed=4, **kwargs), 300)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_make_vec_env_seeds_each_copy_and_matches_make_env():
+    vec = make_vec_env("urgate/TMaze-v0", n_envs=3, seed=10, length=4)
+    assert isinstance(vec, DummyVecEnv) and vec.num_envs == 3
+    obs = vec.reset()
+    for i in range(3):
+        single, _ = make_env("urgate/TMaze-v0", seed=10 + i, length=4).reset()
+        np.testing.assert_array_equal(obs[i], single)
+
+
+def test_make_vec_env_subprocess():
+    vec = make_vec_env("urgate/TMaze-v0", n_envs=2, seed=0, subprocess=True, length=3)
+    try:
+        assert isinstance(vec, SubprocVecEnv)
+        obs = vec.reset()
+        assert obs.shape == (2, 2)
+        vec.step(np.zeros(2, dtype=np.int64))
+    finally:
+        vec.close()
+    with pytest.raises(EnvConfigError, match="lenght"):
+        make_vec_env("urgate/TMaze-v0", n_envs=2, subprocess=True, lenght=3)
+
+
+def test_gymnasium_make_reaches_our_tasks():
+    env = gym.make("urgate/TMaze-v0", length=5)
+    assert env.unwrapped.length == 5
+    assert "urgate/TMaze-v0" in envs.list_env_ids()

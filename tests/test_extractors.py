@@ -1,0 +1,76 @@
+"""SymbolicGridExtractor: builds on the env's space, reads raw indices, survives SB3's image preprocessing."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
+
+from envs import FAMILIES, make_env
+from policies.errors import PolicyConfigError
+from policies.extractors import EXTRACTORS, SymbolicGridExtractor
+
+
+def _batch(obs_list):
+    return {k: torch.as_tensor(np.stack([np.asarray(o[k]) for o in obs_list])) for k in obs_list[0]}
+
+
+def _observations(env_id, n=5):
+    env = make_env(env_id, seed=0)
+    obs, _ = env.reset()
+    out = [obs]
+    for _ in range(n - 1):
+        obs, *_ = env.step(2)
+        out.append(obs)
+    return env.observation_space, out
+
+
+def test_family_extractor_names_resolve_and_forward_on_the_env_space():
+    for family in FAMILIES.values():
+        if family.features_extractor is None:
+            continue
+        extractor_cls = EXTRACTORS[family.features_extractor]
+        space, obs = _observations(family.ids[0])
+        extractor = extractor_cls(space, **family.features_extractor_kwargs)
+        features = extractor(preprocess_obs(_batch(obs), space, normalize_images=True))
+        assert features.shape == (len(obs), extractor.features_dim)
+        assert torch.isfinite(features).all()
+
+
+def test_division_by_255_and_channels_first_give_the_same_features():
+    space, obs = _observations("MiniGrid-MemoryS7-v0")
+    batch = _batch(obs)
+    extractor = SymbolicGridExtractor(space)
+    raw = extractor(preprocess_obs(batch, space, normalize_images=False))
+    # A raw MiniGrid space ([0, 255] bounds) is an "image" to SB3: divided by 255, possibly transposed.
+    image_space = spaces.Box(0, 255, (7, 7, 3), np.uint8)
+    naive = spaces.Dict({"image": image_space, "direction": space["direction"]})
+    divided = preprocess_obs(batch, naive, normalize_images=True)
+    assert divided["image"].max() < 1  # SB3 did crush the indices ...
+    torch.testing.assert_close(extractor(divided), raw)  # ... and the extractor undid it
+    transposed_space = spaces.Dict({"image": spaces.Box(0, 255, (3, 7, 7), np.uint8), "direction": space["direction"]})
+    transposed = SymbolicGridExtractor(transposed_space)
+    transposed.load_state_dict(extractor.state_dict())
+    chw = dict(divided, image=divided["image"].permute(0, 3, 1, 2))
+    torch.testing.assert_close(transposed(chw), raw)
+
+
+def test_direction_changes_features_and_accepts_indices():
+    space, obs = _observations("MiniGrid-MemoryS7-v0", n=1)
+    extractor = SymbolicGridExtractor(space)
+    batch = preprocess_obs(_batch(obs * 4), space)
+    batch["direction"] = torch.eye(4)
+    features = extractor(batch)
+    assert not torch.allclose(features[0], features[1])
+    torch.testing.assert_close(extractor(dict(batch, direction=torch.arange(4))), features)
+
+
+def test_bad_spaces_are_config_errors():
+    with pytest.raises(PolicyConfigError, match="Dict observation space"):
+        SymbolicGridExtractor(spaces.Box(0, 1, (7, 7, 3)))
+    with pytest.raises(PolicyConfigError, match="direction"):
+        SymbolicGridExtractor(spaces.Dict({"image": spaces.Box(0, 10, (7, 7, 3), np.uint8)}))
+    extractor = SymbolicGridExtractor(
+        spaces.Dict({"image": spaces.Box(0, 10, (7, 7, 3), np.uint8)}), direction_key=None, features_dim=16
+    )
+    assert extractor({"image": torch.zeros(2, 7, 7, 3)}).shape == (2, 16)
