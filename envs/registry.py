@@ -123,6 +123,20 @@ FAMILIES: dict[str, EnvFamily] = {
             pattern=r"MiniGrid-.+-v\d+",
         ),
         EnvFamily(
+            name="visual_match",
+            summary="Passive/Active Visual Match (Hung et al. 2018) on a symbolic grid: cue colour, apple distractor "
+            "phase of `distractor_steps`, choose the matching box",
+            ids=("urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"),
+            policy="MultiInputGatedPolicy",
+            features_extractor="SymbolicGridExtractor",
+            features_extractor_kwargs={"features_dim": 128},
+            memoryless_ceiling=1 / 3,  # n_colours=3
+            memory_kwarg="distractor_steps",
+            config="visual_match",
+            extra=None,
+            builder="visual_match:make_visual_match",
+        ),
+        EnvFamily(
             name="tmaze",
             summary="passive T-maze: goal side shown at the first step only, walk `length` cells, turn; 2-d vector obs",
             ids=("urgate/TMaze-v0",),

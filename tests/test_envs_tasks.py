@@ -1,0 +1,221 @@
+"""Our own tasks (T-maze, Passive/Active Visual Match): success on scripted episodes, oracles, memoryless ceilings,
+the fast egocentric view against MiniGrid's own, rendering and seeding."""
+
+import math
+
+import numpy as np
+import pytest
+from minigrid.core.grid import Grid
+
+from envs import EnvConfigError, family_of, make_env
+from envs.gridview import DIR_TO_VEC, EMPTY, WALL, egocentric_view, pad_room
+from envs.oracles import MEMORYLESS, ORACLES, facing, minigrid_memory_oracle, plan, run_episodes, visual_match_oracle
+from envs.tmaze import DOWN, FORWARD, UP
+from envs.visual_match import BALL, CHOICE, CUE, DISTRACTOR, LEFT
+from envs.visual_match import FORWARD as GRID_FORWARD
+
+VM_IDS = ["urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"]
+FAST_VM = {"distractor_steps": 5, "cue_steps": 5}
+
+
+def _play(env, actions):
+    infos = []
+    for a in actions:
+        _, reward, terminated, truncated, info = env.step(a)
+        infos.append((reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return infos
+
+
+# -- T-maze ------------------------------------------------------------------------------------------------------
+
+
+def test_tmaze_correct_wrong_and_timeout_episodes():
+    env = make_env("urgate/TMaze-v0", length=4)
+    obs, _ = env.reset(seed=0)
+    goal_up = obs[0] > 0
+    assert env.unwrapped.goal_up == goal_up
+    *walk, last = _play(env, [FORWARD] * 4 + [UP if goal_up else DOWN])
+    assert all(r == 0 and not t and not tr and "is_success" not in i for r, t, tr, i in walk)
+    assert last == (1.0, True, False, {"is_success": True})
+
+    obs, _ = env.reset(seed=0)
+    last = _play(env, [FORWARD] * 4 + [DOWN if goal_up else UP])[-1]
+    assert last == (0.0, True, False, {"is_success": False})
+
+    env.reset(seed=0)
+    max_steps = env.unwrapped.max_steps
+    assert max_steps == math.ceil(2.0 * 5)
+    infos = _play(env, [UP] * (max_steps + 5))  # turning in the corridor: idle until the time limit
+    assert len(infos) == max_steps
+    assert infos[-1][2] and not infos[-1][1] and infos[-1][3] == {"is_success": False}
+    assert sum(r for r, *_ in infos) == pytest.approx(-1.0)  # the idle penalties sum to at most -1
+
+
+def test_tmaze_cue_only_at_the_first_step_and_long_lengths():
+    env = make_env("urgate/TMaze-v0", seed=1, length=1000, idle_penalty=0.0)
+    obs, _ = env.reset()
+    assert obs[0] in (-1.0, 1.0)
+    seen = {tuple(env.step(FORWARD)[0]) for _ in range(999)}
+    assert seen == {(0.0, 0.0)}
+    obs, reward, *_ = env.step(FORWARD)
+    assert tuple(obs) == (0.0, 1.0) and reward == 0.0
+    with pytest.raises(EnvConfigError, match="time_factor"):
+        make_env("urgate/TMaze-v0", time_factor=0.5)
+
+
+# -- Visual Match -------------------------------------------------------------------------------------------------
+
+
+def _walk_into(env, colour):
+    """Actions (from the choice room's start) that walk into the box of ``colour``."""
+    task = env.unwrapped
+    box = (1 + 2 * task.choice_order.index(colour), 1)
+    return plan(task.room, task.pos, task.dir, facing(box)) + [GRID_FORWARD]
+
+
+@pytest.mark.parametrize("env_id", VM_IDS)
+def test_visual_match_phases_and_success(env_id):
+    env = make_env(env_id, **FAST_VM)
+    task = env.unwrapped
+    for seed, pick_cue in [(0, True), (1, False)]:
+        env.reset(seed=seed)
+        assert task.phase == CUE
+        _play(env, [LEFT] * 5)
+        assert task.phase == DISTRACTOR
+        _play(env, [LEFT] * 5)
+        assert task.phase == CHOICE
+        colour = task.cue_colour if pick_cue else (task.cue_colour + 1) % task.n_colours
+        infos = _play(env, _walk_into(env, colour))
+        reward, terminated, truncated, info = infos[-1]
+        assert terminated and not truncated
+        assert info["is_success"] is pick_cue and info["choice"] == colour
+        assert reward == (10.0 if pick_cue else 0.0)
+    env.reset(seed=2)
+    infos = _play(env, [LEFT] * 100)  # never chooses
+    assert len(infos) == 5 + 5 + 15
+    assert infos[-1][1] and infos[-1][3]["is_success"] is False
+
+
+def test_passive_cue_in_view_at_the_first_step_and_active_cue_hidden_behind_walls():
+    passive = make_env("urgate/PassiveVisualMatch-v0")
+    for seed in range(20):
+        obs, _ = passive.reset(seed=seed)
+        colour = passive.unwrapped.colours[passive.unwrapped.cue_colour]
+        boxes = obs["image"][obs["image"][:, :, 0] == 7]
+        assert len(boxes) == 1 and boxes[0][1] == {"red": 0, "blue": 2, "purple": 3}[colour]
+    active = make_env("urgate/ActiveVisualMatch-v0")
+    seen_at_start = sum((active.reset(seed=s)[0]["image"][:, :, 0] == 7).any() for s in range(200))
+    assert 0 < seen_at_start < 100  # sometimes in view from the start, mostly it has to be found
+    # Everywhere in the active room, the cue can be seen from somewhere: an oracle that looks always finds it.
+    task = active.unwrapped
+    for seed in range(20):
+        active.reset(seed=seed)
+        target = task.cue_pos
+        plan(task.room, task.pos, task.dir, lambda p, t=target: abs(p[0] - t[0]) + abs(p[1] - t[1]) == 1)
+
+
+def _ahead(task):
+    return task.pos[0] + DIR_TO_VEC[task.dir][0], task.pos[1] + DIR_TO_VEC[task.dir][1]
+
+
+def test_apples_reward_and_respawn():
+    env = make_env("urgate/PassiveVisualMatch-v0", cue_steps=1, distractor_steps=60, n_apples=44, apple_respawn=20)
+    env.reset(seed=0)
+    env.step(LEFT)
+    task = env.unwrapped
+    assert task.phase == DISTRACTOR and (task.room[:, :, 0] == BALL).sum() == 44  # every cell but the agent's
+    while task.room[_ahead(task)][0] != BALL:
+        env.step(LEFT)
+    t_eaten = task.phase_t
+    _, reward, *_ = env.step(GRID_FORWARD)
+    eaten = task.pos
+    assert reward == 1.0 and task.room[eaten][0] == EMPTY[0]
+    while task.room[_ahead(task)][0] == WALL[0]:  # step off the eaten cell
+        env.step(LEFT)
+    env.step(GRID_FORWARD)
+    assert task.pos != eaten
+    while task.phase_t < t_eaten + 20:
+        assert task.room[eaten][0] == EMPTY[0]
+        env.step(LEFT)
+    assert task.room[eaten][0] == BALL
+    total = sum(env.step(GRID_FORWARD)[1] for _ in range(40))  # walking into walls and apples: 1 per apple
+    assert total == int(total) and total >= 1
+
+
+@pytest.mark.parametrize("env_id", list(ORACLES))
+def test_oracle_always_succeeds_and_memoryless_stays_at_the_ceiling(env_id):
+    kwargs = {"length": 5} if "TMaze" in env_id else FAST_VM
+    env = make_env(env_id, seed=0, **kwargs)
+    assert all(r["is_success"] for r in run_episodes(env, ORACLES[env_id], 50))
+    n = 400
+    rate = np.mean([r["is_success"] for r in run_episodes(env, MEMORYLESS[env_id], n)])
+    ceiling = family_of(env_id).memoryless_ceiling
+    margin = 3 * math.sqrt(ceiling * (1 - ceiling) / n)
+    assert ceiling - margin <= rate <= ceiling + margin
+
+
+def test_visual_match_oracle_at_default_settings():
+    for env_id in VM_IDS:
+        results = run_episodes(make_env(env_id, seed=0), visual_match_oracle, 3)
+        assert all(r["is_success"] and r["return"] == 10.0 for r in results)
+        assert all(15 + 90 < r["length"] <= 15 + 90 + 15 for r in results)
+
+
+def test_minigrid_memory_oracle_succeeds_and_timeouts_fail():
+    env = make_env("MiniGrid-MemoryS7-v0", seed=0)
+    assert all(r["is_success"] and r["return"] > 0 for r in run_episodes(env, minigrid_memory_oracle, 10))
+    results = run_episodes(env, lambda e, o: LEFT, 2)  # spins in place until the time limit
+    assert [r["is_success"] for r in results] == [False, False] and results[0]["length"] == 5 * 7**2
+
+
+def test_egocentric_view_matches_minigrid():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        width, height = rng.integers(3, 12, 2)
+        room = np.empty((width, height, 3), np.uint8)
+        room[:] = EMPTY
+        walls = rng.random((width, height)) < 0.3
+        room[walls] = WALL
+        room[(rng.random((width, height)) < 0.1) & ~walls] = (6, 1, 0)
+        x, y, d = int(rng.integers(width)), int(rng.integers(height)), int(rng.integers(4))
+        room[x, y] = EMPTY
+        grid, _ = Grid.decode(room)  # MiniGridEnv.gen_obs_grid + encode, step by step
+        dx, dy = [(0, -3), (-3, 0), (-6, -3), (-3, -6)][d]
+        view = grid.slice(x + dx, y + dy, 7, 7)
+        for _ in range(d + 1):
+            view = view.rotate_left()
+        visible = view.process_vis((3, 6))
+        view.set(3, 6, None)
+        np.testing.assert_array_equal(egocentric_view(pad_room(room), x, y, d), view.encode(visible))
+
+
+@pytest.mark.parametrize("env_id", VM_IDS)
+def test_visual_match_renders_and_reproduces(env_id):
+    env = make_env(env_id, seed=5, render_mode="rgb_array", **FAST_VM)
+    env.reset()
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.std() > 0
+
+    def trace(seed):
+        e = make_env(env_id, seed=seed, **FAST_VM)
+        rng = np.random.default_rng(0)
+        obs, _ = e.reset()
+        out = [obs["image"].copy()]
+        for _ in range(60):
+            obs, reward, terminated, _, _ = e.step(int(rng.integers(3)))
+            out += [obs["image"].copy(), np.full((7, 7, 3), reward)]
+            if terminated:
+                obs, _ = e.reset()
+        return np.stack(out)
+
+    np.testing.assert_array_equal(trace(1), trace(1))
+    assert not np.array_equal(trace(1), trace(2))
+
+
+def test_visual_match_bad_values():
+    with pytest.raises(EnvConfigError, match="n_colours must be an integer 2..6"):
+        make_env("urgate/PassiveVisualMatch-v0", n_colours=7)
+    with pytest.raises(EnvConfigError, match="distractor_steps"):
+        make_env("urgate/ActiveVisualMatch-v0", distractor_steps=-1)
