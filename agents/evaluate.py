@@ -1,0 +1,217 @@
+"""Evaluation rollouts of a recurrent agent: returns, success rate and a confidence interval, optionally a video.
+
+The recurrent state is carried from step to step and reset where an episode starts (``episode_start`` tells the
+policy to zero it), exactly as during training. With several envs, each runs a fixed share of the episodes, so
+short episodes are not over-represented (SB3's ``evaluate_policy`` does the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from . import factory
+from .config import RunConfig
+from .errors import UrgateError
+from .stats import bootstrap_ci, mean
+
+VIDEO_SUFFIXES = (".gif", ".mp4")
+MAX_VIDEO_FRAMES = 2_000
+
+
+@dataclass
+class EpisodeStats:
+    """Per-episode results of an evaluation."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    successes: list[float] = field(default_factory=list)  # only episodes whose env reported is_success
+
+    def summary(self) -> dict[str, Any]:
+        """``mean_return``, ``std_return``, ``ci95`` (bootstrap percentile interval of the mean), ``success_rate``
+        (None where the env defines no success), ``mean_length`` and ``episodes``."""
+        r = np.asarray(self.returns, dtype=np.float64)
+        est = bootstrap_ci(r, mean, reps=2000, seed=0)
+        return {
+            "mean_return": float(r.mean()),
+            "std_return": float(r.std()),
+            "ci95": [est.lo, est.hi],
+            "success_rate": float(np.mean(self.successes)) if self.successes else None,
+            "mean_length": float(np.mean(self.lengths)),
+            "episodes": len(self.returns),
+        }
+
+
+def run_episodes(
+    model, venv: VecEnv, n_episodes: int, *, deterministic: bool = True, frames: list[np.ndarray] | None = None
+) -> EpisodeStats:
+    """Play ``n_episodes`` episodes of ``model`` in ``venv`` (which auto-resets, as every SB3 VecEnv).
+
+    :param model: a recurrent SB3 model (anything with ``predict(obs, state, episode_start, deterministic)``)
+    :param venv: evaluation envs; rewards are read as the env returns them (unnormalised)
+    :param n_episodes: episodes in total, split evenly over the envs
+    :param deterministic: greedy actions
+    :param frames: if given, ``venv.get_images()[0]`` is appended after every step (first env only)
+    """
+    n = venv.num_envs
+    targets = np.array([(n_episodes + i) // n for i in range(n)])
+    counts = np.zeros(n, dtype=int)
+    ep_return, ep_len = np.zeros(n), np.zeros(n, dtype=int)
+    stats = EpisodeStats()
+    obs = venv.reset()
+    state, starts = None, np.ones(n, dtype=bool)
+    if frames is not None:
+        frames.append(venv.get_images()[0])
+    while (counts < targets).any():
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        obs, rewards, dones, infos = venv.step(actions)
+        ep_return += rewards
+        ep_len += 1
+        if frames is not None and len(frames) < MAX_VIDEO_FRAMES:
+            frames.append(venv.get_images()[0])
+        for i in np.flatnonzero(dones):
+            if counts[i] < targets[i]:
+                stats.returns.append(float(ep_return[i]))
+                stats.lengths.append(int(ep_len[i]))
+                if infos[i].get("is_success") is not None:
+                    stats.successes.append(float(infos[i]["is_success"]))
+                counts[i] += 1
+            ep_return[i], ep_len[i] = 0.0, 0
+        starts = dones
+    return stats
+
+
+@dataclass
+class Resolved:
+    """A model path and what is known about its run."""
+
+    model_path: Path
+    run_info: dict[str, Any]
+    normalize_stats: Path | None
+
+
+def normalize_stats_path(model_path: Path) -> Path:
+    """Where the VecNormalize statistics that belong to a model zip are kept: ``<name>.vecnormalize.pkl``."""
+    return model_path.with_name(model_path.name.removesuffix(".zip") + ".vecnormalize.pkl")
+
+
+def resolve(path: str | Path) -> Resolved:
+    """A run directory (its final model, else its latest checkpoint) or a model zip, with its run info.
+
+    :param path: run directory or ``.zip``
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise UrgateError(f"{str(path)!r} is not a run directory (no config.yaml); give a run directory or a .zip")
+        cfg = RunConfig.from_yaml(path / "config.yaml")
+        for candidate in (path / "final_model.zip", path / "checkpoints" / "latest.zip"):
+            if candidate.exists():
+                return Resolved(candidate, factory.run_info(cfg), _existing(normalize_stats_path(candidate)))
+        raise UrgateError(f"run directory {str(path)!r} has no final_model.zip and no checkpoints/latest.zip yet")
+    factory.check_model_file(path)
+    return Resolved(path, {}, _existing(normalize_stats_path(path)))
+
+
+def _existing(p: Path) -> Path | None:
+    return p if p.is_file() else None
+
+
+def evaluate(
+    model_or_path: Any,
+    env_id: str | None = None,
+    n_episodes: int = 50,
+    deterministic: bool = True,
+    seed: int = 12345,
+    video_path: str | Path | None = None,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    n_envs: int = 8,
+    device: str = "cpu",
+    normalize_stats: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model over ``n_episodes`` episodes.
+
+    Loading a model zip unpickles code stored in it (SB3's format): load only files you trust.
+
+    :param model_or_path: a loaded model, a model ``.zip`` or a run directory
+    :param env_id: environment id; default: the one the model was trained on (recorded in the zip / run)
+    :param n_episodes: episodes to play
+    :param deterministic: greedy actions (default) or sampled ones
+    :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``)
+    :param video_path: write the first episodes of the first env to this ``.gif`` or ``.mp4``
+    :param env_kwargs: env keywords; default: those the model was trained with
+    :param n_envs: envs stepped side by side (1 when recording a video)
+    :param device: torch device for a model loaded here
+    :param normalize_stats: VecNormalize statistics for observations; default: those saved next to the zip
+    :return: ``mean_return``, ``std_return``, ``ci95``, ``success_rate``, ``mean_length``, ``episodes``, ``env_id``
+    """
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+        raise UrgateError(f"the number of evaluation episodes must be an integer >= 1, got {n_episodes!r}")
+    if video_path is not None and Path(video_path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise UrgateError(f"video file {str(video_path)!r} must end in {' or '.join(VIDEO_SUFFIXES)}")
+    if video_path is not None and Path(video_path).suffix.lower() == ".mp4":
+        _require_ffmpeg()
+    resolved = None
+    if isinstance(model_or_path, str | Path):
+        resolved = resolve(model_or_path)
+        info = resolved.run_info or factory.read_run_info(resolved.model_path)
+        stats_file = normalize_stats or resolved.normalize_stats
+    else:
+        model = model_or_path
+        info = getattr(model, factory.RUN_INFO_ATTR, None) or {}
+        stats_file = normalize_stats
+    env_id = env_id or info.get("env_id")
+    if env_id is None:
+        raise UrgateError("this model does not record its environment: pass the environment id (--env)")
+    kwargs = dict(info.get("env_kwargs", {}) if env_kwargs is None else env_kwargs)
+    if video_path is not None:
+        venv = factory.make_render_env(env_id, kwargs, seed)
+    else:
+        venv = factory.make_vec_env(env_id, kwargs, n_envs, seed)
+    try:
+        if stats_file is not None:
+            venv = factory.load_vecnormalize(Path(stats_file), venv, training=False)
+        if resolved is not None:
+            model = factory.load_model(resolved.model_path, device=device, env=venv)
+        else:
+            factory.check_spaces(model.observation_space, model.action_space, venv, "the model")
+        frames: list[np.ndarray] | None = None
+        if video_path is not None:
+            frames = []
+            if venv.get_images()[0] is None:
+                raise UrgateError(f"{env_id} does not render frames, so no video can be recorded")
+        stats = run_episodes(model, venv, n_episodes, deterministic=deterministic, frames=frames)
+    finally:
+        venv.close()
+    result = stats.summary()
+    result["env_id"] = env_id
+    result["deterministic"] = deterministic
+    if video_path is not None:
+        write_video(frames or [], Path(video_path))
+        result["video"] = str(video_path)
+    return result
+
+
+def _require_ffmpeg() -> None:
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise UrgateError("writing .mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg (or write a .gif)") from None
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
+    """Write RGB frames to a GIF (Pillow) or an MP4 (imageio-ffmpeg)."""
+    import imageio.v3 as iio
+
+    if not frames:
+        raise UrgateError("no frames were rendered, so no video was written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    else:
+        iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264")

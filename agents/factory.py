@@ -1,0 +1,332 @@
+"""The one place where names become objects: env family strings -> policy and extractor classes, config -> model.
+
+Agents never special-case an environment id: the env family says which policy class and features extractor suit
+its observations (by name), and this module resolves those names in ``policies``. Loading a model from disk also
+lives here, with the checks that turn a bad file into a one-line ``UrgateError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
+
+import envs
+import policies
+
+from .config import RunConfig
+from .errors import UrgateError
+
+# Saved on the model (SB3 pickles every attribute), so a zip on its own knows which env and core it was made for.
+RUN_INFO_ATTR = "urgate_run"
+
+
+def algorithm_class() -> type:
+    """The PPO class run_rl.py trains with: ``agents.FastRecurrentPPO`` (same constructor and zip format as
+    sb3-contrib's ``RecurrentPPO``)."""
+    from .fast_ppo import FastRecurrentPPO
+
+    return FastRecurrentPPO
+
+
+def set_threads(threads: int) -> None:
+    """torch intra-op threads for this process (small recurrent models run fastest on one, see NOTES)."""
+    th.set_num_threads(threads)
+
+
+# -- environments ----------------------------------------------------------------------------------------------
+
+
+def make_vec_env(
+    env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int | None, *, subprocess: bool = False
+) -> VecEnv:
+    """``envs.make_vec_env`` with episode statistics guaranteed (SB3's Monitor / VecMonitor)."""
+    venv = envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
+    if not (is_vecenv_wrapped(venv, VecMonitor) or _has_monitor(venv)):
+        venv = VecMonitor(venv)
+    return venv
+
+
+def make_render_env(env_id: str, env_kwargs: dict[str, Any], seed: int | None) -> VecEnv:
+    """One env in ``rgb_array`` render mode, as a VecEnv, for videos."""
+    return DummyVecEnv([lambda: envs.make_env(env_id, seed=seed, render_mode="rgb_array", **env_kwargs)])
+
+
+def _has_monitor(venv: VecEnv) -> bool:
+    from stable_baselines3.common.monitor import Monitor
+
+    try:
+        return all(venv.env_is_wrapped(Monitor))
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> VecEnv:
+    """The training VecEnv of a run: ``cfg.n_envs`` copies, seeded, VecNormalize-wrapped when asked.
+
+    :param cfg: run configuration
+    :param normalize_stats: a saved VecNormalize pickle to continue from (resume)
+    """
+    venv = make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.n_envs, cfg.seed, subprocess=cfg.vec_env == "subproc")
+    if not cfg.ppo.normalize:
+        return venv
+    if normalize_stats is not None:
+        return load_vecnormalize(normalize_stats, venv, training=True)
+    try:
+        return VecNormalize(venv, gamma=cfg.ppo.gamma, **cfg.ppo.normalize_kwargs)
+    except TypeError as exc:
+        raise UrgateError(f"config key 'ppo.normalize_kwargs': {exc}") from None
+
+
+def load_vecnormalize(path: Path, venv: VecEnv, *, training: bool) -> VecNormalize:
+    """Saved VecNormalize statistics around ``venv``; for evaluation (``training=False``) rewards stay raw."""
+    try:
+        norm = VecNormalize.load(str(path), venv)
+    except Exception as exc:  # a pickle can fail in many ways; the file is the user's
+        raise UrgateError(f"cannot read normalisation statistics {str(path)!r}: {_reason(exc)}") from None
+    norm.training = training
+    if not training:
+        norm.norm_reward = False
+    return norm
+
+
+# -- policy and model ------------------------------------------------------------------------------------------
+
+
+def policy_class(name: str) -> type:
+    """A policy class of ``policies`` by name (what an env family suggests)."""
+    cls = getattr(policies, name, None)
+    if not (isinstance(cls, type) and hasattr(cls, "predict")):
+        raise UrgateError(f"unknown policy class {name!r} (not in the policies package)")
+    return cls
+
+
+def _activation(name: Any) -> type:
+    if isinstance(name, type):
+        return name
+    table = {n.lower(): getattr(th.nn, n) for n in ("ReLU", "Tanh", "ELU", "GELU", "SiLU", "LeakyReLU", "Sigmoid")}
+    if not isinstance(name, str) or name.lower() not in table:
+        raise UrgateError(
+            f"config key 'policy_kwargs.activation_fn' must name an activation, got {name!r}; valid: "
+            f"{', '.join(sorted(table))}"
+        )
+    return table[name.lower()]
+
+
+def _extractor(name: Any) -> type:
+    from policies.extractors import EXTRACTORS
+
+    if isinstance(name, type):
+        return name
+    if name not in EXTRACTORS:
+        raise UrgateError(
+            f"config key 'policy_kwargs.features_extractor_class' must name an extractor, got {name!r}; valid: "
+            f"{', '.join(EXTRACTORS)}"
+        )
+    return EXTRACTORS[name]
+
+
+def accepted_policy_kwargs(cls: type) -> list[str]:
+    """Keyword arguments a policy class accepts (its own and every base class's, up the MRO)."""
+    names: list[str] = []
+    skip = {"self", "observation_space", "action_space", "lr_schedule", "use_sde"}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in skip or p.name in names:
+                continue
+            names.append(p.name)
+    return names
+
+
+def resolve_policy(cfg: RunConfig) -> tuple[type, dict[str, Any]]:
+    """The policy class and constructor keywords for a run: the family's suggestions under the config's values.
+
+    :return: ``(policy_class, policy_kwargs)`` with class names (extractor, activation) resolved to classes
+    """
+    family = envs.family_of(cfg.env_id)
+    cls = policy_class(family.policy)
+    kwargs: dict[str, Any] = {}
+    if family.features_extractor is not None:
+        kwargs["features_extractor_class"] = family.features_extractor
+        kwargs["features_extractor_kwargs"] = dict(family.features_extractor_kwargs)
+    for key, value in cfg.policy_kwargs.items():
+        if key == "features_extractor_kwargs" and isinstance(value, dict):
+            value = {**kwargs.get("features_extractor_kwargs", {}), **value}
+        kwargs[key] = value
+    valid = accepted_policy_kwargs(cls)
+    for key in kwargs:
+        if key not in valid:
+            raise UrgateError(f"unknown config key 'policy_kwargs.{key}' for {cls.__name__}; valid: {', '.join(valid)}")
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = _activation(kwargs["activation_fn"])
+    if "features_extractor_class" in kwargs:
+        kwargs["features_extractor_class"] = _extractor(kwargs["features_extractor_class"])
+        # The package's extractors read raw observations (a symbolic grid holds small integer indices, which SB3's
+        # division by 255 would crush); one that wants SB3's scaling says so with a class attribute.
+        kwargs.setdefault("normalize_images", getattr(kwargs["features_extractor_class"], "normalize_images", False))
+    kwargs["core"] = cfg.core
+    return cls, kwargs
+
+
+def learning_rate(cfg: RunConfig):
+    """A float, or SB3's picklable ``LinearSchedule`` from the start value to 0 over the run."""
+    if cfg.ppo.lr_schedule == "linear":
+        return LinearSchedule(cfg.ppo.learning_rate, 0.0, 1.0)
+    return cfg.ppo.learning_rate
+
+
+def run_info(cfg: RunConfig) -> dict[str, Any]:
+    """What a model zip records about its run (env and core), so ``eval model.zip`` needs no other file."""
+    return {"env_id": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs), "core": cfg.core, "seed": cfg.seed}
+
+
+def build_model(cfg: RunConfig, env: VecEnv):
+    """A fresh ``FastRecurrentPPO`` for ``cfg`` on ``env`` (nothing is written to disk).
+
+    :param cfg: run configuration
+    :param env: the training VecEnv (``make_training_env``)
+    """
+    cls, kwargs = resolve_policy(cfg)
+    p = cfg.ppo
+    try:
+        model = algorithm_class()(
+            cls,
+            env,
+            learning_rate=learning_rate(cfg),
+            n_steps=p.n_steps,
+            batch_size=p.batch_size,
+            n_epochs=p.n_epochs,
+            gamma=p.gamma,
+            gae_lambda=p.gae_lambda,
+            clip_range=p.clip_range,
+            clip_range_vf=p.clip_range_vf,
+            normalize_advantage=p.normalize_advantage,
+            ent_coef=p.ent_coef,
+            vf_coef=p.vf_coef,
+            max_grad_norm=p.max_grad_norm,
+            target_kl=p.target_kl,
+            policy_kwargs=kwargs,
+            seed=cfg.seed,
+            device=cfg.device,
+            verbose=0,
+        )
+    except (TypeError, AssertionError) as exc:
+        # The stock constructor reports bad keyword combinations (e.g. shared_lstm with enable_critic_lstm)
+        # through assertions and TypeErrors; they come from the user's policy_kwargs.
+        raise UrgateError(
+            f"cannot build {cls.__name__} with policy_kwargs {cfg.policy_kwargs}: {_reason(exc)}"
+        ) from None
+    setattr(model, RUN_INFO_ATTR, run_info(cfg))
+    return model
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def check_model_file(path: Path) -> None:
+    """Fail with one line unless ``path`` looks like an SB3 model zip (exists, complete, has data + weights)."""
+    if not path.exists():
+        raise UrgateError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise UrgateError(f"{str(path)!r} is not a file (give a run directory or a model .zip)")
+    if not zipfile.is_zipfile(path):
+        raise UrgateError(f"{str(path)!r} is not a model zip (not a zip archive, or truncated)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UrgateError(f"{str(path)!r} is a damaged zip: {_reason(exc)}") from None
+    if "data" not in names or "policy.pth" not in names:
+        raise UrgateError(f"{str(path)!r} is a zip but not a saved model (no 'data' and 'policy.pth' inside)")
+    if bad is not None:
+        raise UrgateError(f"{str(path)!r} is damaged: member {bad!r} fails its checksum")
+
+
+def load_model(path: Path, *, device: str = "cpu", env: VecEnv | None = None, expect_core: str | None = None):
+    """Load a saved model zip, with every user-facing failure turned into ``UrgateError``.
+
+    Loading unpickles code stored in the zip (SB3's format): load only files you trust.
+
+    :param path: a model ``.zip``
+    :param device: torch device to load the weights on
+    :param env: the environment it will act or train in; its observation and action spaces must match the
+        model's (the number of envs may differ)
+    :param expect_core: the core the model must have (e.g. the run's config); None accepts any
+    """
+    path = Path(path)
+    data = _zip_data(path)
+    core = (data.get("policy_kwargs") or {}).get("core")
+    if expect_core is not None and core != expect_core:
+        raise UrgateError(f"model {str(path)!r} has core {core!r}, but the run's config says core {expect_core!r}")
+    if env is not None:
+        check_spaces(data["observation_space"], data["action_space"], env, repr(str(path)))
+    try:
+        return algorithm_class().load(str(path), env=env, device=device)
+    except Exception as exc:
+        raise UrgateError(f"cannot load model {str(path)!r}: {_reason(exc)}") from None
+
+
+def model_core(model) -> str | None:
+    """The core name of a loaded model (None for a stock LSTM policy)."""
+    return getattr(model.policy, "core_name", None)
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env: VecEnv, what: str) -> None:
+    """Fail with one line if ``env``'s observation or action space differs from a model's."""
+    for kind, theirs in (("observation space", observation_space), ("action space", action_space)):
+        ours = env.observation_space if kind == "observation space" else env.action_space
+        if not _same_space(theirs, ours):
+            raise UrgateError(f"{what} was trained with {kind} {theirs}, but {env_name(env)} has {ours}")
+
+
+def env_name(env: VecEnv) -> str:
+    """The env id an env was built for, for messages."""
+    try:
+        spec = env.get_attr("spec")[0]
+    except (AttributeError, IndexError):
+        spec = None
+    return f"the environment {spec.id}" if spec is not None else "the environment"
+
+
+def read_run_info(path: Path) -> dict[str, Any]:
+    """The run info recorded in a model zip (env id, env kwargs, core), without building the model."""
+    data = _zip_data(Path(path))
+    return dict(data.get(RUN_INFO_ATTR) or {})
+
+
+def _zip_data(path: Path) -> dict[str, Any]:
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    check_model_file(path)
+    try:
+        data, _, _ = load_from_zip_file(str(path), device="cpu", load_data=True)
+    except Exception as exc:  # SB3 raises many kinds (KeyError, pickle, torch, ...); the file is the user's
+        raise UrgateError(f"cannot load model {str(path)!r}: {_reason(exc)}") from None
+    if not isinstance(data, dict) or "observation_space" not in data or "policy_class" not in data:
+        raise UrgateError(f"{str(path)!r} is a zip but not a saved RecurrentPPO model")
+    return data
+
+
+def _same_space(a: spaces.Space, b: spaces.Space) -> bool:
+    # SB3 transposes channel-last images when it wraps the env (VecTransposeImage), so compare either layout.
+    if a == b:
+        return True
+    if isinstance(a, spaces.Dict) and isinstance(b, spaces.Dict):
+        return a.spaces.keys() == b.spaces.keys() and all(_same_space(a[k], b[k]) for k in a.spaces)
+    if isinstance(a, spaces.Box) and isinstance(b, spaces.Box) and a.dtype == b.dtype and len(a.shape) == 3:
+        return a.shape == (b.shape[2], b.shape[0], b.shape[1]) or b.shape == (a.shape[2], a.shape[0], a.shape[1])
+    return False

@@ -1,0 +1,234 @@
+"""Train and resume runs: build from a config, learn with the callbacks, write the run directory.
+
+A run directory holds::
+
+    config.yaml          the resolved RunConfig
+    summary.json         env_id, core, seed, timesteps, wall_time_s, fps, final_eval, memoryless_ceiling, status
+    evaluations.csv      one row per periodic evaluation (timesteps, mean_return, std_return, success_rate, ...)
+    gates.npz            initial_gates / final_gates samples of the actor core's effective forget gates
+    progress.csv, tb/    SB3's CSV and TensorBoard logs
+    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json), replaced atomically
+    best_model.zip       best periodic evaluation;  final_model.zip  at the end of the budget
+
+Everything a user can get wrong (config, env id, core, policy keywords, run directory) is checked before the
+first file is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+
+import envs
+
+from . import factory
+from .callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    GateDiagnostics,
+    NonFiniteError,
+    NonFiniteGuard,
+    ProgressBar,
+    StopOnRequest,
+    StopRequest,
+    save_model,
+    write_checkpoint,
+)
+from .config import RunConfig
+from .errors import UrgateError
+
+EVAL_SEED_OFFSET = 10_000  # evaluation envs never replay the training envs' episodes
+STATUSES = ("finished", "interrupted", "diverged")
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "latest.zip"
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty run directory unless ``overwrite`` (and then only a run directory)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UrgateError(f"run directory {str(run_dir)!r} exists and is a file")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UrgateError(
+                f"run directory {str(run_dir)!r} already exists: pass --overwrite to replace it, or continue it "
+                f"with: python run_rl.py resume {run_dir}"
+            )
+        if not (run_dir / "config.yaml").is_file():
+            raise UrgateError(f"refusing to overwrite {str(run_dir)!r}: it is not a run directory (no config.yaml)")
+
+
+class _CSV(CSVOutputFormat):
+    """SB3's CSV logger, continuing an existing file (resume) instead of truncating it."""
+
+    def __init__(self, filename: Path) -> None:
+        if not filename.is_file() or filename.stat().st_size == 0:
+            super().__init__(str(filename))
+            return
+        self.file = open(filename, "r+")  # noqa: SIM115 (closed by the logger)
+        self.keys = self.file.readline().rstrip("\n").split(",")
+        self.file.seek(0, 2)
+        self.separator, self.quotechar = ",", '"'
+
+
+def make_logger(run_dir: Path) -> Logger:
+    """``progress.csv`` (appended on resume) and TensorBoard events under ``tb/``."""
+    return Logger(
+        folder=str(run_dir),
+        output_formats=[_CSV(run_dir / "progress.csv"), TensorBoardOutputFormat(str(run_dir / "tb"))],
+    )
+
+
+def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_bar: bool = True) -> dict[str, Any]:
+    """Train a fresh run into ``run_dir``.
+
+    :param cfg: the resolved configuration (``agents.config.load_config``)
+    :param run_dir: directory to create; an existing non-empty one needs ``overwrite``
+    :param overwrite: replace an existing run directory
+    :param progress_bar: show a live bar on stderr
+    :return: the summary (also written to ``summary.json``); ``status`` is ``finished``, ``interrupted``
+        (Ctrl-C: a checkpoint was written, ``resume`` continues) or ``diverged`` (NaN/inf: the last good
+        checkpoint is kept)
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, overwrite)
+    factory.set_threads(cfg.threads)
+    env = factory.make_training_env(cfg)
+    try:
+        model = factory.build_model(cfg, env)
+    except BaseException:
+        env.close()
+        raise
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # check_run_dir allowed it: an empty directory or a run directory with --overwrite
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    return _learn(model, cfg, run_dir, fresh=True, progress_bar=progress_bar)
+
+
+def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | None = None) -> dict[str, Any]:
+    """Continue a run from ``checkpoints/latest.zip``: the same step count, optimizer state, VecNormalize
+    statistics and learning-rate schedule, writing into the same directory.
+
+    :param run_dir: an existing run directory
+    :param progress_bar: show a live bar on stderr
+    :param total_timesteps: a new, larger budget (default: the config's)
+    :return: the summary, as ``train``
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UrgateError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    ckpt = checkpoint_path(run_dir)
+    if not ckpt.exists():
+        raise UrgateError(f"run {str(run_dir)!r} has no checkpoint to resume from ({ckpt} is missing)")
+    if total_timesteps is not None:
+        if total_timesteps < 1:
+            raise UrgateError(f"--timesteps must be >= 1, got {total_timesteps}")
+        cfg.total_timesteps = total_timesteps
+    factory.set_threads(cfg.threads)
+    stats = ckpt.with_name("latest.vecnormalize.pkl")
+    if cfg.ppo.normalize and not stats.is_file():
+        raise UrgateError(f"run {str(run_dir)!r} normalises observations but {stats} is missing")
+    env = factory.make_training_env(cfg, normalize_stats=stats if cfg.ppo.normalize else None)
+    try:
+        model = factory.load_model(ckpt, device=cfg.device, env=env, expect_core=cfg.core)
+    except BaseException:
+        env.close()
+        raise
+    if model.num_timesteps >= cfg.total_timesteps:
+        env.close()
+        raise UrgateError(
+            f"run {str(run_dir)!r} already has {model.num_timesteps} of its {cfg.total_timesteps} steps; "
+            "pass --timesteps with a larger budget to continue it"
+        )
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    return _learn(model, cfg, run_dir, fresh=False, progress_bar=progress_bar)
+
+
+def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: bool) -> dict[str, Any]:
+    start_steps = model.num_timesteps
+    previous = _read_summary(run_dir)
+    model.set_logger(make_logger(run_dir))
+    eval_env = factory.make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.eval.n_envs, cfg.seed + EVAL_SEED_OFFSET)
+    stop = StopRequest()
+    stopper = StopOnRequest(stop)
+    guard = NonFiniteGuard()
+    evaluator = EvalCallback(
+        eval_env, run_dir, cfg.eval.freq, cfg.eval.n_episodes, cfg.eval.deterministic, cfg.seed + EVAL_SEED_OFFSET
+    )
+    gates = GateDiagnostics(cfg.gate_diagnostics, seed=cfg.seed)
+    gates.load(run_dir / "gates.npz")
+    callbacks = [stopper, guard, CheckpointCallback(run_dir / "checkpoints", cfg.checkpoint_freq), evaluator, gates]
+    bar = ProgressBar(cfg.total_timesteps, desc=f"{cfg.core} {cfg.env_id}") if progress_bar else None
+    if bar is not None:
+        callbacks.append(bar)
+
+    status, message = "finished", ""
+    t0 = time.perf_counter()
+    try:
+        with stop:
+            model.learn(
+                cfg.total_timesteps - start_steps,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=fresh,
+                log_interval=1,
+            )
+            guard.check()  # the last update is not followed by a rollout start
+        if stop.requested:
+            status = "interrupted"
+    except NonFiniteError as exc:
+        status, message = "diverged", str(exc)
+    except KeyboardInterrupt:
+        status = "interrupted"  # second Ctrl-C: stop now, still save what was trained on
+    finally:
+        if bar is not None:
+            bar.close()
+    learn_time = time.perf_counter() - t0
+
+    if status == "interrupted":
+        write_checkpoint(model, run_dir / "checkpoints", timesteps=stopper.trained_timesteps)
+    final_eval = None
+    if status == "finished":
+        write_checkpoint(model, run_dir / "checkpoints")
+        save_model(model, run_dir / "final_model.zip")
+        final_eval = evaluator.evaluate_now()
+        model.logger.dump(model.num_timesteps)
+    gates.save(run_dir / "gates.npz")
+    model.logger.close()
+    eval_env.close()
+    model.env.close()
+
+    steps = model.num_timesteps - start_steps
+    family = envs.family_of(cfg.env_id)
+    summary = {
+        "env_id": cfg.env_id,
+        "core": cfg.core,
+        "seed": cfg.seed,
+        "timesteps": int(model.num_timesteps),
+        "total_timesteps": cfg.total_timesteps,
+        "wall_time_s": round(float(previous.get("wall_time_s", 0.0)) + time.perf_counter() - t0, 2),
+        "fps": round(steps / learn_time, 1) if learn_time > 0 else None,
+        "final_eval": final_eval,
+        "memoryless_ceiling": family.memoryless_ceiling,
+        "status": status,
+        "message": message,
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,268 @@
+#!/usr/bin/env python
+"""urgate command line: train, evaluate, list and resume recurrent PPO agents with a selectable memory core.
+
+    python run_rl.py --core ur                       train on the default task (train is the default command)
+    python run_rl.py train --env MiniGrid-MemoryS7-v0 --core lstm --set ppo.n_steps=64
+    python run_rl.py eval runs/RUN_DIR --episodes 100 --video episodes.gif
+    python run_rl.py list
+    python run_rl.py resume runs/RUN_DIR
+
+This module only parses arguments and reports; the work is done in ``agents``. A user error (a bad name, key,
+value or file) prints one line on stderr and exits with code 2. Adding a subcommand is one function taking
+the parsed arguments plus one ``Command`` entry in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_COMMAND = "train"
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    import envs
+    import policies
+    from agents.errors import UrgateError
+
+    return (UrgateError, policies.PolicyConfigError, envs.EnvConfigError)
+
+
+def _print_eval(result: dict, prefix: str = "") -> None:
+    lo, hi = result["ci95"]
+    sr = result.get("success_rate")
+    success = f"success {sr:.3f}, " if sr is not None else ""
+    print(
+        f"{prefix}{success}return {result['mean_return']:.3f} (95% CI {lo:.3f} to {hi:.3f}, std "
+        f"{result['std_return']:.3f}) over {result['episodes']} episodes"
+    )
+
+
+def _report_run(summary: dict) -> int:
+    run_dir = summary["run_dir"]
+    status = summary["status"]
+    head = f"{summary['core']} on {summary['env_id']}: {summary['timesteps']} steps, {summary['wall_time_s']:.0f} s"
+    if summary.get("fps"):
+        head += f", {summary['fps']:.0f} steps/s"
+    if status == "finished":
+        print(head)
+        final = summary["final_eval"]
+        ceiling = summary.get("memoryless_ceiling")
+        _print_eval(final, prefix="final evaluation: ")
+        if ceiling is not None and final.get("success_rate") is not None:
+            print(f"memoryless ceiling (best success rate without memory): {ceiling:.2f}")
+        print(f"run directory: {run_dir}")
+        return EXIT_OK
+    if status == "interrupted":
+        print(f"{head} (interrupted)", file=sys.stderr)
+        print(f"checkpoint saved; continue with: python run_rl.py resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"training diverged: {summary.get('message')}.", file=sys.stderr)
+    ckpt = Path(run_dir) / "checkpoints" / "latest.zip"
+    if ckpt.exists():
+        steps = json.loads(ckpt.with_name("latest.json").read_text())["timesteps"]
+        print(f"the last good checkpoint (step {steps}) is kept in {ckpt}", file=sys.stderr)
+    print("try a lower ppo.learning_rate or ppo.max_grad_norm (--set key=value)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# -- train -----------------------------------------------------------------------------------------------------
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--core", help="memory core: lstm, chrono, u, r, ur (default: the config's, ur)")
+    p.add_argument("--env", help="environment id (see `list`; default: the config's env)")
+    p.add_argument(
+        "--config",
+        help="config name in configs/ or a YAML path (default: the env family's config, or 'default' without --env)",
+    )
+    p.add_argument("--timesteps", type=int, help="environment steps to train for")
+    p.add_argument("--seed", type=int, help="seed for envs, initialisation and sampling")
+    p.add_argument("--n-envs", type=int, help="training environments stepped side by side")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:0, auto (default cpu)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small recurrent models)")
+    p.add_argument("--run-dir", type=Path, help="output directory (default runs/<env>-<core>-s<seed>-<time>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, repeatable; dotted keys reach nested ones: ppo.n_steps=64, "
+        "policy_kwargs.lstm_hidden_size=64, policy_kwargs.core_kwargs.t_max=300, env_kwargs.length=50",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
+
+def _cli_overrides(args: argparse.Namespace) -> list[str]:
+    named = {
+        "core": args.core,
+        "total_timesteps": args.timesteps,
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "threads": args.threads,
+    }
+    return [f"{k}={v}" for k, v in named.items() if v is not None] + list(args.overrides)
+
+
+def default_run_dir(env_id: str, core: str, seed: int) -> Path:
+    """``runs/<env>-<core>-s<seed>-<YYYYmmdd-HHMMSS>``, with the env id's slashes turned into dashes."""
+    return Path("runs") / f"{env_id.replace('/', '-')}-{core}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agents.config import load_config
+    from agents.train import train
+
+    cfg = load_config(args.config, args.env, _cli_overrides(args))
+    run_dir = args.run_dir or default_run_dir(cfg.env_id, cfg.core, cfg.seed)
+    print(f"training {cfg.core} on {cfg.env_id} for {cfg.total_timesteps} steps -> {run_dir}", file=sys.stderr)
+    return _report_run(train(cfg, run_dir, overwrite=args.overwrite, progress_bar=not args.no_progress))
+
+
+# -- eval ------------------------------------------------------------------------------------------------------
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="run directory (its final model, else its latest checkpoint) or model .zip")
+    p.add_argument("--episodes", type=int, default=50, help="episodes to play (default 50)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
+    p.add_argument("--video", type=Path, help="record the first episodes to a .gif or .mp4 (plays them in one env)")
+    p.add_argument("--env", help="environment id (default: the one the model was trained on)")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (default 12345)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", type=Path, help="write the statistics as JSON here (default: eval.json in a run directory)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from agents.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    result = evaluate(
+        args.path,
+        env_id=args.env,
+        n_episodes=args.episodes,
+        deterministic=not args.stochastic,
+        seed=args.seed,
+        video_path=args.video,
+        device=args.device,
+    )
+    _print_eval(result, prefix=f"{result['env_id']} ({'greedy' if not args.stochastic else 'sampled'}): ")
+    out = args.out or (args.path / "eval.json" if args.path.is_dir() else None)
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"statistics written to {out}")
+    if args.video is not None:
+        print(f"video written to {args.video}")
+    return EXIT_OK
+
+
+# -- list ------------------------------------------------------------------------------------------------------
+
+
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import envs
+    import policies
+    from agents.config import CONFIG_DIR, available_configs
+
+    print("cores (--core):")
+    for name in policies.CORE_NAMES:
+        print(f"  {name:<8} {policies.CORES[name].summary}")
+    print("\nenvironment families (--env):")
+    for fam in envs.FAMILIES.values():
+        ceiling = "n/a" if fam.memoryless_ceiling is None else f"{fam.memoryless_ceiling:.2f}"
+        extra = f", needs: {fam.install_hint()}" if fam.extra else ""
+        print(f"  {fam.name}: {fam.summary}")
+        print(f"    memoryless ceiling {ceiling}, config '{fam.config}'{extra}")
+        for env_id in fam.ids:
+            print(f"    {env_id}")
+    print(f"\nconfigs (--config, in {CONFIG_DIR}):")
+    for name in available_configs():
+        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        print(f"  {name:<14} {about}")
+    return EXIT_OK
+
+
+# -- resume ----------------------------------------------------------------------------------------------------
+
+
+def _resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run directory with checkpoints/latest.zip")
+    p.add_argument("--timesteps", type=int, help="a new, larger total budget (default: the run's own)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from agents.train import resume
+
+    print(f"resuming {args.run_dir}", file=sys.stderr)
+    return _report_run(resume(args.run_dir, progress_bar=not args.no_progress, total_timesteps=args.timesteps))
+
+
+# -- registry --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its help line, how it adds its arguments, and what it runs (returns the exit code)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train an agent (the default command)", _train_arguments, cmd_train),
+    "eval": Command("evaluate a run directory or model zip; optionally record a video", _eval_arguments, cmd_eval),
+    "list": Command("list memory cores, environment families and ids, and configs", _list_arguments, cmd_list),
+    "resume": Command("continue a run from its last checkpoint", _resume_arguments, cmd_resume),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_rl.py",
+        description="Recurrent PPO with a selectable memory core (lstm, chrono, u, r, ur). Without a command, "
+        "trains: `python run_rl.py --core ur`. Model zips unpickle code when loaded: load only files you trust.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, DEFAULT_COMMAND)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
