@@ -1,0 +1,187 @@
+"""Experiment grids: expansion, validation, restartability and the backends.
+
+The unit tests run the grid in-process with a stand-in for ``agents.train`` that writes run directories in the
+trainer's format, so they check the experiment logic alone; the end-to-end tests at the bottom train for real.
+"""
+
+import json
+import sys
+import types
+
+import pytest
+import yaml
+from fake_runs import write_run
+
+from agents.errors import UrgateError
+from agents.experiments import (
+    EXPERIMENT_FILE,
+    RUNS_DIR,
+    Experiment,
+    experiment_from_args,
+    load_experiment,
+    parse_grid,
+    parse_seeds,
+    prepare,
+    run_experiment,
+    run_state,
+    validate,
+)
+
+
+class FakeTrainer:
+    """Records calls; writes finished (or interrupted / failing) runs in the trainer's format."""
+
+    def __init__(self, fail=(), interrupt=()):
+        self.calls, self.fail, self.interrupt = [], set(fail), set(interrupt)
+
+    def module(self):
+        mod = types.ModuleType("agents.train")
+        mod.train, mod.resume = self.train, self.resume
+        return mod
+
+    def _write(self, run_dir, cfg, status="finished"):
+        return write_run(
+            run_dir,
+            env_id=cfg["env_id"],
+            core=cfg["core"],
+            seed=cfg["seed"],
+            env_kwargs=cfg["env_kwargs"],
+            timesteps=cfg["total_timesteps"],
+            status=status,
+        )
+
+    def train(self, cfg, run_dir, *, overwrite=False, progress_bar=True):
+        self.calls.append(("train", run_dir.name, overwrite))
+        assert not progress_bar
+        if run_dir.exists() and not overwrite:
+            raise UrgateError(f"{run_dir} exists")
+        if run_dir.name in self.fail:
+            raise RuntimeError("boom")
+        status = "interrupted" if run_dir.name in self.interrupt else "finished"
+        return self._write(run_dir, cfg.to_dict(), status)
+
+    def resume(self, run_dir, *, progress_bar=True):
+        self.calls.append(("resume", run_dir.name))
+        return self._write(run_dir, yaml.safe_load((run_dir / "config.yaml").read_text()))
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    fake = FakeTrainer()
+    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
+    return fake
+
+
+def tmaze(**kw):
+    base = dict(env_ids=["urgate/TMaze-v0"], cores=["lstm", "ur"], seeds=[0, 1], grid={"length": [5, 20]})
+    return Experiment(**{**base, **kw})
+
+
+def test_grid_expands_every_combination_with_unique_names():
+    exp = tmaze(grid={"length": [5, 20], "ppo.n_steps": [16, 32]})
+    runs = exp.runs()
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert len({r.name for r in runs}) == len(runs)
+    assert runs[0].name == "urgate_TMaze-v0__length=5__ppo.n_steps=16__lstm__s0"
+    assert {(r.core, r.seed) for r in runs} == {(c, s) for c in ("lstm", "ur") for s in (0, 1)}
+
+
+def test_cell_config_puts_env_keywords_and_config_keys_in_place():
+    exp = tmaze(grid={"length": [7], "ppo.n_steps": [16]}, timesteps=640, overrides=["n_envs=2"])
+    cfg = exp.run_config(exp.runs()[-1])
+    assert (cfg.core, cfg.seed, cfg.total_timesteps, cfg.n_envs) == ("ur", 1, 640, 2)
+    assert cfg.env_kwargs["length"] == 7 and cfg.ppo.n_steps == 16
+
+
+def test_parse_grid_and_seeds():
+    assert parse_grid(["length=10,30, 100", "ppo.learning_rate=1e-3,3e-4"]) == {
+        "length": [10, 30, 100],
+        "ppo.learning_rate": ["1e-3", "3e-4"],  # YAML 1.1 keeps these as strings; the config coerces them
+    }
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,9") == [4, 9]
+    for bad in ("length", "length=", "=1,2", "length=1,,2", "len gth=1", "length=1,1"):
+        with pytest.raises(UrgateError, match="--grid"):
+            parse_grid([bad])
+    with pytest.raises(UrgateError, match="given twice"):
+        parse_grid(["length=1", "length=2"])
+    for bad in ("0", "-1", "x", "1,1", "1,-2"):
+        with pytest.raises(UrgateError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_bad_input_is_one_line_user_error():
+    with pytest.raises(UrgateError, match=r"unknown core 'lstn' in --cores; valid: lstm"):
+        experiment_from_args(cores="lstn,ur", seeds="2", env="urgate/TMaze-v0")
+    with pytest.raises(UrgateError, match="does not take keyword.*lenght.*accepted"):
+        validate(tmaze(grid={"lenght": [10]}))
+    with pytest.raises(UrgateError, match="unknown environment id"):
+        validate(tmaze(env_ids=["urgate/TMaz-v0"]))
+    with pytest.raises(UrgateError, match="unknown config key 'ppo.n_step'"):
+        validate(tmaze(grid={"ppo.n_step": [16]}))
+    with pytest.raises(UrgateError, match="length must be an integer >= 2"):
+        validate(tmaze(grid={"length": [1]}))
+
+
+def test_experiment_yaml_round_trips_and_guards_a_different_grid(tmp_path):
+    exp = tmaze(timesteps=100)
+    prepare(exp, tmp_path)
+    data = yaml.safe_load((tmp_path / EXPERIMENT_FILE).read_text())
+    assert len(data["runs"]) == 8 and data["grid"] == {"length": [5, 20]}
+    assert load_experiment(tmp_path) == exp
+    prepare(exp, tmp_path)  # the same experiment: fine
+    with pytest.raises(UrgateError, match="holds a different experiment"):
+        prepare(tmaze(seeds=[0, 1, 2]), tmp_path)
+
+
+def test_run_grid_then_rerun_skips_finished(tmp_path, fake_train):
+    exp = tmaze(timesteps=200)
+    report = run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert (report.total, report.skipped, len(report.finished), report.failed) == (8, 0, 8, {})
+    assert sorted(c[1] for c in fake_train.calls) == sorted(s.name for s in exp.runs())
+    assert all(run_state(tmp_path / RUNS_DIR / s.name) == "finished" for s in exp.runs())
+    assert all((tmp_path / "logs" / f"{s.name}.log").exists() for s in exp.runs())
+    fake_train.calls.clear()
+    again = run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert (again.skipped, again.finished, fake_train.calls) == (8, [], [])
+
+
+def test_unfinished_runs_resume_and_dead_ones_restart(tmp_path, fake_train):
+    exp = tmaze(cores=["ur"], seeds=[0], timesteps=200)
+    a, b = (s.name for s in exp.runs())
+    prepare(exp, tmp_path)
+    cfg = {"env_id": "urgate/TMaze-v0", "core": "ur", "seed": 0, "total_timesteps": 200, "env_kwargs": {"length": 5}}
+    write_run(tmp_path / RUNS_DIR / a, status="interrupted", env_kwargs=cfg["env_kwargs"])  # has a checkpoint
+    (tmp_path / RUNS_DIR / b).mkdir(parents=True)  # died before its first checkpoint
+    assert run_state(tmp_path / RUNS_DIR / a) == "resumable" and run_state(tmp_path / RUNS_DIR / b) == "partial"
+    report = run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert sorted(fake_train.calls) == [("resume", a), ("train", b, True)]
+    assert len(report.finished) == 2
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
+    exp = tmaze(cores=["ur"], timesteps=200)
+    bad = exp.runs()[1].name
+    fake = FakeTrainer(fail={bad})
+    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
+    report = run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert report.failed == {bad: "RuntimeError: boom"}
+    assert len(report.finished) == 3
+    assert "RuntimeError: boom" in (tmp_path / "logs" / f"{bad}.log").read_text()  # traceback in the run's log
+
+
+def test_ctrl_c_in_a_run_stops_the_grid(tmp_path, monkeypatch):
+    exp = tmaze(cores=["ur"], timesteps=200)
+    first = exp.runs()[0].name
+    fake = FakeTrainer(interrupt={first})
+    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert [c[1] for c in fake.calls] == [first]  # no further run was started
+    assert json.loads((tmp_path / RUNS_DIR / first / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_unknown_backend_and_bad_workers(tmp_path):
+    with pytest.raises(UrgateError, match="unknown backend 'slurm'; valid: local, ray"):
+        run_experiment(tmaze(), tmp_path, backend="slurm")
+    with pytest.raises(UrgateError, match="--workers must be >= 1"):
+        run_experiment(tmaze(), tmp_path, workers=0)
