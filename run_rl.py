@@ -217,6 +217,90 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report_run(resume(args.run_dir, progress_bar=not args.no_progress, total_timesteps=args.timesteps))
 
 
+# -- compare and plot ------------------------------------------------------------------------------------------
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cores", help="comma-separated cores, e.g. lstm,chrono,ur (omit to continue --exp-dir as it is)")
+    p.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,5,9); default 1")
+    p.add_argument("--env", help="environment id(s), comma-separated (default: the config's env)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values to sweep, repeatable (every combination runs): an env keyword (length=10,30,100; "
+        "distractor_steps=30,90) or a config key (ppo.n_steps=32,128)",
+    )
+    p.add_argument("--config", help="config name or YAML path for every run (default: each env family's)")
+    p.add_argument("--timesteps", type=int, help="environment steps per run (default: the config's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, repeatable (as for train)",
+    )
+    p.add_argument("--exp-dir", type=Path, help="experiment directory (default experiments/<env>_<grid keys>)")
+    p.add_argument("--backend", default="local", help="local (process pool, default) or ray")
+    p.add_argument("--workers", type=int, help="runs in parallel (default: CPU cores / threads per run)")
+    p.add_argument("--address", help="Ray cluster address (ray backend; default: start a local Ray runtime)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task declares (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from agents.experiments import resolve, run_experiment
+
+    exp, exp_dir = resolve(
+        args.exp_dir,
+        cores=args.cores,
+        seeds=args.seeds,
+        env=args.env,
+        grid=args.grid,
+        config=args.config,
+        timesteps=args.timesteps,
+        overrides=args.overrides,
+    )
+    print(f"experiment {exp_dir}: {len(exp.runs())} runs ({args.backend} backend)", file=sys.stderr)
+    try:
+        report = run_experiment(
+            exp,
+            exp_dir,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            gpus_per_run=args.gpus_per_run,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: python run_rl.py compare --exp-dir {exp_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(
+        f"{report.total} runs: {len(report.finished)} finished now, {report.skipped} kept, "
+        f"{len(report.failed)} failed; {report.wall_time_s / 60:.1f} min"
+    )
+    for name, error in report.failed.items():
+        print(f"failed: {name}: {error} (log: {exp_dir / 'logs' / (name + '.log')})", file=sys.stderr)
+    print(f"figures and table: python run_rl.py plot {exp_dir}")
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exp_dir", type=Path, help="experiment directory written by compare")
+    p.add_argument("--out", type=Path, help="output directory (default EXP_DIR/plots)")
+    p.add_argument("--dpi", type=int, default=130, help="PNG resolution (default 130)")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from agents.plots import plot_experiment
+
+    for path in plot_experiment(args.exp_dir, out_dir=args.out, dpi=args.dpi):
+        print(path)
+    return EXIT_OK
+
+
 # -- registry --------------------------------------------------------------------------------------------------
 
 
@@ -234,6 +318,8 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate a run directory or model zip; optionally record a video", _eval_arguments, cmd_eval),
     "list": Command("list memory cores, environment families and ids, and configs", _list_arguments, cmd_list),
     "resume": Command("continue a run from its last checkpoint", _resume_arguments, cmd_resume),
+    "compare": Command("run a grid of cores x seeds x settings (restartable)", _compare_arguments, cmd_compare),
+    "plot": Command("figures (PNG, SVG) and results.md for an experiment directory", _plot_arguments, cmd_plot),
 }
 
 

@@ -232,6 +232,51 @@ def experiment_from_args(
     )
 
 
+def resolve(
+    exp_dir: str | Path | None,
+    *,
+    cores: str | None,
+    seeds: str | int | None,
+    env: str | None,
+    grid: Iterable[str] = (),
+    config: str | None = None,
+    timesteps: int | None = None,
+    overrides: Iterable[str] = (),
+) -> tuple[Experiment, Path]:
+    """The experiment and directory a ``compare`` command means.
+
+    With ``cores`` the grid comes from the arguments (directory default: :func:`default_exp_dir`); without, it is
+    read from the existing ``exp_dir`` (continue an experiment as it was started, with no other grid options).
+    """
+    if cores is None:
+        grid_options = {
+            "--seeds": seeds,
+            "--env": env,
+            "--grid": list(grid),
+            "--config": config,
+            "--timesteps": timesteps,
+            "--set": list(overrides),
+        }
+        given = [k for k, v in grid_options.items() if v not in (None, [])]
+        if exp_dir is None or given:
+            raise UrgateError(
+                "compare needs --cores (e.g. --cores lstm,ur --seeds 3 --env urgate/TMaze-v0 --grid length=10,100), "
+                "or --exp-dir of an existing experiment alone to continue it"
+                + (f" (got {', '.join(given)} without --cores)" if given else "")
+            )
+        return load_experiment(exp_dir), Path(exp_dir)
+    exp = experiment_from_args(
+        cores=cores,
+        seeds=1 if seeds is None else seeds,
+        env=env,
+        grid=grid,
+        config=config,
+        timesteps=timesteps,
+        overrides=overrides,
+    )
+    return exp, Path(exp_dir) if exp_dir is not None else default_exp_dir(exp)
+
+
 def validate(exp: Experiment) -> dict[str, RunConfig]:
     """Resolve every run's config and build each distinct environment once, so bad input fails before any run.
 
