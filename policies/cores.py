@@ -10,7 +10,6 @@ Cores are built by name through ``make_core``; adding a variant is one ``CoreSpe
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,17 +247,18 @@ class CoreSpec:
     builder: Callable[..., nn.Module]
     summary: str
     fixed: dict[str, Any] = field(default_factory=dict)
+    options: tuple[str, ...] = ()  # the builder's keywords that mean something for this core (e.g. t_max)
 
     def accepted_kwargs(self) -> tuple[str, ...]:
-        """Keywords a user may pass through ``core_kwargs`` (the builder's, less sizes and fixed ones)."""
-        params = inspect.signature(self.builder).parameters
-        sizes = {"input_size", "hidden_size", "num_layers", "dropout", "core_name"}
-        return tuple(p for p in params if p not in sizes and p not in self.fixed)
+        """Keywords a user may pass through ``core_kwargs``."""
+        return self.options
 
 
 CORES: dict[str, CoreSpec] = {
     "lstm": CoreSpec(GatedLSTM, "standard LSTM, torch's default init (stock RecurrentPPO)", {"init": "default"}),
-    "chrono": CoreSpec(GatedLSTM, "LSTM with chrono init of forget/input biases (t_max=500)", {"init": "chrono"}),
+    "chrono": CoreSpec(
+        GatedLSTM, "LSTM with chrono init of forget/input biases (t_max=500)", {"init": "chrono"}, ("t_max",)
+    ),
     "u": CoreSpec(GatedLSTM, "LSTM with uniform gate init of the forget bias (U-LSTM)", {"init": "ugi"}),
     "r": CoreSpec(RefineLSTM, "refine-gate LSTM, input gate tied to 1-g, default init (R-LSTM)", {"init": "default"}),
     "ur": CoreSpec(RefineLSTM, "refine gate + uniform gate init: the paper's UR-LSTM", {"init": "ugi"}),
