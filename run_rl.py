@@ -263,7 +263,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         timesteps=args.timesteps,
         overrides=args.overrides,
     )
-    print(f"experiment {exp_dir}: {len(exp.runs())} runs ({args.backend} backend)", file=sys.stderr)
     try:
         report = run_experiment(
             exp,

@@ -509,6 +509,14 @@ def _ray_task(job: Job, shipped: bytes | None) -> tuple[Outcome, bytes | None, s
         return outcome, blob, log_path.read_text() if log_path.exists() else ""
 
 
+def _relocate_summary(run_dir: Path) -> None:
+    """Point a shipped-back summary's ``run_dir`` at where the run now lives (it named the worker's scratch dir)."""
+    summary = read_summary(run_dir)
+    if summary is not None and "run_dir" in summary:
+        summary["run_dir"] = str(run_dir)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def run_ray(
     jobs: list[Job],
     *,
@@ -526,7 +534,7 @@ def run_ray(
         raise UrgateError('the ray backend needs Ray: pip install "urgate[ray]" (or pip install ray)') from None
     started = not ray.is_initialized()
     if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address:
             kwargs["address"] = address
         else:
@@ -557,6 +565,7 @@ def run_ray(
                     _unpack(blob, staging)
                     shutil.rmtree(job.run_dir, ignore_errors=True)
                     staging.rename(job.run_dir)
+                    _relocate_summary(job.run_dir)
                 job.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(job.log_path, "a") as fh:
                     fh.write(log)
@@ -671,8 +680,10 @@ class _Progress:
             )
             self.progress.start()
             self.task = self.progress.add_task(self._describe(), total=max(1, self.steps_total))
-            if self.report.skipped:
-                self.progress.console.print(f"{self.report.skipped} finished run(s) kept, {len(self.todo)} to run")
+            self.progress.console.print(
+                f"experiment {self.report.exp_dir}: {self.report.total} runs, {self.report.skipped} finished and "
+                f"kept, {len(self.todo)} to run"
+            )
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -185,3 +185,88 @@ def test_unknown_backend_and_bad_workers(tmp_path):
         run_experiment(tmaze(), tmp_path, backend="slurm")
     with pytest.raises(UrgateError, match="--workers must be >= 1"):
         run_experiment(tmaze(), tmp_path, workers=0)
+
+
+def test_ray_task_ships_a_run_out_and_back(tmp_path, fake_train):
+    # The Ray task's own logic, without Ray: unpack the shipped run, resume it, pack the result.
+    from agents.experiments import Job, _pack, _ray_task, _unpack
+
+    exp = tmaze(cores=["ur"], seeds=[0], grid={"length": [5]}, timesteps=200)
+    spec = exp.runs()[0]
+    src = tmp_path / "driver" / spec.name
+    write_run(src, env_kwargs={"length": 5}, status="interrupted", timesteps=200)
+    job = Job(spec, exp.run_config(spec), src, tmp_path / "driver.log")
+    outcome, blob, log = _ray_task(job, _pack(src))
+    assert fake_train.calls == [("resume", "run")] and outcome.summary["status"] == "finished"
+    back = tmp_path / "back"
+    _unpack(blob, back)
+    assert run_state(back) == "finished" and "resumable" in log
+
+
+# -- end to end: real training on tiny budgets ---------------------------------------------------------------------
+
+TINY = [
+    "--set=n_envs=2",
+    "--set=ppo.n_steps=16",
+    "--set=ppo.batch_size=32",
+    "--set=eval.freq=128",
+    "--set=eval.n_episodes=2",
+    "--set=eval.n_envs=2",
+    "--set=policy_kwargs.lstm_hidden_size=8",
+]
+
+
+def test_compare_cli_local_pool_then_plot_and_rerun(tmp_path, capsys):
+    import run_rl
+
+    exp_dir = tmp_path / "exp"
+    args = ["compare", "--cores", "lstm,ur", "--seeds", "1", "--env", "urgate/TMaze-v0", "--grid", "length=3"]
+    args += ["--timesteps", "256", "--workers", "2", "--exp-dir", str(exp_dir), "--no-progress", *TINY]
+    assert run_rl.main(args) == 0
+    assert "2 runs: 2 finished now, 0 kept, 0 failed" in capsys.readouterr().out
+    for spec in load_experiment(exp_dir).runs():
+        summary = json.loads((exp_dir / RUNS_DIR / spec.name / "summary.json").read_text())
+        assert (summary["status"], summary["core"], summary["timesteps"]) == ("finished", spec.core, 256)
+    assert run_rl.main(["compare", "--exp-dir", str(exp_dir), "--no-progress"]) == 0  # continue: nothing to do
+    assert "0 finished now, 2 kept" in capsys.readouterr().out
+    assert run_rl.main(["plot", str(exp_dir)]) == 0
+    assert (exp_dir / "plots" / "frontier_TMaze-v0.png").exists() and (exp_dir / "plots" / "results.md").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cores", "lstm,foo"], "unknown core 'foo'"),
+        (["--cores", "ur", "--grid", "length"], "--grid must look like key=v1,v2"),
+        (["--cores", "ur", "--grid", "colour=1,2"], "does not take keyword(s) ['colour']"),
+        (["--cores", "ur", "--backend", "slurm"], "unknown backend 'slurm'"),
+        (["--seeds", "2"], "compare needs --cores"),
+    ],
+)
+def test_compare_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    import run_rl
+
+    code = run_rl.main(["compare", "--env", "urgate/TMaze-v0", "--exp-dir", str(tmp_path / "e"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("error: ")
+    assert not (tmp_path / "e" / RUNS_DIR).exists()  # nothing was run
+
+
+def test_ray_backend_runs_a_tiny_grid_on_a_local_runtime(tmp_path):
+    ray = pytest.importorskip("ray")
+    from agents.config import parse_override
+
+    overrides = [t.removeprefix("--set=") for t in TINY]
+    [parse_override(o) for o in overrides]
+    exp = tmaze(cores=["lstm", "ur"], seeds=[0], grid={"length": [3]}, timesteps=128, overrides=overrides)
+    try:
+        report = run_experiment(exp, tmp_path, backend="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert report.failed == {} and sorted(report.finished) == sorted(s.name for s in exp.runs())
+    for spec in exp.runs():
+        run_dir = tmp_path / RUNS_DIR / spec.name
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["run_dir"] == str(run_dir)
+        assert (run_dir / "checkpoints" / "latest.zip").exists() and (run_dir / "gates.npz").exists()
+        assert "new" in (tmp_path / "logs" / f"{spec.name}.log").read_text()
