@@ -93,6 +93,28 @@ def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict
         raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}; accepted: {accepted}")
 
 
+def _memory_maze_ids(variant: str) -> tuple[str, ...]:
+    # Kept here, not imported from envs.memory_maze, so that listing ids never imports the optional family.
+    return tuple(f"urgate/MemoryMaze-{s}x{s}{variant}-v0" for s in (9, 11, 13, 15))
+
+
+_POPGYM_GAMES = (  # popgym 1.0.7's registered games; a test checks this against popgym's registry
+    "Autoencode",
+    "RepeatPrevious",
+    "RepeatFirst",
+    "CountRecall",
+    "PositionOnlyCartPole",
+    "PositionOnlyPendulum",
+    "VelocityOnlyCartpole",
+    "NoisyPositionOnlyCartPole",
+    "NoisyPositionOnlyPendulum",
+    "MultiarmedBandit",
+    "HigherLower",
+    "Battleship",
+    "Concentration",
+    "MineSweeper",
+)
+
 FAMILIES: dict[str, EnvFamily] = {
     f.name: f
     for f in (
@@ -148,6 +170,51 @@ FAMILIES: dict[str, EnvFamily] = {
             config="tmaze",
             extra=None,
             builder="tmaze:make_tmaze",
+        ),
+        EnvFamily(
+            name="memory_maze",
+            summary="Memory Maze (Pasukonis et al. 2022): 3D maze, touch the targets in the order shown, 64x64 RGB; "
+            "-Top is the top-down view",
+            ids=_memory_maze_ids("") + _memory_maze_ids("-Top"),
+            policy="CnnGatedPolicy",
+            features_extractor=None,  # SB3's NatureCNN
+            features_extractor_kwargs={},
+            memoryless_ceiling=None,  # a score, not a success rate
+            memory_kwarg=None,
+            config="memory_maze",
+            extra="memory-maze",
+            builder="memory_maze:make_memory_maze",
+            requires="memory_maze",
+        ),
+        EnvFamily(
+            name="memory_maze_extra",
+            summary="Memory Maze with extra observations (agent and target positions, maze layout) beside the image",
+            ids=_memory_maze_ids("-ExtraObs"),
+            policy="MultiInputGatedPolicy",
+            features_extractor=None,  # SB3's CombinedExtractor: NatureCNN on the image, the vectors flattened
+            features_extractor_kwargs={},
+            memoryless_ceiling=None,
+            memory_kwarg=None,
+            config="memory_maze",
+            extra="memory-maze",
+            builder="memory_maze:make_memory_maze",
+            requires="memory_maze",
+        ),
+        EnvFamily(
+            name="popgym",
+            summary="POPGym (Morad et al. 2023): 14 memory games x Easy/Medium/Hard, small vector or discrete "
+            "observations (Tuple observations converted for SB3)",
+            ids=tuple(f"popgym-{game}{level}-v0" for level in ("Easy", "Medium", "Hard") for game in _POPGYM_GAMES),
+            policy="MlpGatedPolicy",
+            features_extractor=None,
+            features_extractor_kwargs={},
+            memoryless_ceiling=None,  # scores, not success rates
+            memory_kwarg=None,
+            config="popgym",
+            extra="popgym",
+            builder="popgym:make_popgym",
+            pattern=r"popgym-.+-v\d+",
+            requires="popgym",
         ),
     )
 }

@@ -39,6 +39,8 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
     :param direction_key: key of the agent's direction (Discrete), or None to ignore it
     """
 
+    normalize_images = False  # what the policy should be built with (read by agents.factory)
+
     def __init__(
         self,
         observation_space: spaces.Dict,
