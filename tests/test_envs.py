@@ -104,3 +104,26 @@ def test_gymnasium_make_reaches_our_tasks():
     env = gym.make("urgate/TMaze-v0", length=5)
     assert env.unwrapped.length == 5
     assert "urgate/TMaze-v0" in envs.list_env_ids()
+
+
+def test_minigrid_rgb_view_is_a_real_image():
+    env = make_env("MiniGrid-MemoryS7-v0", seed=0, view="rgb")
+    obs, _ = env.reset()
+    assert env.observation_space["image"] == gym.spaces.Box(0, 255, (56, 56, 3), np.uint8)
+    assert obs["image"].shape == (56, 56, 3) and obs["image"].max() > 10
+    assert set(obs) == {"image", "direction"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb3_check_env(make_env("MiniGrid-MemoryS7-v0", view="rgb"))
+    with pytest.raises(EnvConfigError, match="view must be one of"):
+        make_env("MiniGrid-MemoryS7-v0", view="pixels")
+
+
+def test_minigrid_symbolic_view_has_true_bounds_so_sb3_leaves_it_alone():
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    for env_id in ("MiniGrid-MemoryS7-v0", "urgate/PassiveVisualMatch-v0"):
+        image = make_env(env_id).observation_space["image"]
+        assert not is_image_space(image)  # no division by 255, no transpose, whatever normalize_images says
+        obs, _ = make_env(env_id, seed=0).reset()
+        assert image.contains(obs["image"])

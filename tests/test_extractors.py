@@ -74,3 +74,45 @@ def test_bad_spaces_are_config_errors():
         spaces.Dict({"image": spaces.Box(0, 10, (7, 7, 3), np.uint8)}), direction_key=None, features_dim=16
     )
     assert extractor({"image": torch.zeros(2, 7, 7, 3)}).shape == (2, 16)
+
+
+def _as_sb3_policy_sees_it(space):
+    """SB3 wraps envs with channels-last image spaces in VecTransposeImage: the policy sees channels first."""
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    def fix(sub):
+        if is_image_space(sub) and not is_image_space_channels_first(sub):
+            return VecTransposeImage.transpose_space(sub)
+        return sub
+
+    return spaces.Dict({k: fix(v) for k, v in space.spaces.items()}) if isinstance(space, spaces.Dict) else fix(space)
+
+
+def test_every_family_space_fits_its_suggested_extractor():
+    """Families without an extractor of ours get SB3's default for their policy kind: it must accept the space."""
+    import importlib.util
+
+    from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+
+    sb3_default = {
+        "MlpGatedPolicy": FlattenExtractor,
+        "CnnGatedPolicy": NatureCNN,
+        "MultiInputGatedPolicy": CombinedExtractor,
+    }
+    for family in FAMILIES.values():
+        if family.requires is not None and importlib.util.find_spec(family.requires) is None:
+            continue
+        env = make_env(family.ids[0])  # building is cheap: Memory Maze builds its maze on the first reset only
+        space = _as_sb3_policy_sees_it(env.observation_space)
+        if family.features_extractor is None:
+            extractor = sb3_default[family.policy](space, **family.features_extractor_kwargs)
+        else:
+            extractor = EXTRACTORS[family.features_extractor](space, **family.features_extractor_kwargs)
+        space.seed(0)
+        samples = [space.sample() for _ in range(3)]
+        batch = _batch(samples) if isinstance(space, spaces.Dict) else torch.as_tensor(np.stack(samples))
+        normalize = getattr(extractor, "normalize_images", True)
+        features = extractor(preprocess_obs(batch, space, normalize_images=normalize))
+        assert features.shape == (3, extractor.features_dim), family.name
+        env.close()
