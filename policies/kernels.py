@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,7 @@ _EXTENSION_NAME = "urgate_refine"
 # the generic, scalar build.
 _AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
 
+_STALE_LOCK_S = 600
 _lock = threading.Lock()
 _ops = None  # torch.ops.urgate once loaded
 _build_error: str | None = None  # why the build failed, once it has
@@ -68,6 +70,17 @@ def _ensure_ninja_on_path() -> None:
             pass
 
 
+def _clear_stale_lock(cpp_extension, name: str) -> None:
+    # torch's build lock is a file that a killed build leaves behind, and every later build then waits on it
+    # forever. A build takes well under a minute, so a lock older than 10 minutes is such a leftover.
+    try:
+        lock = Path(cpp_extension._get_build_directory(name, False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+            lock.unlink()
+    except (AttributeError, OSError):
+        pass
+
+
 def load_kernel():
     """Build (first use on a machine, ~30-60 s) or load (cached) the compiled kernel; return its ops or None.
 
@@ -85,8 +98,10 @@ def load_kernel():
 
             _ensure_ninja_on_path()
             avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            name = f"{_EXTENSION_NAME}_{'avx2' if avx2 else 'generic'}"
+            _clear_stale_lock(cpp_extension, name)
             cpp_extension.load(
-                name=f"{_EXTENSION_NAME}_{'avx2' if avx2 else 'generic'}",
+                name=name,
                 sources=[str(_SOURCE)],
                 extra_cflags=["-O3", *(_AVX2_FLAGS if avx2 else [])],
                 is_python_module=False,

@@ -4,8 +4,10 @@ The reference is ``policies.recurrence.step_loop`` over ``policies.gates.refine_
 ``kernels.refine_recurrence_reference``), differentiated by autograd.
 """
 
+import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -220,3 +222,21 @@ def test_cuda_falls_back_and_matches_cpu(monkeypatch):
         outs, grads = outputs_and_grads(refine_recurrence, *cuda_args)
     for a, b in zip((*outs, *grads), (*ref_outs, *ref_grads), strict=True):
         torch.testing.assert_close(a.cpu(), b, **TOL[torch.float64])
+
+
+def test_stale_build_lock_is_cleared_fresh_one_kept(tmp_path):
+    class FakeLoader:
+        @staticmethod
+        def _get_build_directory(name, verbose):
+            return str(tmp_path / name)
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = tmp_path / "old" / "lock", tmp_path / "new" / "lock"
+    old.touch()
+    new.touch()
+    stale = time.time() - kernels._STALE_LOCK_S - 60
+    os.utime(old, (stale, stale))
+    kernels._clear_stale_lock(FakeLoader, "old")
+    kernels._clear_stale_lock(FakeLoader, "new")  # a build in progress elsewhere: leave it alone
+    assert not old.exists() and new.exists()
