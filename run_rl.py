@@ -278,11 +278,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(
         f"{report.total} runs: {len(report.finished)} finished now, {report.skipped} kept, "
-        f"{len(report.failed)} failed; {report.wall_time_s / 60:.1f} min"
+        f"{len(report.interrupted)} interrupted, {len(report.failed)} failed; {report.wall_time_s / 60:.1f} min"
     )
     for name, error in report.failed.items():
         print(f"failed: {name}: {error} (log: {exp_dir / 'logs' / (name + '.log')})", file=sys.stderr)
     print(f"figures and table: python run_rl.py plot {exp_dir}")
+    if report.interrupted and not report.failed:
+        print(f"continue with: python run_rl.py compare --exp-dir {exp_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
@@ -347,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # outside training (which saves a checkpoint itself): nothing to save
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -449,8 +449,17 @@ def _sigint(handler):
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    # An idle worker ignores Ctrl-C (the parent handles it); ``execute`` re-enables it around each run.
+    # Workers leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards exactly one
+    # SIGINT to each worker (the trainer's first SIGINT checkpoints and stops, a second one aborts), also when the
+    # parent alone is signalled. An idle worker ignores it; ``execute`` re-enables it around each run.
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _signal_workers(pool: ProcessPoolExecutor) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):  # CPython's pool keeps its workers there
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
 
 
 # -- backends ----------------------------------------------------------------------------------------------------
@@ -478,10 +487,17 @@ def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll
                     on_done(pending.pop(fut), fut.result())
                 on_poll()
         except KeyboardInterrupt:
-            # The workers got the same SIGINT and are writing their checkpoints: wait for them, start no more.
             for fut in pending:
                 fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            _signal_workers(pool)  # the running trainers checkpoint and stop after their current update
+            try:
+                wait([f for f in pending if not f.cancelled()])
+            except KeyboardInterrupt:  # a second Ctrl-C: the trainers abort without waiting for the update
+                _signal_workers(pool)
+                wait([f for f in pending if not f.cancelled()])
+            for fut, job in pending.items():
+                if fut.done() and not fut.cancelled():
+                    on_done(job, fut.result())
             raise
 
 
@@ -595,6 +611,7 @@ class ExperimentReport:
     total: int
     skipped: int
     finished: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     wall_time_s: float = 0.0
 
@@ -700,6 +717,8 @@ class _Progress:
         finished = outcome.summary is not None and outcome.summary.get("status") == "finished"
         if finished:
             self.report.finished.append(job.spec.name)
+        elif interrupted(outcome):
+            self.report.interrupted.append(job.spec.name)
         else:
             self.report.failed[job.spec.name] = outcome.error or f"status {outcome.summary.get('status')!r}"
         self.steps_done += job.cfg.total_timesteps
@@ -709,6 +728,8 @@ class _Progress:
                 sr = ev.get("success_rate")
                 score = f"success {sr:.2f}" if sr is not None else f"return {ev.get('mean_return', float('nan')):.2f}"
                 line = f"[green]done[/] {job.spec.name}: {score} ({outcome.seconds:.0f} s)"
+            elif interrupted(outcome):
+                line = f"[yellow]interrupted[/] {job.spec.name} (checkpoint kept; it resumes on the next run)"
             else:
                 line = f"[red]failed[/] {job.spec.name}: {self.report.failed[job.spec.name]} (log: {job.log_path})"
             self.progress.console.print(line)

@@ -223,7 +223,7 @@ def test_compare_cli_local_pool_then_plot_and_rerun(tmp_path, capsys):
     args = ["compare", "--cores", "lstm,ur", "--seeds", "1", "--env", "urgate/TMaze-v0", "--grid", "length=3"]
     args += ["--timesteps", "256", "--workers", "2", "--exp-dir", str(exp_dir), "--no-progress", *TINY]
     assert run_rl.main(args) == 0
-    assert "2 runs: 2 finished now, 0 kept, 0 failed" in capsys.readouterr().out
+    assert "2 runs: 2 finished now, 0 kept, 0 interrupted, 0 failed" in capsys.readouterr().out
     for spec in load_experiment(exp_dir).runs():
         summary = json.loads((exp_dir / RUNS_DIR / spec.name / "summary.json").read_text())
         assert (summary["status"], summary["core"], summary["timesteps"]) == ("finished", spec.core, 256)
@@ -270,3 +270,29 @@ def test_ray_backend_runs_a_tiny_grid_on_a_local_runtime(tmp_path):
         assert summary["status"] == "finished" and summary["run_dir"] == str(run_dir)
         assert (run_dir / "checkpoints" / "latest.zip").exists() and (run_dir / "gates.npz").exists()
         assert "new" in (tmp_path / "logs" / f"{spec.name}.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_parent_checkpoints_every_running_run_and_compare_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    exp_dir = tmp_path / "exp"
+    cmd = [sys.executable, "run_rl.py", "compare", "--cores", "lstm,ur", "--seeds", "1", "--env", "urgate/TMaze-v0"]
+    cmd += ["--grid", "length=3", "--timesteps", "200000", "--workers", "2", "--exp-dir", str(exp_dir)]
+    cmd += ["--no-progress", *TINY, "--set=checkpoint_freq=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    runs = exp_dir / RUNS_DIR
+    while time.time() < deadline and not (
+        runs.exists() and all((d / "progress.csv").exists() for d in runs.iterdir()) and len(list(runs.iterdir())) == 2
+    ):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # the parent only: it forwards one SIGINT to each worker
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "continue with: python run_rl.py compare --exp-dir" in err
+    for d in runs.iterdir():
+        assert run_state(d) == "resumable"
+        assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
