@@ -1,9 +1,146 @@
-"""``FastRecurrentPPO``: sb3-contrib's RecurrentPPO with the same constructor, maths and save format."""
+"""``FastRecurrentPPO``: sb3-contrib's RecurrentPPO with the same maths, trained on whole unpadded sequences.
+
+What differs from stock, and only this:
+
+- the minibatch composition: each env's rollout is cut into chunks of ``sequence_length`` steps (default: the
+  whole ``n_steps`` rollout) that keep episode resets inside them, and a minibatch is a random set of
+  ``round(batch_size / sequence_length)`` whole chunks, built once per rollout (``agents.buffers``). Stock cuts a
+  rotated slice of ``batch_size`` transitions into sequences at episode starts and pads them to the longest;
+- with no padding there is no mask: every mean below is over real transitions, as stock's masked means are.
+
+The losses are RecurrentPPO's: clipped surrogate, advantages normalised per minibatch, optional value clipping,
+entropy bonus (or ``-log_prob`` when the distribution has no entropy), gradient-norm clipping and the
+``target_kl`` early stop before the step. Constructor, ``save`` format and ``load`` are stock's: a
+FastRecurrentPPO zip loads with ``sb3_contrib.RecurrentPPO.load`` and the other way round.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.utils import explained_variance
+
+from .buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, check_sequence_length
 
 
 class FastRecurrentPPO(RecurrentPPO):
-    """sb3-contrib ``RecurrentPPO``; a zip it saves loads with ``RecurrentPPO.load`` and vice versa."""
+    """sb3-contrib ``RecurrentPPO`` whose training pass runs whole, unpadded sequences (see the module docstring).
+
+    Takes every argument of ``RecurrentPPO`` plus:
+
+    :param sequence_length: steps per training sequence, a divisor of ``n_steps``; ``None`` (default) trains on
+        each env's whole rollout as one sequence. Shorter sequences start from the recurrent state stored during
+        the rollout (as stock's do) and give more, shorter sequences per minibatch.
+    """
+
+    def __init__(self, *args: Any, sequence_length: int | None = None, **kwargs: Any) -> None:
+        self.sequence_length = sequence_length
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.sequence_length is not None:
+            check_sequence_length(self.sequence_length, self.n_steps)
+        stock = self.rollout_buffer
+        buffer_cls = (
+            SequenceDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else SequenceRolloutBuffer
+        )
+        self.rollout_buffer = buffer_cls(
+            self.n_steps,
+            self.observation_space,
+            self.action_space,
+            stock.hidden_state_shape,
+            self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            sequence_length=self.sequence_length,
+        )
+
+    def _minibatch_loss(
+        self, batch: SequenceSamples, clip_range: float, clip_range_vf: float | None
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """RecurrentPPO's loss on one minibatch of whole sequences.
+
+        :return: the loss to minimise and the detached statistics
+            ``(policy_loss, value_loss, entropy_loss, clip_fraction, approx_kl)``
+        """
+        actions = batch.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        values, log_prob, entropy = self.policy.evaluate_actions(
+            batch.observations, actions, batch.lstm_states, batch.episode_starts
+        )
+        values = values.flatten()
+        advantages = batch.advantages
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        log_ratio = log_prob - batch.old_log_prob
+        ratio = th.exp(log_ratio)
+        policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+
+        values_pred = values
+        if clip_range_vf is not None:
+            values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
+        value_loss = ((batch.returns - values_pred) ** 2).mean()
+
+        entropy_loss = log_prob.mean() if entropy is None else -entropy.mean()
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+        with th.no_grad():
+            clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            stats = th.stack([policy_loss, value_loss, entropy_loss, clip_fraction, approx_kl])
+        return loss, stats
+
+    def train(self) -> None:
+        """Update the policy from the rollout buffer: ``n_epochs`` passes over random minibatches of sequences."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+
+        all_stats, kl_epoch = [], []
+        loss = th.zeros(())
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            kl_epoch = []
+            for batch in self.rollout_buffer.sequence_minibatches(self.batch_size):
+                loss, stats = self._minibatch_loss(batch, clip_range, clip_range_vf)
+                all_stats.append(stats)
+                kl_epoch.append(stats[4])
+                if self.target_kl is not None and stats[4].item() > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {stats[4].item():.2f}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        pg, vf, ent, clip_frac, _ = th.stack(all_stats).mean(dim=0).tolist()
+        buf = self.rollout_buffer
+        self.logger.record("train/entropy_loss", ent)
+        self.logger.record("train/policy_gradient_loss", pg)
+        self.logger.record("train/value_loss", vf)
+        self.logger.record(
+            "train/approx_kl", float(np.mean([k.item() for k in kl_epoch])) if kl_epoch else float("nan")
+        )
+        self.logger.record("train/clip_fraction", clip_frac)
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_variance(buf.values.flatten(), buf.returns.flatten()))
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)

@@ -122,20 +122,30 @@ class _GatedCoreMixin:
         )
         return data
 
-    @staticmethod
+    def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
+        # Training discards the cores' final states, which lets _process_sequence run an nn.LSTM core over
+        # episode segments instead of resetting inside one call (see _segment_outputs).
+        self._final_states_unused = True
+        try:
+            return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+        finally:
+            self._final_states_unused = False
+
     def _process_sequence(
+        self,
         features: th.Tensor,
         lstm_states: tuple[th.Tensor, th.Tensor],
         episode_starts: th.Tensor,
         lstm: nn.Module,
-    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor] | None]:
         """Run the core over a batch of sequences in one call (stock loops over steps when any episode starts).
 
         :param features: (n_seq * T, features_dim), sequence-major as the rollout buffer lays it out
         :param lstm_states: ``(h, c)`` at the start of each sequence, each (num_layers, n_seq, hidden)
         :param episode_starts: (n_seq * T,), 1 where the state is reset before that step
         :param lstm: the core
-        :return: the core's output (n_seq * T, hidden) and the final states
+        :return: the core's output (n_seq * T, hidden) and the final states (None inside ``evaluate_actions``
+            when the sequences hold resets and the core is an nn.LSTM: nothing reads them there)
         """
         n_seq = lstm_states[0].shape[1]
         x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)
@@ -143,10 +153,42 @@ class _GatedCoreMixin:
         keep = (1.0 - starts[0]).view(1, n_seq, 1)
         hx = (lstm_states[0] * keep, lstm_states[1] * keep)
         if x.shape[0] > 1 and bool(starts[1:].any()):
+            if isinstance(lstm, nn.LSTM) and getattr(self, "_final_states_unused", False):
+                return _segment_outputs(lstm, x, hx, starts), None
             out, hx = lstm(x, hx, episode_starts=starts)
         else:
             out, hx = lstm(x, hx)
         return th.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), hx
+
+
+def _segment_outputs(lstm: nn.Module, x: th.Tensor, hx: tuple[th.Tensor, th.Tensor], starts: th.Tensor) -> th.Tensor:
+    """Outputs of an nn.LSTM core over sequences with resets inside, in one fused call without resets.
+
+    torch's fused LSTM cannot zero its state mid-call, so every episode segment of every column becomes a column
+    of its own, right-padded to the longest segment (padding comes after the real steps and cannot change them).
+    The final states of that call are those of padded columns, hence not returned.
+
+    :param x: (T, B, F) inputs
+    :param hx: states at step 0 (already zeroed where ``starts[0]`` is set)
+    :param starts: (T, B) episode starts
+    :return: outputs (B * T, hidden), sequence-major
+    """
+    T, B = starts.shape
+    begin = starts.t() > 0
+    begin[:, 0] = True
+    begin = begin.reshape(-1)  # column-major: flat index b * T + t
+    seg_id = begin.cumsum(0) - 1
+    first = th.nonzero(begin).flatten()  # flat index of each segment's first step
+    n_seg = first.numel()
+    pos = th.arange(B * T, device=x.device) - first[seg_id]
+    longest = int(pos.max()) + 1
+    dest = pos * n_seg + seg_id  # row of each step in the (longest, n_seg) layout, flattened
+    x_bt = x.transpose(0, 1).reshape(B * T, -1)
+    xs = x_bt.new_zeros(longest * n_seg, x_bt.shape[1]).index_copy(0, dest, x_bt)
+    col = first // T
+    carry = (first % T == 0).to(x.dtype).view(1, n_seg, 1)  # only a column's first segment continues hx
+    out, _ = lstm(xs.view(longest, n_seg, -1), (hx[0][:, col] * carry, hx[1][:, col] * carry))
+    return out.reshape(longest * n_seg, -1)[dest]
 
 
 _CORE_DOC = """

@@ -1,0 +1,420 @@
+"""policies.recurrent: the gated policies inside stock sb3-contrib RecurrentPPO, and the one-call sequence path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from policies import (
+    CORE_NAMES,
+    CnnGatedPolicy,
+    MlpGatedPolicy,
+    MultiInputGatedPolicy,
+    PolicyConfigError,
+)
+from policies.cores import GatedLSTM, RefineLSTM
+from tests.recurrent_envs import DICT_SPACE, IMAGE_SPACE, toy_vec_env
+
+OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
+ACT = spaces.Discrete(2)
+TINY = dict(lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
+
+
+def lr(_progress: float) -> float:
+    return 1e-3
+
+
+def tiny_model(core: str, policy=MlpGatedPolicy, env=None, algo=RecurrentPPO, seed: int = 0, **kwargs) -> RecurrentPPO:
+    policy_kwargs = dict(TINY, core=core, **kwargs.pop("policy_kwargs", {}))
+    env = env if env is not None else toy_vec_env()
+    return algo(policy, env, n_steps=8, batch_size=8, n_epochs=1, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
+
+
+def rollout_predictions(model, n_steps: int = 12, seed: int = 3):
+    """Deterministic actions and final states of ``model.predict`` carried over a toy episode stream."""
+    env = toy_vec_env(n_envs=2, seed=seed)
+    obs, state, start = env.reset(), None, np.ones(2, dtype=bool)
+    actions = []
+    for _ in range(n_steps):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        actions.append(action)
+        obs, _, start, _ = env.step(action)
+    return np.stack(actions), state
+
+
+# --- stock RecurrentPPO with every core ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("core", CORE_NAMES)
+def test_stock_recurrent_ppo_trains_predicts_saves_and_loads(core, tmp_path):
+    model = tiny_model(core)
+    model.learn(16)
+    assert model.policy.lstm_actor.core_name == core
+    actions, state = rollout_predictions(model)
+    model.save(tmp_path / "agent.zip")
+    loaded = RecurrentPPO.load(tmp_path / "agent.zip")
+    assert type(loaded.policy.lstm_actor) is type(model.policy.lstm_actor)
+    assert loaded.policy.lstm_actor.core_name == core
+    actions2, state2 = rollout_predictions(loaded)
+    np.testing.assert_array_equal(actions, actions2)
+    np.testing.assert_array_equal(state[0], state2[0])
+    np.testing.assert_array_equal(state[1], state2[1])
+
+
+def test_lstm_core_reproduces_stock_mlp_lstm_policy_exactly():
+    """Same seed and kwargs: core="lstm" builds MlpLstmPolicy's parameters and leaves the random stream alike."""
+    kwargs = dict(TINY, n_lstm_layers=2, enable_critic_lstm=True)
+    stock = RecurrentPPO("MlpLstmPolicy", toy_vec_env(), seed=5, policy_kwargs=kwargs)
+    draw_stock = th.rand(3)
+    ours = RecurrentPPO(MlpGatedPolicy, toy_vec_env(), seed=5, policy_kwargs=dict(kwargs, core="lstm"))
+    draw_ours = th.rand(3)
+    a, b = stock.policy.state_dict(), ours.policy.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert th.equal(a[k], b[k]), k
+    assert th.equal(draw_stock, draw_ours)
+
+
+# --- every stock keyword keeps its meaning ---------------------------------------------------------------------
+
+
+class TinyExtractor(BaseFeaturesExtractor):
+    def __init__(self, observation_space, features_dim: int = 5):
+        super().__init__(observation_space, features_dim)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(observation_space.shape)), features_dim))
+
+    def forward(self, obs):
+        return self.net(obs)
+
+
+KEYWORD_CASES = {
+    "shared_lstm": dict(shared_lstm=True, enable_critic_lstm=False),
+    "two_layers_dropout": dict(
+        enable_critic_lstm=True, lstm_hidden_size=4, n_lstm_layers=2, lstm_kwargs=dict(dropout=0.5)
+    ),
+    "separate_extractors": dict(enable_critic_lstm=False, lstm_hidden_size=4, share_features_extractor=False),
+    "arch_activation_ortho": dict(net_arch=dict(pi=[7, 5], vf=[6]), activation_fn=nn.ReLU, ortho_init=False),
+    "extractor": dict(features_extractor_class=TinyExtractor, features_extractor_kwargs=dict(features_dim=5)),
+    "sde": dict(use_sde=True, log_std_init=-1.0, full_std=False),
+}
+
+
+@pytest.mark.parametrize("case", KEYWORD_CASES)
+def test_stock_keywords_build_the_same_policy_as_stock(case):
+    """With core="lstm" every keyword gives stock's policy, parameter for parameter; other cores share its layout."""
+    kwargs = KEYWORD_CASES[case]
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32) if kwargs.get("use_sde") else ACT
+    th.manual_seed(0)
+    stock = RecurrentActorCriticPolicy(OBS, action_space, lr, **kwargs)
+    for core in CORE_NAMES:
+        th.manual_seed(0)
+        ours = MlpGatedPolicy(OBS, action_space, lr, core=core, **kwargs)
+        a, b = stock.state_dict(), ours.state_dict()
+        assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+        if core == "lstm":
+            for k in a:
+                assert th.equal(a[k], b[k]), k
+        assert ours.lstm_actor.num_layers == kwargs.get("n_lstm_layers", 1)
+        assert ours.lstm_actor.hidden_size == kwargs.get("lstm_hidden_size", 256)
+        assert (ours.lstm_critic is not None) == kwargs.get("enable_critic_lstm", True)
+        assert ours.shared_lstm == kwargs.get("shared_lstm", False)
+        assert ours.lstm_actor.input_size == ours.features_dim
+        assert [type(m) for m in ours.mlp_extractor.policy_net] == [type(m) for m in stock.mlp_extractor.policy_net]
+        assert [type(m) for m in ours.mlp_extractor.value_net] == [type(m) for m in stock.mlp_extractor.value_net]
+        if "lstm_kwargs" in kwargs:
+            assert ours.lstm_actor.dropout == 0.5
+
+
+def test_stock_assertion_shared_and_critic_lstm_still_fires():
+    with pytest.raises(AssertionError):
+        MlpGatedPolicy(OBS, ACT, lr, shared_lstm=True, enable_critic_lstm=True)
+    with pytest.raises(AssertionError):
+        MlpGatedPolicy(OBS, ACT, lr, shared_lstm=True, enable_critic_lstm=False, share_features_extractor=False)
+
+
+def test_dropout_between_layers_is_active_in_training_mode_only():
+    policy = MlpGatedPolicy(
+        OBS, ACT, lr, core="ur", lstm_hidden_size=16, n_lstm_layers=2, lstm_kwargs=dict(dropout=0.5)
+    )
+    x, starts = th.randn(12, 3), th.zeros(12)
+    z = th.zeros(2, 2, 16)
+    policy.set_training_mode(False)
+    a = policy._process_sequence(x, (z, z), starts, policy.lstm_actor)[0]
+    assert th.equal(a, policy._process_sequence(x, (z, z), starts, policy.lstm_actor)[0])
+    policy.set_training_mode(True)
+    assert not th.equal(a, policy._process_sequence(x, (z, z), starts, policy.lstm_actor)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(core="gru"), "unknown core"),
+        (dict(core="ur", core_kwargs=dict(t_max=10)), "t_max"),
+        (dict(core="chrono", core_kwargs=[("t_max", 10)]), "core_kwargs must be a dict"),
+        (dict(lstm_kwargs=dict(batch_first=True)), "batch_first"),
+        (dict(lstm_kwargs=dict(bidirectional=True)), "lstm_kwargs"),
+        (dict(lstm_kwargs="dropout"), "lstm_kwargs must be a dict"),
+    ],
+)
+def test_bad_policy_keywords_raise_one_clear_error(kwargs, words):
+    with pytest.raises(PolicyConfigError, match=words):
+        MlpGatedPolicy(OBS, ACT, lr, **kwargs)
+
+
+def test_core_kwargs_reach_the_core_and_survive_save(tmp_path):
+    policy = MlpGatedPolicy(OBS, ACT, lr, core="chrono", core_kwargs=dict(t_max=40), lstm_hidden_size=6)
+    assert policy.lstm_actor.t_max == 40
+    policy.save(tmp_path / "p.pt")
+    assert MlpGatedPolicy.load(tmp_path / "p.pt").lstm_critic.t_max == 40
+
+
+def test_normalize_images_keeps_its_meaning():
+    channel_first = spaces.Box(0, 255, (3, 40, 40), np.uint8)  # as RecurrentPPO's VecTransposeImage hands it over
+    image_obs = th.full((1, 3, 40, 40), 255.0)
+    for normalize in (True, False):
+        policy = CnnGatedPolicy(channel_first, ACT, lr, core="u", normalize_images=normalize, lstm_hidden_size=4)
+        assert policy.normalize_images is normalize
+        assert policy._get_constructor_parameters()["normalize_images"] is normalize
+        seen = {}
+        policy.features_extractor.register_forward_pre_hook(lambda _m, args, seen=seen: seen.update(x=args[0]))
+        policy.extract_features(image_obs)
+        assert seen["x"].max().item() == (1.0 if normalize else 255.0)
+
+
+# --- the optimizer trains the core -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("core", CORE_NAMES)
+def test_a_gradient_step_changes_the_core_parameters(core):
+    model = tiny_model(core)
+    policy = model.policy
+    in_optimizer = {id(p) for g in policy.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in policy.parameters()}
+    before = {k: v.clone() for k, v in policy.state_dict().items() if k.startswith(("lstm_actor", "lstm_critic"))}
+    model.learn(8)
+    after = policy.state_dict()
+    for k, v in before.items():
+        assert not th.equal(v, after[k]), f"{k} did not change"
+
+
+# --- spaces, gSDE, truncation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "action_space",
+    [
+        spaces.Discrete(3),
+        spaces.MultiDiscrete([2, 3]),
+        spaces.Box(-1.0, 1.0, (2, 2), np.float32),
+    ],
+    ids=["discrete", "multidiscrete", "box2x2"],
+)
+def test_action_spaces(action_space):
+    model = tiny_model("ur", env=toy_vec_env(action_space=action_space))
+    model.learn(16)
+    actions, _ = rollout_predictions_in(model, toy_vec_env(action_space=action_space, seed=1))
+    assert actions.shape[1:] == (2, *action_space.shape)
+    assert all(action_space.contains(a) for a in actions[:, 0])
+
+
+def rollout_predictions_in(model, env, n_steps: int = 5):
+    obs, state, start = env.reset(), None, np.ones(env.num_envs, dtype=bool)
+    actions = []
+    for _ in range(n_steps):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        actions.append(action)
+        obs, _, start, _ = env.step(action)
+    return np.stack(actions), state
+
+
+def test_gsde_with_value_clipping():
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    model = tiny_model("lstm", env=toy_vec_env(action_space=box), use_sde=True, clip_range_vf=0.2, sde_sample_freq=4)
+    model.learn(16)
+    assert model.policy.use_sde
+
+
+def test_dict_observations_with_evaluate_policy():
+    model = tiny_model("ur", policy=MultiInputGatedPolicy, env=toy_vec_env(observation_space=DICT_SPACE))
+    model.learn(16)
+    mean, _ = evaluate_policy(model, toy_vec_env(observation_space=DICT_SPACE, seed=2), n_eval_episodes=3)
+    assert np.isfinite(mean)
+
+
+def test_cnn_policy_on_40x40x3_images():
+    env = toy_vec_env(observation_space=IMAGE_SPACE)
+    model = tiny_model(
+        "chrono", policy=CnnGatedPolicy, env=env, policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16))
+    )
+    model.learn(16)
+    assert model.policy.lstm_actor.input_size == 16
+    action, _ = model.predict(env.reset(), deterministic=True)
+    assert action.shape == (2,)
+
+
+def test_truncated_episodes_bootstrap_from_the_critic():
+    """A truncation at the time limit makes RecurrentPPO evaluate the terminal observation with the critic core."""
+    model = tiny_model("ur", env=toy_vec_env(max_steps=3, terminate_prob=0.0))
+    calls = []
+    original = model.policy.predict_values
+
+    def counting(obs, lstm_states, episode_starts):
+        calls.append(obs.shape[0])
+        return original(obs, lstm_states, episode_starts)
+
+    model.policy.predict_values = counting
+    model.learn(16)
+    # one rollout of 8 steps x 2 envs: each env truncates at steps 3 and 6 (the rollout's last call has batch 2)
+    assert calls.count(1) >= 4
+
+
+# --- saving, determinism, state handling -----------------------------------------------------------------------
+
+
+def test_standalone_policy_save_and_load(tmp_path):
+    kwargs = dict(
+        core="chrono",
+        core_kwargs=dict(t_max=30),
+        lstm_hidden_size=6,
+        n_lstm_layers=2,
+        lstm_kwargs=dict(dropout=0.25),
+        enable_critic_lstm=False,
+        share_features_extractor=False,
+        net_arch=dict(pi=[5], vf=[4]),
+        activation_fn=nn.ReLU,
+    )
+    policy = MlpGatedPolicy(OBS, ACT, lr, **kwargs)
+    policy.save(tmp_path / "policy.pt")
+    loaded = MlpGatedPolicy.load(tmp_path / "policy.pt")
+    a, b = policy.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(th.equal(a[k], b[k]) for k in a)
+    obs = np.random.default_rng(0).uniform(-1, 1, (4, 3)).astype(np.float32)
+    act1, st1 = policy.predict(obs, deterministic=True)
+    act2, st2 = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(act1, act2)
+    np.testing.assert_array_equal(st1[0], st2[0])
+
+
+@pytest.mark.parametrize("core", ["lstm", "ur"])
+def test_two_seeded_runs_are_bit_identical(core):
+    runs = []
+    for _ in range(2):
+        model = tiny_model(core, seed=7)
+        model.learn(24)
+        env = model.get_env()
+        obs, state, start = env.reset(), None, None
+        actions, rewards = [], []
+        for _ in range(20):
+            action, state = model.predict(obs, state=state, episode_start=start, deterministic=False)
+            obs, reward, start, _ = env.step(action)
+            actions.append(action)
+            rewards.append(reward)
+        runs.append((np.stack(actions), np.stack(rewards)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("core", CORE_NAMES)
+def test_predict_carries_and_resets_state_as_stock(core):
+    th.manual_seed(0)
+    policy = MlpGatedPolicy(OBS, ACT, lr, core=core, lstm_hidden_size=8, n_lstm_layers=2)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (6, 2, 3)).astype(np.float32)
+    starts = np.zeros((6, 2), dtype=bool)
+    starts[0] = True
+    starts[3, 1] = True
+    state = None
+    stepped = []
+    for t in range(6):
+        _, state = policy.predict(obs[t], state=state, episode_start=starts[t])
+        stepped.append(state[0][-1].copy())
+    # a reset with a carried state equals starting from no state
+    _, fresh = policy.predict(obs[0], state=None)
+    _, reset = policy.predict(obs[0], state=state, episode_start=np.ones(2, dtype=bool))
+    np.testing.assert_array_equal(fresh[0], reset[0])
+    # a carried state changes the next step
+    _, carried = policy.predict(obs[0], state=state, episode_start=np.zeros(2, dtype=bool))
+    assert not np.allclose(carried[0], fresh[0])
+    # stepping with carried states equals one call over the whole sequence (stock's per-step semantics)
+    z = th.zeros(2, 2, 8)
+    with th.no_grad():
+        feats = th.as_tensor(obs).swapaxes(0, 1).reshape(12, 3)
+        out, _ = policy._process_sequence(
+            feats, (z, z), th.as_tensor(starts.T.reshape(-1), dtype=th.float32), policy.lstm_actor
+        )
+    np.testing.assert_allclose(out.view(2, 6, 8).swapaxes(0, 1).numpy(), np.stack(stepped), atol=1e-6)
+
+
+# --- the one-call sequence path against stock's per-step loop --------------------------------------------------
+
+
+@pytest.mark.parametrize("core", CORE_NAMES)
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("in_training", [False, True], ids=["core_resets", "segments"])
+def test_one_call_sequence_path_equals_stock_per_step(core, num_layers, in_training):
+    """Outputs equal and gradients within 1e-5 of stock's per-step loop, with starts at position 0 and inside.
+
+    ``in_training`` runs it as evaluate_actions does (nn.LSTM cores then run episode segments as columns);
+    otherwise the core's own ``episode_starts`` path runs and the final states are compared too.
+    """
+    th.manual_seed(1)
+    policy = MlpGatedPolicy(OBS, ACT, lr, core=core, lstm_hidden_size=7, n_lstm_layers=num_layers)
+    core_module = policy.lstm_actor
+    n_seq, T = 4, 9
+    features = th.randn(n_seq * T, 3, requires_grad=True)
+    starts = th.zeros(n_seq, T)
+    starts[0, 0] = 1  # starts an episode
+    starts[1, 4] = 1  # reset inside
+    starts[2, 0], starts[2, 2], starts[2, 8] = 1, 1, 1  # several, one at the last step
+    starts = starts.flatten()
+    hx = (th.randn(num_layers, n_seq, 7, requires_grad=True), th.randn(num_layers, n_seq, 7, requires_grad=True))
+    params = [features, *hx, *core_module.parameters()]
+
+    ref, ref_states = RecurrentActorCriticPolicy._process_sequence(features, hx, starts, core_module)
+    policy._final_states_unused = in_training
+    out, states = policy._process_sequence(features, hx, starts, core_module)
+    policy._final_states_unused = False
+    th.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    weights = th.randn_like(ref)
+    g_ref = th.autograd.grad((ref * weights).sum(), params)
+    g_out = th.autograd.grad((out * weights).sum(), params)
+    for a, b in zip(g_ref, g_out, strict=True):
+        th.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    if in_training and isinstance(core_module, nn.LSTM):
+        assert states is None
+    else:
+        for a, b in zip(ref_states, states, strict=True):
+            th.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+def test_evaluate_actions_on_sequences_with_resets_matches_stock_semantics():
+    """The whole training forward (both cores) agrees with stock's per-step processing."""
+    th.manual_seed(2)
+    policy = MlpGatedPolicy(OBS, ACT, lr, core="lstm", lstm_hidden_size=5)
+    n_seq, T = 3, 6
+    obs = th.randn(n_seq * T, 3)
+    actions = th.randint(0, 2, (n_seq * T,))
+    starts = th.zeros(n_seq * T)
+    starts[[0, 4, 9, 10]] = 1
+    z = th.randn(1, n_seq, 5)
+    states = RNNStates((z, z), (z, -z))
+    values, log_prob, entropy = policy.evaluate_actions(obs, actions, states, starts)
+    stock_step = RecurrentActorCriticPolicy._process_sequence
+    policy._process_sequence = stock_step  # stock's per-step loop on the same cores
+    v2, lp2, e2 = policy.evaluate_actions(obs, actions, states, starts)
+    th.testing.assert_close(values, v2, rtol=0, atol=1e-6)
+    th.testing.assert_close(log_prob, lp2, rtol=0, atol=1e-6)
+    th.testing.assert_close(entropy, e2, rtol=0, atol=1e-6)
+
+
+def test_cores_are_the_registry_classes():
+    assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="u", lstm_hidden_size=4).lstm_actor, GatedLSTM)
+    assert isinstance(MlpGatedPolicy(OBS, ACT, lr, lstm_hidden_size=4).lstm_actor, RefineLSTM)  # default core "ur"
