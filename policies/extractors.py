@@ -94,7 +94,8 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
             direction = observations[self.direction_key]
             if direction.dim() == 1 or direction.shape[-1] != self.n_directions:  # an index, not SB3's one-hot
                 direction = F.one_hot(direction.reshape(batch).long(), self.n_directions).float()
-            features = torch.cat([features, direction.float()], dim=1)
+            # SB3 one-hots a buffered (N, 1) index to (N, 1, n): flatten to (N, n)
+            features = torch.cat([features, direction.reshape(batch, -1).float()], dim=1)
         return self.linear(features)
 
 
