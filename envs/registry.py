@@ -90,7 +90,9 @@ def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict
     ]
     unknown = sorted(set(env_kwargs) - set(accepted))
     if unknown:
-        raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}; accepted: {accepted}")
+        close = [m for u in unknown for m in difflib.get_close_matches(u, accepted, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}{hint}; accepted: {accepted}")
 
 
 def _memory_maze_ids(variant: str) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ def test_unknown_id_lists_families_and_closest_matches():
 
 
 def test_bad_keywords_and_values_are_config_errors():
-    with pytest.raises(EnvConfigError, match=r"lenght.*accepted: \['length'"):
+    with pytest.raises(EnvConfigError, match=r"\['lenght'\] \(did you mean length\?\); accepted: \['length'"):
         make_env("urgate/TMaze-v0", lenght=3)
     with pytest.raises(EnvConfigError, match="length must be an integer >= 2"):
         make_env("urgate/TMaze-v0", length=1)

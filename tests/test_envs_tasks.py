@@ -219,3 +219,30 @@ def test_visual_match_bad_values():
         make_env("urgate/PassiveVisualMatch-v0", n_colours=7)
     with pytest.raises(EnvConfigError, match="distractor_steps"):
         make_env("urgate/ActiveVisualMatch-v0", distractor_steps=-1)
+
+
+@pytest.mark.slow
+def test_tmaze_length_10_is_learned_by_stock_recurrent_ppo():
+    """The reward design (idle penalty on by default) lets a plain LSTM agent learn a short T-maze quickly: with
+    these settings it solved length 10 within ~115k steps, while ``idle_penalty=0`` stayed at chance for 164k
+    steps (seed 0, one run each, measured when the env was written)."""
+    import torch
+    from sb3_contrib import RecurrentPPO
+
+    from envs import make_vec_env
+
+    torch.set_num_threads(1)
+    venv = make_vec_env("urgate/TMaze-v0", n_envs=8, seed=0, length=10)
+    model = RecurrentPPO(
+        "MlpLstmPolicy",
+        venv,
+        n_steps=64,
+        batch_size=256,
+        n_epochs=4,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        policy_kwargs={"lstm_hidden_size": 32, "net_arch": [32]},
+        seed=0,
+    )
+    model.learn(163_840)
+    assert np.mean(model.ep_success_buffer) >= 0.9
