@@ -1,0 +1,256 @@
+"""agents.FastRecurrentPPO and agents.buffers: stock RecurrentPPO's maths and save format on whole sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples, RNNStates
+from stable_baselines3.common.logger import configure
+
+from agents import FastRecurrentPPO
+from agents.buffers import SequenceRolloutBuffer, SequenceSamples
+from agents.errors import UrgateError
+from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy
+from tests.recurrent_envs import DICT_SPACE, toy_vec_env
+
+TINY = dict(lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
+
+
+def fast_model(core: str | None = "ur", policy=MlpGatedPolicy, env=None, seed: int = 0, **kwargs) -> FastRecurrentPPO:
+    policy_kwargs = dict(TINY, **kwargs.pop("policy_kwargs", {}))
+    if core is not None:
+        policy_kwargs["core"] = core
+    else:
+        policy = "MlpLstmPolicy"
+    kwargs = dict(dict(n_steps=8, batch_size=8, n_epochs=2), **kwargs)
+    return FastRecurrentPPO(policy, env or toy_vec_env(), seed=seed, policy_kwargs=policy_kwargs, **kwargs)
+
+
+def deterministic_rollout(model, n_steps: int = 12):
+    env = toy_vec_env(n_envs=2, seed=3)
+    obs, state, start = env.reset(), None, np.ones(2, dtype=bool)
+    actions = []
+    for _ in range(n_steps):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        actions.append(action)
+        obs, _, start, _ = env.step(action)
+    return np.stack(actions), state
+
+
+def assert_same_rollout(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1][0], b[1][0])
+    np.testing.assert_array_equal(a[1][1], b[1][1])
+
+
+# --- training, saving, loading ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("core", CORE_NAMES)
+def test_fast_trains_and_its_zip_loads_with_fast_and_stock(core, tmp_path):
+    model = fast_model(core)
+    model.learn(32)
+    expected = deterministic_rollout(model)
+    model.save(tmp_path / "fast.zip")
+    for algo in (FastRecurrentPPO, RecurrentPPO):
+        loaded = algo.load(tmp_path / "fast.zip")
+        assert type(loaded) is algo
+        assert loaded.policy.lstm_actor.core_name == core
+        assert_same_rollout(expected, deterministic_rollout(loaded))
+
+
+def test_a_stock_zip_loads_into_fast_and_keeps_training(tmp_path):
+    stock = RecurrentPPO(MlpGatedPolicy, toy_vec_env(), n_steps=8, batch_size=8, policy_kwargs=dict(TINY, core="u"))
+    stock.learn(16)
+    stock.save(tmp_path / "stock.zip")
+    fast = FastRecurrentPPO.load(tmp_path / "stock.zip", env=toy_vec_env())
+    assert_same_rollout(deterministic_rollout(stock), deterministic_rollout(fast))
+    before = fast.policy.lstm_actor.weight_hh_l0.clone()
+    fast.learn(16, reset_num_timesteps=False)
+    assert not th.equal(before, fast.policy.lstm_actor.weight_hh_l0)
+
+
+def test_fast_works_with_stock_lstm_policy():
+    model = fast_model(None)
+    model.learn(16)
+    assert isinstance(model.policy.lstm_actor, th.nn.LSTM)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dict_obs", "box2x2_truncating", "multidiscrete_short_sequences", "gsde_value_clipping"],
+)
+def test_fast_spaces_and_options(case):
+    box = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+    if case == "dict_obs":
+        model = fast_model("ur", policy=MultiInputGatedPolicy, env=toy_vec_env(observation_space=DICT_SPACE))
+    elif case == "box2x2_truncating":
+        model = fast_model("lstm", env=toy_vec_env(action_space=box, max_steps=3, terminate_prob=0.0))
+    elif case == "multidiscrete_short_sequences":
+        model = fast_model("chrono", env=toy_vec_env(action_space=spaces.MultiDiscrete([2, 3])), sequence_length=4)
+    else:
+        model = fast_model("r", env=toy_vec_env(action_space=box), use_sde=True, clip_range_vf=0.2)
+    model.learn(32)
+    assert model.num_timesteps == 32
+    assert np.isfinite(model.logger.name_to_value["train/loss"])
+
+
+@pytest.mark.parametrize("core", ["lstm", "ur"])
+def test_two_seeded_fast_runs_are_bit_identical(core):
+    runs = []
+    for _ in range(2):
+        model = fast_model(core, seed=11)
+        model.learn(24)
+        env = model.get_env()
+        obs, state, start = env.reset(), None, None
+        actions, rewards = [], []
+        for _ in range(20):
+            action, state = model.predict(obs, state=state, episode_start=start)
+            obs, reward, start, _ = env.step(action)
+            actions.append(action)
+            rewards.append(reward)
+        runs.append((np.stack(actions), np.stack(rewards)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("sequence_length", [0, 3, 2.0, True])
+def test_bad_sequence_length_is_a_clear_error(sequence_length):
+    with pytest.raises(UrgateError, match="sequence_length"):
+        fast_model("lstm", sequence_length=sequence_length)
+
+
+# --- the buffer ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sequence_length", [None, 3, 1])
+def test_sequence_minibatches_cut_each_env_rollout_into_whole_chunks(sequence_length):
+    n_steps, n_envs, hidden = 6, 3, 4
+    buf = SequenceRolloutBuffer(
+        n_steps,
+        spaces.Box(-1e3, 1e3, (2,), np.float32),
+        spaces.Discrete(2),
+        (n_steps, 1, n_envs, hidden),
+        "cpu",
+        n_envs=n_envs,
+        sequence_length=sequence_length,
+    )
+    rng = np.random.default_rng(0)
+    starts = rng.random((n_steps, n_envs)) < 0.3
+    for t in range(n_steps):
+        tag = np.array([100.0 * t + e for e in range(n_envs)], dtype=np.float32)  # identifies (t, env)
+        state = th.as_tensor(tag).view(1, n_envs, 1).expand(1, n_envs, hidden)
+        buf.add(
+            np.stack([tag, -tag], axis=1),
+            np.zeros((n_envs, 1)),
+            np.zeros(n_envs),
+            starts[t],
+            th.as_tensor(tag),
+            th.as_tensor(-tag),
+            lstm_states=RNNStates((state, state + 0.5), (-state, -state - 0.5)),
+        )
+    buf.compute_returns_and_advantage(last_values=th.zeros(n_envs), dones=np.zeros(n_envs))
+    length = sequence_length or n_steps
+    seen = []
+    for batch in buf.sequence_minibatches(batch_size=2 * length):
+        assert isinstance(batch, SequenceSamples)
+        n_seq = batch.lstm_states.pi[0].shape[1]
+        assert n_seq <= 2 and batch.observations.shape == (n_seq * length, 2)
+        tags = batch.observations[:, 0].view(n_seq, length)
+        for i in range(n_seq):
+            t0, env = divmod(int(tags[i, 0]), 100)
+            assert t0 % length == 0
+            np.testing.assert_array_equal(tags[i].numpy(), 100.0 * np.arange(t0, t0 + length) + env)  # consecutive
+            np.testing.assert_array_equal(
+                batch.episode_starts.view(n_seq, length)[i].numpy(), starts[t0 : t0 + length, env]
+            )
+            np.testing.assert_array_equal(batch.old_values.view(n_seq, length)[i].numpy(), tags[i].numpy())
+            np.testing.assert_array_equal(batch.old_log_prob.view(n_seq, length)[i].numpy(), -tags[i].numpy())
+            # the stored state of the chunk's first step, as stock starts its sequences
+            assert th.all(batch.lstm_states.pi[0][0, i] == tags[i, 0])
+            assert th.all(batch.lstm_states.pi[1][0, i] == tags[i, 0] + 0.5)
+            assert th.all(batch.lstm_states.vf[0][0, i] == -tags[i, 0])
+            assert th.all(batch.lstm_states.vf[1][0, i] == -tags[i, 0] - 0.5)
+            seen.extend(tags[i].tolist())
+    assert sorted(seen) == sorted(100.0 * t + e for t in range(n_steps) for e in range(n_envs))
+
+
+# --- PPO maths: FastRecurrentPPO.train against RecurrentPPO.train on one fixed batch --------------------------
+
+
+def fixed_batch(policy, n_seq: int = 3, length: int = 5, noise: float = 0.3):
+    """A minibatch of whole sequences with episode starts at position 0 and inside, old log-probs near current."""
+    gen = th.Generator().manual_seed(0)
+    obs = th.rand(n_seq * length, 3, generator=gen) * 2 - 1
+    actions = th.randint(0, 2, (n_seq * length, 1), generator=gen).float()
+    starts = th.zeros(n_seq, length)
+    starts[0, 0], starts[1, 2], starts[2, 0], starts[2, 3] = 1, 1, 1, 1
+    starts = starts.flatten()
+    hidden = policy.lstm_actor.hidden_size
+    states = RNNStates(
+        tuple(th.randn(1, n_seq, hidden, generator=gen) for _ in range(2)),
+        tuple(th.randn(1, n_seq, hidden, generator=gen) for _ in range(2)),
+    )
+    with th.no_grad():
+        values, log_prob, _ = policy.evaluate_actions(obs, actions.long().flatten(), states, starts)
+    old_log_prob = log_prob + noise * th.randn(log_prob.shape, generator=gen)
+    old_values = values.flatten() + 0.5 * th.randn(values.shape[0], generator=gen)
+    advantages = th.randn(n_seq * length, generator=gen)
+    returns = old_values + advantages
+    fast = SequenceSamples(obs, actions, old_values, old_log_prob, advantages, returns, states, starts)
+    stock = RecurrentRolloutBufferSamples(*fast, mask=th.ones(n_seq * length))
+    return fast, stock
+
+
+@pytest.mark.parametrize("core", [None, "lstm", "ur"], ids=["stock_policy", "lstm", "ur"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(clip_range_vf=0.1, ent_coef=0.01, normalize_advantage=False),
+        dict(target_kl=1e-6, n_epochs=3, learning_rate=0.05),
+    ],
+    ids=["plain", "vf_clip_entropy", "target_kl"],
+)
+def test_fast_train_equals_stock_train_on_a_fixed_batch(core, options):
+    """Same parameters, same batch: one train() call moves every parameter the same and logs the same losses."""
+    noise = 0.0 if "target_kl" in options else 0.3
+    fast = fast_model(core, **options)
+    initial = {k: v.clone() for k, v in fast.policy.state_dict().items()}
+    stock_options = dict(dict(n_epochs=2), **options)
+    stock = RecurrentPPO(
+        fast.policy_class, toy_vec_env(), n_steps=8, batch_size=8, policy_kwargs=fast.policy_kwargs, **stock_options
+    )
+    stock.policy.load_state_dict(initial)
+    fast_batch, stock_batch = fixed_batch(fast.policy, noise=noise)
+    fast.rollout_buffer.sequence_minibatches = lambda batch_size: iter([fast_batch])
+    stock.rollout_buffer.get = lambda batch_size: iter([stock_batch])
+    for m in (fast, stock):
+        m.set_logger(configure(None, [""]))
+        m.train()
+    for (name, a), b in zip(stock.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
+        th.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    assert fast._n_updates == stock._n_updates
+    if "target_kl" in options:
+        assert stock._n_updates == 2  # stepped in epoch 0, stopped in epoch 1
+    for key in ("entropy_loss", "policy_gradient_loss", "value_loss", "approx_kl", "clip_fraction", "loss"):
+        a, b = stock.logger.name_to_value[f"train/{key}"], fast.logger.name_to_value[f"train/{key}"]
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    assert any(not th.equal(v, initial[k]) for k, v in fast.policy.state_dict().items())
+
+
+# --- learning (slow) -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("core", CORE_NAMES)
+def test_every_core_learns_cartpole_without_velocities(core):
+    """sb3-contrib's own RecurrentPPO learning check (mean deterministic reward > 450 within 50k steps, seed 1)."""
+    from benchmarks.learning import THRESHOLD, train_and_evaluate
+
+    result = train_and_evaluate(core, algo="fast", seed=1, total_timesteps=50_000)
+    assert result.mean_reward > THRESHOLD, result
