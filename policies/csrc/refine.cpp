@@ -49,12 +49,15 @@ inline void forward_units(int64_t H, int64_t j0, int64_t n, const scalar_t* __re
   auto pre = [&](int64_t block) {
     return Vec::loadu(xr + block * H + j0, n) + Vec::loadu(gr + block * H + j0, n);
   };
-  auto sigmoid = [&](const Vec& a) { return one / (one + a.neg().exp()); };
-  const Vec r = sigmoid(pre(0)), f = sigmoid(pre(1)), u = pre(2).tanh(), o = sigmoid(pre(3));
+  // Both nonlinearities from ATen's faster exp (20 ulp in float32, the exact exp in float64), tanh(a) as
+  // 2 sigma(2a) - 1: measured 20-35% faster than SLEEF's 1-ulp exp and tanh, within ~5e-7 of torch in float32.
+  auto sigmoid = [&](const Vec& a) { return one / (one + a.neg().exp_u20()); };
+  auto tanh = [&](const Vec& a) { return two / (one + (a * Vec(scalar_t(-2))).exp_u20()) - one; };
+  const Vec r = sigmoid(pre(0)), f = sigmoid(pre(1)), u = tanh(pre(2)), o = sigmoid(pre(3));
   const Vec ge = f + (two * r - one) * f * (one - f);
   const Vec cp = Vec::loadu(cr + j0, n) * Vec(k);
   const Vec c = ge * cp + (one - ge) * u;
-  const Vec tc = c.tanh();
+  const Vec tc = tanh(c);
   const Vec h = o * tc;
   c.store(cr + j0, n);
   h.store(orow + j0, n);
