@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -127,7 +128,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.env, _cli_overrides(args))
     run_dir = args.run_dir or default_run_dir(cfg.env_id, cfg.core, cfg.seed)
-    print(f"training {cfg.core} on {cfg.env_id} for {cfg.total_timesteps} steps -> {run_dir}", file=sys.stderr)
     return _report_run(train(cfg, run_dir, overwrite=args.overwrite, progress_bar=not args.no_progress))
 
 
@@ -213,7 +213,6 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_resume(args: argparse.Namespace) -> int:
     from agents.train import resume
 
-    print(f"resuming {args.run_dir}", file=sys.stderr)
     return _report_run(resume(args.run_dir, progress_bar=not args.no_progress, total_timesteps=args.timesteps))
 
 
@@ -339,12 +338,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _announce_on_stderr() -> None:
+    """The library's progress lines ("training ... -> RUN_DIR") go to stderr, printed once validation passed."""
+    logger = logging.getLogger("urgate")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)
     args = build_parser().parse_args(argv)
+    _announce_on_stderr()
     try:
         return args.run(args)
     except _user_errors() as exc:

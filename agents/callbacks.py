@@ -273,28 +273,33 @@ class EvalCallback(BaseCallback):
 # -- gate diagnostics ------------------------------------------------------------------------------------------
 
 
-def rollout_gates(model) -> np.ndarray:
-    """Effective forget gates of the actor core on the rollout just collected, shape (num_layers, T, B, H).
+def replay_inputs(model) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor], th.Tensor]:
+    """What the actor core saw during the rollout just collected: ``(features (T, B, F), (h0, c0), starts (T, B))``.
 
-    Replays the rollout buffer's observations through the actor's features extractor and ``core.gate_trace``,
-    from the core state at the rollout's first step, resetting where episodes started.
+    The rollout buffer's observations go through the actor's features extractor; ``(h0, c0)`` is the core state
+    before the rollout's first step, and ``starts`` marks the steps where an episode began (the state is zeroed).
     """
     policy, buf = model.policy, model.rollout_buffer
+    T, B = buf.episode_starts.shape
+    # Reshape to the env's own observation shapes (the buffer stores a Discrete entry as (1,)), as at rollout time.
+    space = policy.observation_space
     if isinstance(buf.observations, dict):
-        T, B = buf.episode_starts.shape
-        flat = {k: v.reshape(T * B, *v.shape[2:]) for k, v in buf.observations.items()}
+        flat = {k: v.reshape(T * B, *space[k].shape) for k, v in buf.observations.items()}
     else:
-        T, B = buf.observations.shape[:2]
-        flat = buf.observations.reshape(T * B, *buf.observations.shape[2:])
+        flat = buf.observations.reshape(T * B, *space.shape)
     with th.no_grad():
         obs = obs_as_tensor(flat, policy.device)
-        features = BaseModel.extract_features(policy, obs, policy.pi_features_extractor)
-        features = features.reshape(T, B, -1)
-        h0 = th.as_tensor(buf.hidden_states_pi[0], device=policy.device)
-        c0 = th.as_tensor(buf.cell_states_pi[0], device=policy.device)
-        starts = th.as_tensor(buf.episode_starts, dtype=th.float32, device=policy.device)
-        gates = policy.lstm_actor.gate_trace(features, (h0, c0), episode_starts=starts)
-    return gates.float().cpu().numpy()
+        features = BaseModel.extract_features(policy, obs, policy.pi_features_extractor).reshape(T, B, -1)
+    h0 = th.as_tensor(buf.hidden_states_pi[0], device=policy.device)
+    c0 = th.as_tensor(buf.cell_states_pi[0], device=policy.device)
+    starts = th.as_tensor(buf.episode_starts, dtype=th.float32, device=policy.device)
+    return features, (h0, c0), starts
+
+
+def rollout_gates(model) -> np.ndarray:
+    """Effective forget gates of the actor core on the rollout just collected, shape (num_layers, T, B, H)."""
+    features, state, starts = replay_inputs(model)
+    return model.policy.lstm_actor.gate_trace(features, state, episode_starts=starts).float().cpu().numpy()
 
 
 def timescales(gates: np.ndarray) -> np.ndarray:

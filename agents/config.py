@@ -36,6 +36,8 @@ class PPOConfig:
         how far back backpropagation through time reaches
     :param batch_size: minibatch size in steps
     :param n_epochs: passes over each rollout
+    :param sequence_length: steps per training sequence (a divisor of ``n_steps``; null: the whole rollout of each
+        env, which lets backpropagation through time reach ``n_steps`` back); ``FastRecurrentPPO`` only
     :param learning_rate: Adam step size (the start value when ``lr_schedule`` is ``"linear"``)
     :param lr_schedule: ``"constant"`` or ``"linear"`` (decays to 0 at the end of ``total_timesteps``)
     :param gamma: discount factor
@@ -54,6 +56,7 @@ class PPOConfig:
     n_steps: int = 128
     batch_size: int = 256
     n_epochs: int = 4
+    sequence_length: int | None = None
     learning_rate: float = 3e-4
     lr_schedule: str = "constant"
     gamma: float = 0.99
@@ -77,6 +80,11 @@ class PPOConfig:
             _require(0 <= getattr(self, key) <= 1, f"{prefix}{key}", "a number in [0, 1]")
         for key in ("ent_coef", "vf_coef"):
             _require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0")
+        _require(
+            self.sequence_length is None or (self.sequence_length >= 1 and self.n_steps % self.sequence_length == 0),
+            f"{prefix}sequence_length",
+            f"null or a divisor of ppo.n_steps={self.n_steps}",
+        )
         for key in ("clip_range_vf", "target_kl"):
             v = getattr(self, key)
             _require(v is None or v > 0, f"{prefix}{key}", "a number > 0 or null")

@@ -65,7 +65,10 @@ def run_episodes(
     obs = venv.reset()
     state, starts = None, np.ones(n, dtype=bool)
     if frames is not None:
-        frames.append(venv.get_images()[0])
+        first = venv.get_images()[0]
+        if first is None:
+            raise UrgateError("this environment renders no frames, so no video can be recorded")
+        frames.append(first)
     while (counts < targets).any():
         actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
         obs, rewards, dones, infos = venv.step(actions)
@@ -144,7 +147,7 @@ def evaluate(
     :param deterministic: greedy actions (default) or sampled ones
     :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``)
     :param video_path: write the first episodes of the first env to this ``.gif`` or ``.mp4``
-    :param env_kwargs: env keywords; default: those the model was trained with
+    :param env_kwargs: env keywords; default: those the model was trained with (none for another env)
     :param n_envs: envs stepped side by side (1 when recording a video)
     :param device: torch device for a model loaded here
     :param normalize_stats: VecNormalize statistics for observations; default: those saved next to the zip
@@ -168,7 +171,9 @@ def evaluate(
     env_id = env_id or info.get("env_id")
     if env_id is None:
         raise UrgateError("this model does not record its environment: pass the environment id (--env)")
-    kwargs = dict(info.get("env_kwargs", {}) if env_kwargs is None else env_kwargs)
+    if env_kwargs is None:  # the run's env keywords belong to the run's env only
+        env_kwargs = info.get("env_kwargs", {}) if env_id == info.get("env_id") else {}
+    kwargs = dict(env_kwargs)
     if video_path is not None:
         venv = factory.make_render_env(env_id, kwargs, seed)
     else:
@@ -180,11 +185,7 @@ def evaluate(
             model = factory.load_model(resolved.model_path, device=device, env=venv)
         else:
             factory.check_spaces(model.observation_space, model.action_space, venv, "the model")
-        frames: list[np.ndarray] | None = None
-        if video_path is not None:
-            frames = []
-            if venv.get_images()[0] is None:
-                raise UrgateError(f"{env_id} does not render frames, so no video can be recorded")
+        frames: list[np.ndarray] | None = [] if video_path is not None else None
         stats = run_episodes(model, venv, n_episodes, deterministic=deterministic, frames=frames)
     finally:
         venv.close()

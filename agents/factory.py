@@ -196,6 +196,7 @@ def build_model(cfg: RunConfig, env: VecEnv):
     """
     cls, kwargs = resolve_policy(cfg)
     p = cfg.ppo
+    extra = {} if p.sequence_length is None else {"sequence_length": p.sequence_length}
     try:
         model = algorithm_class()(
             cls,
@@ -217,6 +218,7 @@ def build_model(cfg: RunConfig, env: VecEnv):
             seed=cfg.seed,
             device=cfg.device,
             verbose=0,
+            **extra,
         )
     except (TypeError, AssertionError) as exc:
         # The stock constructor reports bad keyword combinations (e.g. shared_lstm with enable_critic_lstm)
@@ -290,7 +292,18 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, en
     for kind, theirs in (("observation space", observation_space), ("action space", action_space)):
         ours = env.observation_space if kind == "observation space" else env.action_space
         if not _same_space(theirs, ours):
-            raise UrgateError(f"{what} was trained with {kind} {theirs}, but {env_name(env)} has {ours}")
+            raise UrgateError(
+                f"{what} was trained with {kind} {describe_space(theirs)}, but {env_name(env)} has {describe_space(ours)}"
+            )
+
+
+def describe_space(space: spaces.Space) -> str:
+    """A one-line description of a space (gymnasium's repr prints whole bound arrays)."""
+    if isinstance(space, spaces.Dict):
+        return "Dict(" + ", ".join(f"{k}: {describe_space(v)}" for k, v in space.spaces.items()) + ")"
+    if isinstance(space, spaces.Box):
+        return f"Box(shape={space.shape}, dtype={space.dtype})"
+    return " ".join(str(space).split())
 
 
 def env_name(env: VecEnv) -> str:

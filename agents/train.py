@@ -17,6 +17,7 @@ first file is written.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from .callbacks import (
 from .config import RunConfig
 from .errors import UrgateError
 
+log = logging.getLogger("urgate")
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never replay the training envs' episodes
 STATUSES = ("finished", "interrupted", "diverged")
 
@@ -111,6 +113,7 @@ def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_ba
         shutil.rmtree(run_dir)  # check_run_dir allowed it: an empty directory or a run directory with --overwrite
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    log.info("training %s on %s for %d steps -> %s", cfg.core, cfg.env_id, cfg.total_timesteps, run_dir)
     return _learn(model, cfg, run_dir, fresh=True, progress_bar=progress_bar)
 
 
@@ -151,6 +154,7 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
             "pass --timesteps with a larger budget to continue it"
         )
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    log.info("resuming %s at step %d of %d", run_dir, model.num_timesteps, cfg.total_timesteps)
     return _learn(model, cfg, run_dir, fresh=False, progress_bar=progress_bar)
 
 

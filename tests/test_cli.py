@@ -1,0 +1,317 @@
+"""run_rl.py end to end: train, eval (with a GIF), resume, list, help, Ctrl-C, and every user error -> exit 2.
+
+Subprocesses where the process boundary matters (a real training run, SIGINT, a clean stderr without traceback);
+in-process ``main(argv)`` elsewhere, because each Python start costs seconds here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import yaml
+
+import envs
+import policies
+import run_rl
+from agents.config import available_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MINIGRID = [
+    "--env",
+    "MiniGrid-MemoryS7-v0",
+    "--timesteps",
+    "64",
+    "--n-envs",
+    "2",
+    "--set",
+    "ppo.n_steps=16",
+    "--set",
+    "ppo.batch_size=32",
+    "--set",
+    "ppo.n_epochs=1",
+    "--set",
+    "policy_kwargs.lstm_hidden_size=8",
+    "--set",
+    "policy_kwargs.features_extractor_kwargs.features_dim=16",
+    "--set",
+    "env_kwargs.max_steps=20",
+    "--set",
+    "eval.freq=32",
+    "--set",
+    "eval.n_episodes=2",
+    "--set",
+    "eval.n_envs=2",
+]
+TINY_TMAZE = [
+    "--env",
+    "urgate/TMaze-v0",
+    "--n-envs",
+    "2",
+    "--set",
+    "ppo.n_steps=32",
+    "--set",
+    "ppo.batch_size=64",
+    "--set",
+    "ppo.n_epochs=1",
+    "--set",
+    "policy_kwargs.lstm_hidden_size=8",
+    "--set",
+    "env_kwargs.length=3",
+    "--set",
+    "eval.freq=0",
+    "--set",
+    "eval.n_episodes=2",
+    "--set",
+    "eval.n_envs=2",
+]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_rl.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=cli_env(),
+    )
+
+
+@pytest.fixture(scope="module")
+def minigrid_run(tmp_path_factory) -> Path:
+    """A tiny MiniGrid run trained through the real command line (a subprocess)."""
+    base = tmp_path_factory.mktemp("cli")
+    run_dir = base / "run"
+    proc = run_cli(*TINY_MINIGRID, "--run-dir", str(run_dir), "--core", "ur", cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    assert "final evaluation: success" in proc.stdout and str(run_dir) in proc.stdout
+    assert "Traceback" not in proc.stderr
+    return run_dir
+
+
+def test_train_writes_a_complete_run(minigrid_run):
+    summary = json.loads((minigrid_run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["timesteps"] == 64
+    assert summary["env_id"] == "MiniGrid-MemoryS7-v0" and summary["core"] == "ur"
+    assert summary["memoryless_ceiling"] == 0.5 and summary["final_eval"]["episodes"] == 2
+    for name in ("config.yaml", "evaluations.csv", "gates.npz", "progress.csv", "final_model.zip", "best_model.zip"):
+        assert (minigrid_run / name).is_file(), name
+    assert (minigrid_run / "checkpoints" / "latest.zip").is_file()
+    cfg = yaml.safe_load((minigrid_run / "config.yaml").read_text())
+    assert cfg["env_kwargs"] == {"max_steps": 20} and cfg["policy_kwargs"]["lstm_hidden_size"] == 8
+
+
+def test_eval_run_directory_with_gif(minigrid_run, tmp_path, capsys):
+    gif = tmp_path / "episodes.gif"
+    assert run_rl.main(["eval", str(minigrid_run), "--episodes", "2", "--video", str(gif)]) == 0
+    out = capsys.readouterr().out
+    assert "MiniGrid-MemoryS7-v0 (greedy): success" in out and "over 2 episodes" in out
+    frames = iio.imread(gif, index=None)
+    assert frames.ndim == 4 and frames.shape[0] >= 3 and frames.shape[-1] == 3  # 2 episodes of <= 20 steps
+    result = json.loads((minigrid_run / "eval.json").read_text())
+    assert result["episodes"] == 2 and result["deterministic"] is True and result["video"] == str(gif)
+
+
+def test_eval_a_bare_model_zip_knows_its_env(minigrid_run, tmp_path, capsys):
+    alone = tmp_path / "agent.zip"
+    shutil.copy(minigrid_run / "final_model.zip", alone)
+    assert run_rl.main(["eval", str(alone), "--episodes", "3", "--stochastic"]) == 0
+    out = capsys.readouterr().out
+    assert "MiniGrid-MemoryS7-v0 (sampled)" in out and "over 3 episodes" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.zip"]  # statistics go to stdout only
+
+
+def test_resume_continues_the_step_count(minigrid_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(minigrid_run, run_dir)
+    assert run_rl.main(["resume", str(run_dir), "--timesteps", "128", "--no-progress"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["timesteps"] == 128 and summary["status"] == "finished"
+    assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"] == 128
+    assert "128 steps" in capsys.readouterr().out
+
+
+def _truncated(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _not_a_model(dst: Path) -> Path:
+    with zipfile.ZipFile(dst, "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    return dst
+
+
+def _other_core(run: Path, dst: Path) -> Path:
+    shutil.copytree(run, dst)
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    cfg["core"] = "lstm"
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dst
+
+
+# (argv builder taking (run_dir, tmp_path), fragment of the one-line message)
+USER_ERRORS = {
+    "unknown core": (lambda r, t: ["--core", "gru", "--run-dir", str(t / "new")], "config key 'core' must be one of"),
+    "unknown env": (lambda r, t: ["--env", "MiniGrid-MemoryS8-v0", "--run-dir", str(t / "new")], "MiniGrid-MemoryS8"),
+    "unknown config key": (lambda r, t: ["--set", "ppo.n_step=8", "--run-dir", str(t / "new")], "'ppo.n_step'"),
+    "wrong type": (lambda r, t: ["--set", "ppo.n_steps=many", "--run-dir", str(t / "new")], "must be an integer"),
+    "unknown config": (lambda r, t: ["--config", "tmazes", "--run-dir", str(t / "new")], "unknown config 'tmazes'"),
+    "bad env kwarg": (
+        lambda r, t: ["--env", "urgate/TMaze-v0", "--set", "env_kwargs.length=1", "--run-dir", str(t / "new")],
+        "length must be an integer >= 2",
+    ),
+    "unknown env kwarg": (
+        lambda r, t: ["--env", "urgate/TMaze-v0", "--set", "env_kwargs.size=3", "--run-dir", str(t / "new")],
+        "does not take keyword",
+    ),
+    "unknown policy kwarg": (
+        lambda r, t: ["--set", "policy_kwargs.hidden=3", "--run-dir", str(t / "new")],
+        "'policy_kwargs.hidden'",
+    ),
+    "bad core kwarg": (
+        lambda r, t: ["--core", "chrono", "--set", "policy_kwargs.core_kwargs.t_max=1", "--run-dir", str(t / "new")],
+        "t_max",
+    ),
+    "existing run dir": (lambda r, t: [*TINY_MINIGRID, "--run-dir", str(r)], "already exists: pass --overwrite"),
+    "eval missing": (lambda r, t: ["eval", str(t / "nothing.zip")], "does not exist"),
+    "eval text file": (
+        lambda r, t: ["eval", str((t / "m.zip").write_text("no") and t / "m.zip")],
+        "not a model zip",
+    ),
+    "eval truncated": (
+        lambda r, t: ["eval", str(_truncated(r / "final_model.zip", t / "cut.zip"))],
+        "not a model zip (not a zip archive, or truncated)",
+    ),
+    "eval not a model": (lambda r, t: ["eval", str(_not_a_model(t / "x.zip"))], "not a saved model"),
+    "eval wrong env": (
+        lambda r, t: ["eval", str(r), "--env", "urgate/TMaze-v0", "--episodes", "1"],
+        "was trained with observation space",
+    ),
+    "eval not a run dir": (lambda r, t: ["eval", str(t)], "not a run directory"),
+    "eval bad video": (lambda r, t: ["eval", str(r), "--video", str(t / "v.avi")], ".gif or .mp4"),
+    "eval no frames": (lambda r, t: ["eval", str(r), "--video", str(t / "v.gif"), "--env", "urgate/TMaze-v0"], ""),
+    "resume not a run": (lambda r, t: ["resume", str(t)], "not a run directory"),
+    "resume finished": (lambda r, t: ["resume", str(r)], "pass --timesteps"),
+    "resume other core": (
+        lambda r, t: ["resume", str(_other_core(r, t / "oc")), "--timesteps", "999"],
+        "has core 'ur', but the run's config says core 'lstm'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(USER_ERRORS))
+def test_user_errors_exit_2_with_one_line_and_write_nothing(case, minigrid_run, tmp_path, capsys):
+    build, fragment = USER_ERRORS[case]
+    argv = build(minigrid_run, tmp_path)
+    before_tmp = sorted(p.name for p in tmp_path.iterdir())
+    before_run = {p: p.stat().st_mtime_ns for p in minigrid_run.rglob("*")}
+    code = run_rl.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("training ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before_tmp  # nothing new next to the inputs
+    assert {p: p.stat().st_mtime_ns for p in minigrid_run.rglob("*")} == before_run  # the run is untouched
+
+
+def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
+    proc = run_cli("--core", "gru", "--run-dir", str(tmp_path / "new"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: config key 'core' must be one of lstm, chrono, u, r, ur"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_rl.py"), *TINY_TMAZE, "--timesteps", "10000000", "--run-dir", str(run_dir)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 90
+        progress = run_dir / "progress.csv"
+        while time.time() < deadline and not (progress.is_file() and len(progress.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert f"continue with: python run_rl.py resume {run_dir}" in err
+    assert "Traceback" not in err
+    saved = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"]
+    assert saved >= 128 and saved % 64 == 0  # an update boundary: no collected-but-untrained steps are counted
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["timesteps"] == saved
+    assert not (run_dir / "final_model.zip").exists()
+
+    assert run_rl.main(["resume", str(run_dir), "--timesteps", str(saved + 64), "--no-progress"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["timesteps"] == saved + 64
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_rl.main(["--help"])
+    assert info.value.code == 0
+    top = capsys.readouterr().out
+    for command in ("train", "eval", "list", "resume"):
+        assert command in top
+    with pytest.raises(SystemExit):
+        run_rl.main(["train", "--help"])
+    train_help = capsys.readouterr().out
+    for option in ("--core", "--env", "--config", "--timesteps", "--seed", "--n-envs", "--device", "--threads"):
+        assert option in train_help
+    for option in ("--run-dir", "--set", "--overwrite", "ppo.n_steps=64", "policy_kwargs.lstm_hidden_size"):
+        assert option in train_help
+    with pytest.raises(SystemExit):
+        run_rl.main(["eval", "--help"])
+    eval_help = capsys.readouterr().out
+    for option in ("--episodes", "--stochastic", "--video", ".gif or .mp4"):
+        assert option in eval_help
+
+
+def test_list_shows_cores_families_and_configs(capsys):
+    assert run_rl.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in policies.CORE_NAMES:
+        assert f"  {name} " in out and policies.CORES[name].summary in out
+    for env_id in envs.list_env_ids():
+        assert env_id in out
+    for family in envs.FAMILIES.values():
+        assert f"  {family.name}: " in out
+    for name in available_configs():
+        assert f"  {name} " in out
+
+
+def test_default_run_dir_names_env_core_seed():
+    d = run_rl.default_run_dir("urgate/TMaze-v0", "ur", 3)
+    assert d.parent == Path("runs") and d.name.startswith("urgate-TMaze-v0-ur-s3-")
+
+
+def test_train_is_the_default_command():
+    assert run_rl.build_parser().parse_args(["train", "--core", "lstm"]).run is run_rl.cmd_train
+    assert run_rl.COMMANDS["train"].run is run_rl.cmd_train

@@ -1,0 +1,112 @@
+"""agents.evaluate: rollouts that carry the recurrent state, per-episode statistics, bad model files."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from agents import factory
+from agents.errors import UrgateError
+from agents.evaluate import EpisodeStats, evaluate, run_episodes
+
+TMAZE = "urgate/TMaze-v0"
+
+
+class CueMemoryAgent:
+    """A scripted T-maze agent that keeps the cue in its recurrent state, with RecurrentPPO's ``predict`` contract.
+
+    It succeeds every time only if the evaluation loop hands back the state it returned and marks episode starts:
+    without the state it cannot know the cue at the junction, and without ``episode_start`` it would keep the
+    previous episode's cue.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        self.calls += 1
+        starts = np.asarray(episode_start, dtype=bool)
+        if state is None:
+            assert starts.all(), "state dropped in the middle of episodes"
+            state = (np.zeros(len(obs)),)
+        cue = np.where(starts, obs[:, 0], state[0])
+        at_junction = obs[:, 1] == 1.0
+        actions = np.where(at_junction, np.where(cue > 0, 1, 2), 0)
+        return actions, (cue,)
+
+
+@pytest.mark.parametrize(("n_envs", "n_episodes"), [(1, 5), (3, 7), (4, 4)])
+def test_state_is_carried_and_reset_at_episode_starts(n_envs, n_episodes):
+    venv = factory.make_vec_env(TMAZE, {"length": 6}, n_envs, seed=3)
+    agent = CueMemoryAgent()
+    stats = run_episodes(agent, venv, n_episodes)
+    assert len(stats.returns) == n_episodes
+    assert stats.successes == [1.0] * n_episodes
+    assert stats.returns == [1.0] * n_episodes  # no idle penalty on the shortest path
+    assert set(stats.lengths) == {7}
+
+
+def test_a_memoryless_agent_sits_at_the_ceiling():
+    class AlwaysUp(CueMemoryAgent):
+        def predict(self, obs, state=None, episode_start=None, deterministic=False):
+            return np.where(obs[:, 1] == 1.0, 1, 0), None
+
+    stats = run_episodes(AlwaysUp(), factory.make_vec_env(TMAZE, {"length": 4}, 4, seed=0), 200)
+    assert 0.35 < np.mean(stats.successes) < 0.65
+
+
+def test_summary_statistics():
+    stats = EpisodeStats(returns=[0.0, 1.0, 1.0, 1.0], lengths=[3, 4, 5, 6], successes=[0.0, 1.0, 1.0, 1.0])
+    s = stats.summary()
+    assert s["mean_return"] == pytest.approx(0.75)
+    assert s["std_return"] == pytest.approx(np.std([0, 1, 1, 1]))
+    assert s["success_rate"] == pytest.approx(0.75)
+    assert s["episodes"] == 4 and s["mean_length"] == pytest.approx(4.5)
+    lo, hi = s["ci95"]
+    assert 0.0 <= lo <= 0.75 <= hi <= 1.0
+    assert EpisodeStats(returns=[1.0], lengths=[1]).summary()["success_rate"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "does not exist"),
+        (b"hello, not a zip", "not a model zip"),
+        ("truncated", "not a model zip"),
+        ("other_zip", "not a saved model"),
+    ],
+)
+def test_bad_model_files(tmp_path, content, fragment):
+    path = tmp_path / "model.zip"
+    if content == "truncated":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("data", "{}" * 1000)
+            zf.writestr("policy.pth", b"x" * 1000)
+        path.write_bytes(path.read_bytes()[:-200])
+    elif content == "other_zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("readme.txt", "hello")
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UrgateError, match=fragment):
+        evaluate(path, n_episodes=1)
+
+
+def test_zip_with_garbage_inside_is_a_user_error(tmp_path):
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("data", "{not json")
+        zf.writestr("policy.pth", b"not torch")
+    with pytest.raises(UrgateError, match="cannot load model"):
+        evaluate(path, n_episodes=1)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(UrgateError, match="integer >= 1"):
+        evaluate(tmp_path / "x.zip", n_episodes=0)
+    with pytest.raises(UrgateError, match=r"\.gif or \.mp4"):
+        evaluate(tmp_path / "x.zip", video_path=tmp_path / "v.avi")
+    with pytest.raises(UrgateError, match="not a run directory"):
+        evaluate(tmp_path)

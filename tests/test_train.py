@@ -1,0 +1,265 @@
+"""agents.train and agents.factory in-process: the run directory, gate diagnostics, resume, NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnvWrapper
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import policies
+from agents import factory
+from agents.callbacks import replay_inputs, rollout_gates
+from agents.config import RunConfig, load_config
+from agents.errors import UrgateError
+from agents.train import resume, train
+
+TINY = [
+    "n_envs=2",
+    "ppo.n_steps=32",
+    "ppo.batch_size=64",
+    "ppo.n_epochs=1",
+    "policy_kwargs.lstm_hidden_size=8",
+    "env_kwargs.length=3",
+    "eval.freq=64",
+    "eval.n_episodes=2",
+    "eval.n_envs=2",
+    "checkpoint_freq=64",
+    "gate_diagnostics=1",
+    "total_timesteps=256",
+]
+
+
+def tiny(*extra: str, env: str = "urgate/TMaze-v0") -> RunConfig:
+    return load_config(None, env, [*TINY, *extra])
+
+
+def rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = tiny("ppo.lr_schedule=linear", "ppo.learning_rate=1e-3")
+    summary = train(cfg, run_dir, progress_bar=False)
+    return cfg, run_dir, summary
+
+
+def test_run_directory_layout(finished_run):
+    cfg, run_dir, summary = finished_run
+    assert summary["status"] == "finished" and summary["timesteps"] == 256
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert summary["memoryless_ceiling"] == 0.5 and summary["env_id"] == cfg.env_id and summary["core"] == "ur"
+    final = summary["final_eval"]
+    assert final["episodes"] == 2 and 0.0 <= final["success_rate"] <= 1.0 and len(final["ci95"]) == 2
+    assert summary["wall_time_s"] > 0 and summary["fps"] > 0
+    assert RunConfig.from_yaml(run_dir / "config.yaml") == cfg
+    for name in ("final_model.zip", "best_model.zip", "checkpoints/latest.zip", "progress.csv", "gates.npz"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "checkpoints/latest.json").read_text())["timesteps"] == 256
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert not list(run_dir.rglob("*.tmp*")), "temporary checkpoint files left behind"
+    evals = rows(run_dir / "evaluations.csv")
+    assert [int(r["timesteps"]) for r in evals] == [0, 64, 128, 192, 256]
+    assert list(evals[0])[:5] == ["timesteps", "mean_return", "std_return", "success_rate", "episodes"]
+    assert float(evals[-1]["mean_return"]) == pytest.approx(final["mean_return"])
+    progress = rows(run_dir / "progress.csv")
+    assert len(progress) == 5  # one per update, and the last update's losses with the final evaluation
+    assert [r["time/total_timesteps"] for r in progress[:4]] == ["64", "128", "192", "256"]
+    assert float(progress[-1]["eval/mean_return"]) == pytest.approx(final["mean_return"])
+
+
+def test_gates_npz_holds_first_and_last_samples(finished_run):
+    _, run_dir, _ = finished_run
+    with np.load(run_dir / "gates.npz") as z:
+        assert int(z["initial_timesteps"]) == 64 and int(z["final_timesteps"]) == 256
+        for key in ("initial_gates", "final_gates"):
+            g = z[key]
+            assert g.dtype == np.float32 and g.ndim == 1 and g.size > 100
+            assert ((g >= 0) & (g <= 1)).all()
+        assert not np.array_equal(z["initial_gates"], z["final_gates"])
+
+
+def test_gate_histograms_in_tensorboard(finished_run):
+    _, run_dir, _ = finished_run
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"histograms": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"gates/forget", "gates/timescale_log10"} <= set(tags["histograms"])
+    forget = acc.Histograms("gates/forget")
+    assert [e.step for e in forget] == [64, 128, 192, 256]  # every update (gate_diagnostics=1)
+    assert all(0.0 <= e.histogram_value.min <= e.histogram_value.max <= 1.0 for e in forget)
+    log_tau = acc.Histograms("gates/timescale_log10")
+    assert all(e.histogram_value.min >= 0.0 for e in log_tau)  # timescales are >= 1 step
+    q = [e.value for e in acc.Scalars("gates/forget_q50")]
+    assert len(q) == 4 and all(0 < v < 1 for v in q)
+    assert "eval/success_rate" in tags["scalars"]
+
+
+def test_replayed_rollout_reproduces_the_states_the_policy_had():
+    """The features, states and episode starts fed to ``gate_trace`` are the ones the actor core saw: replaying
+    them through the core gives back the hidden state the rollout buffer recorded at every step."""
+    cfg = tiny("n_envs=3", "env_kwargs.length=2")
+    model = factory.build_model(cfg, factory.make_training_env(cfg))
+    checked = []
+
+    class Check(BaseCallback):
+        def _on_step(self):
+            return True
+
+        def _on_rollout_end(self):
+            features, state, starts = replay_inputs(self.model)
+            out, _ = self.model.policy.lstm_actor(features, state, episode_starts=starts)
+            recorded = th.as_tensor(self.model.rollout_buffer.hidden_states_pi[1:, -1])  # state before step t
+            th.testing.assert_close(out[:-1], recorded, atol=1e-5, rtol=1e-5)
+            gates = rollout_gates(self.model)
+            assert gates.shape == (1, 32, 3, 8)
+            checked.append(float(starts.sum()))
+
+    model.learn(3 * 96, callback=Check())
+    assert len(checked) == 3 and sum(checked) > 3  # episodes started inside rollouts, not only at step 0
+
+
+def test_resume_continues_steps_schedule_logs(finished_run, tmp_path):
+    cfg, original, _ = finished_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(original, run_dir)
+    ckpt = factory.load_model(run_dir / "checkpoints/latest.zip")
+    adam = ckpt.policy.optimizer.state_dict()["state"]
+    assert adam and all(float(s["step"]) > 0 for s in adam.values())  # the optimizer state is in the checkpoint
+
+    with pytest.raises(UrgateError, match="already has 256 of its 256 steps"):
+        resume(run_dir, progress_bar=False)
+    summary = resume(run_dir, progress_bar=False, total_timesteps=512)
+    assert summary["status"] == "finished" and summary["timesteps"] == 512
+    assert RunConfig.from_yaml(run_dir / "config.yaml").total_timesteps == 512
+    progress = rows(run_dir / "progress.csv")
+    steps = [int(r["time/total_timesteps"]) for r in progress if r["time/total_timesteps"]]
+    assert steps == [64, 128, 192, 256, 320, 384, 448, 512]  # earlier rows kept, the count continues
+    # The linear schedule continues where it was: the row logged at step t shows the rate of the update made at
+    # t - 64, lr0 * (1 - (t - 64) / total), with total 256 before the resume and 512 after it (a restarted
+    # schedule would start again near lr0).
+    logged = {
+        int(r["time/total_timesteps"]): float(r["train/learning_rate"])
+        for r in progress
+        if r["train/learning_rate"] and r["time/total_timesteps"]
+    }
+    assert set(logged) == {128, 192, 256, 384, 448, 512}
+    for t, lr in logged.items():
+        total = 256 if t <= 256 else 512
+        assert lr == pytest.approx(1e-3 * (1 - (t - 64) / total)), t
+    evals = [int(r["timesteps"]) for r in rows(run_dir / "evaluations.csv")]
+    assert evals[:5] == [0, 64, 128, 192, 256] and evals[-1] == 512 and evals == sorted(evals)
+    with np.load(run_dir / "gates.npz") as z:
+        assert int(z["initial_timesteps"]) == 64 and int(z["final_timesteps"]) == 512
+
+
+def test_resume_refuses_a_checkpoint_of_another_core(finished_run, tmp_path):
+    _, original, _ = finished_run
+    run_dir = tmp_path / "copy"
+    shutil.copytree(original, run_dir)
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data["core"] = "lstm"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(UrgateError, match="has core 'ur'.*says core 'lstm'"):
+        resume(run_dir, progress_bar=False, total_timesteps=512)
+
+
+def test_loading_into_an_env_with_another_observation_space_fails(finished_run):
+    _, run_dir, _ = finished_run
+    other = factory.make_vec_env("MiniGrid-MemoryS7-v0", {}, 1, 0)
+    with pytest.raises(UrgateError, match="observation space"):
+        factory.load_model(run_dir / "final_model.zip", env=other)
+
+
+def test_existing_run_directory_is_never_overwritten_silently(finished_run, tmp_path):
+    cfg, original, _ = finished_run
+    with pytest.raises(UrgateError, match="already exists.*--overwrite.*resume"):
+        train(cfg, original, progress_bar=False)
+    assert json.loads((original / "summary.json").read_text())["timesteps"] == 256
+    not_a_run = tmp_path / "mine"
+    not_a_run.mkdir()
+    (not_a_run / "notes.txt").write_text("keep me")
+    with pytest.raises(UrgateError, match="not a run directory"):
+        train(cfg, not_a_run, overwrite=True, progress_bar=False)
+    assert (not_a_run / "notes.txt").read_text() == "keep me"
+
+
+class NanRewardsAfter(VecEnvWrapper):
+    """Rewards become NaN after ``start`` steps: the loss and then the parameters become non-finite."""
+
+    def __init__(self, venv, start: int) -> None:
+        super().__init__(venv)
+        self.start, self.steps = start, 0
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.steps += self.num_envs
+        if self.steps > self.start:
+            rewards = rewards + np.nan
+        return obs, rewards, dones, infos
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = factory.make_training_env
+    monkeypatch.setattr(factory, "make_training_env", lambda cfg, **kw: NanRewardsAfter(real(cfg, **kw), 128))
+    run_dir = tmp_path / "nan"
+    summary = train(tiny("total_timesteps=1024"), run_dir, progress_bar=False)
+    assert summary["status"] == "diverged"
+    assert "non-finite" in summary["message"] or "nan" in summary["message"]
+    assert summary["timesteps"] < 1024
+    assert not (run_dir / "final_model.zip").exists()
+    saved = json.loads((run_dir / "checkpoints/latest.json").read_text())["timesteps"]
+    assert saved == 128
+    model = factory.load_model(run_dir / "checkpoints/latest.zip")
+    assert model.num_timesteps == 128
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_policy_resolution_follows_the_env_family():
+    cls, kwargs = factory.resolve_policy(tiny(env="MiniGrid-MemoryS7-v0"))
+    assert cls is policies.MultiInputGatedPolicy
+    from policies.extractors import SymbolicGridExtractor
+
+    assert kwargs["features_extractor_class"] is SymbolicGridExtractor
+    assert kwargs["normalize_images"] is False and kwargs["core"] == "ur"
+    cls, kwargs = factory.resolve_policy(tiny("policy_kwargs.activation_fn=relu", "core=chrono"))
+    assert cls is policies.MlpGatedPolicy and kwargs["activation_fn"] is th.nn.ReLU and kwargs["core"] == "chrono"
+    assert "features_extractor_class" not in kwargs
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("policy_kwargs.lstm_size=8", "unknown config key 'policy_kwargs.lstm_size'.*lstm_hidden_size"),
+        ("policy_kwargs.activation_fn=swish", "activation_fn.*relu"),
+        ("policy_kwargs.features_extractor_class=Nope", "features_extractor_class.*SymbolicGridExtractor"),
+        ("policy_kwargs.shared_lstm=true", "cannot build"),  # stock asserts: shared_lstm with the critic LSTM
+    ],
+)
+def test_bad_policy_kwargs_are_user_errors(override, fragment):
+    cfg = tiny(override)
+    with pytest.raises(UrgateError, match=fragment):
+        factory.build_model(cfg, factory.make_training_env(cfg))
+
+
+def test_core_kwargs_reach_the_core():
+    cfg = tiny("core=chrono", "policy_kwargs.core_kwargs.t_max=77")
+    model = factory.build_model(cfg, factory.make_training_env(cfg))
+    assert model.policy.lstm_actor.t_max == 77
+    with pytest.raises(policies.PolicyConfigError, match="t_max"):
+        cfg = tiny("core=chrono", "policy_kwargs.core_kwargs.t_max=1")
+        factory.build_model(cfg, factory.make_training_env(cfg))
