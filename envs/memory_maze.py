@@ -37,6 +37,11 @@ VARIANTS = {
 }
 
 
+def ids(variant: str) -> tuple[str, ...]:
+    """The urgate ids of one variant (a key of ``VARIANTS``), for every maze size."""
+    return tuple(f"urgate/MemoryMaze-{s}x{s}{variant}-v0" for s in SIZES)
+
+
 def _import_tasks() -> types.ModuleType:
     """``memory_maze.tasks``, imported without the old ``gym`` package.
 

@@ -16,6 +16,23 @@ from gymnasium import spaces
 
 from .errors import EnvConfigError
 
+GAMES = (  # popgym 1.0.7's registered games; a test checks them against popgym's registry
+    "Autoencode",
+    "RepeatPrevious",
+    "RepeatFirst",
+    "CountRecall",
+    "PositionOnlyCartPole",
+    "PositionOnlyPendulum",
+    "VelocityOnlyCartpole",
+    "NoisyPositionOnlyCartPole",
+    "NoisyPositionOnlyPendulum",
+    "MultiarmedBandit",
+    "HigherLower",
+    "Battleship",
+    "Concentration",
+    "MineSweeper",
+)
+IDS = tuple(f"popgym-{game}{level}-v0" for level in ("Easy", "Medium", "Hard") for game in GAMES)
 PATTERN = r"popgym-.+-v\d+"
 
 

@@ -5,7 +5,6 @@ entry points ``agents/`` needs; adding a family is one entry in ``FAMILIES`` plu
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.util
 import inspect
 import re
@@ -17,6 +16,7 @@ import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from . import memory_maze, minigrid, popgym, tmaze, visual_match
 from .errors import EnvConfigError
 
 
@@ -34,8 +34,8 @@ class EnvFamily:
     :param memory_kwarg: the env keyword that sets the memory length, for frontier plots (None if there is none)
     :param config: name of the YAML file in ``configs/`` that suits the family
     :param extra: the pip extra the family needs, or None for core dependencies
-    :param builder: ``"module:function"`` (relative to ``envs``) called as ``builder(env_id, render_mode=..., **kwargs)``;
-        imported only when used, so an optional family costs nothing until asked for
+    :param builder: called as ``builder(env_id, render_mode=..., **kwargs)``; family modules import their optional
+        package only inside it, so listing families costs nothing
     :param pattern: regular expression of further ids the family accepts (full match), or None
     :param requires: the import name of the optional package (checked before building), or None
     """
@@ -50,7 +50,7 @@ class EnvFamily:
     memory_kwarg: str | None
     config: str
     extra: str | None
-    builder: str = field(default="", repr=False)
+    builder: Callable[..., gym.Env] | None = field(default=None, repr=False)
     pattern: str | None = field(default=None, repr=False)
     requires: str | None = field(default=None, repr=False)
 
@@ -68,14 +68,8 @@ class EnvFamily:
             raise EnvConfigError(
                 f"{env_id} needs the optional package '{self.requires}', which is not installed: run {self.install_hint()}"
             )
-        builder = self.builder_function()
-        _check_kwargs(builder, env_id, env_kwargs)
-        return builder(env_id, render_mode=render_mode, **env_kwargs)
-
-    def builder_function(self) -> Callable[..., gym.Env]:
-        """The family's builder, imported on first use."""
-        module_name, function_name = self.builder.split(":")
-        return getattr(importlib.import_module(f"envs.{module_name}"), function_name)
+        _check_kwargs(self.builder, env_id, env_kwargs)
+        return self.builder(env_id, render_mode=render_mode, **env_kwargs)
 
 
 def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict[str, Any]) -> None:
@@ -95,28 +89,6 @@ def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict
         raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}{hint}; accepted: {accepted}")
 
 
-def _memory_maze_ids(variant: str) -> tuple[str, ...]:
-    # Kept here, not imported from envs.memory_maze, so that listing ids never imports the optional family.
-    return tuple(f"urgate/MemoryMaze-{s}x{s}{variant}-v0" for s in (9, 11, 13, 15))
-
-
-_POPGYM_GAMES = (  # popgym 1.0.7's registered games; a test checks this against popgym's registry
-    "Autoencode",
-    "RepeatPrevious",
-    "RepeatFirst",
-    "CountRecall",
-    "PositionOnlyCartPole",
-    "PositionOnlyPendulum",
-    "VelocityOnlyCartpole",
-    "NoisyPositionOnlyCartPole",
-    "NoisyPositionOnlyPendulum",
-    "MultiarmedBandit",
-    "HigherLower",
-    "Battleship",
-    "Concentration",
-    "MineSweeper",
-)
-
 FAMILIES: dict[str, EnvFamily] = {
     f.name: f
     for f in (
@@ -124,18 +96,7 @@ FAMILIES: dict[str, EnvFamily] = {
             name="minigrid",
             summary="MiniGrid Memory tasks (cue object at the start, choose the match at the end) and other partially "
             "observable MiniGrid tasks; symbolic 7x7x3 view + direction",
-            ids=(
-                "MiniGrid-MemoryS7-v0",
-                "MiniGrid-MemoryS9-v0",
-                "MiniGrid-MemoryS11-v0",
-                "MiniGrid-MemoryS13-v0",
-                "MiniGrid-MemoryS13Random-v0",
-                "MiniGrid-MemoryS17Random-v0",
-                "MiniGrid-RedBlueDoors-6x6-v0",
-                "MiniGrid-RedBlueDoors-8x8-v0",
-                "MiniGrid-KeyCorridorS3R3-v0",
-                "MiniGrid-ObstructedMaze-1Q-v1",
-            ),
+            ids=minigrid.IDS,
             policy="MultiInputGatedPolicy",
             features_extractor="SymbolicGridExtractor",
             features_extractor_kwargs={"features_dim": 128},
@@ -143,14 +104,14 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg=None,
             config="minigrid",
             extra=None,
-            builder="minigrid:make_minigrid",
-            pattern=r"MiniGrid-.+-v\d+",
+            builder=minigrid.make_minigrid,
+            pattern=minigrid.PATTERN,
         ),
         EnvFamily(
             name="visual_match",
             summary="Passive/Active Visual Match (Hung et al. 2018) on a symbolic grid: cue colour, apple distractor "
             "phase of `distractor_steps`, choose the matching box",
-            ids=("urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"),
+            ids=visual_match.IDS,
             policy="MultiInputGatedPolicy",
             features_extractor="SymbolicGridExtractor",
             features_extractor_kwargs={"features_dim": 128},
@@ -158,12 +119,12 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg="distractor_steps",
             config="visual_match",
             extra=None,
-            builder="visual_match:make_visual_match",
+            builder=visual_match.make_visual_match,
         ),
         EnvFamily(
             name="tmaze",
             summary="passive T-maze: goal side shown at the first step only, walk `length` cells, turn; 2-d vector obs",
-            ids=("urgate/TMaze-v0",),
+            ids=(tmaze.ENV_ID,),
             policy="MlpGatedPolicy",
             features_extractor=None,
             features_extractor_kwargs={},
@@ -171,13 +132,13 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg="length",
             config="tmaze",
             extra=None,
-            builder="tmaze:make_tmaze",
+            builder=tmaze.make_tmaze,
         ),
         EnvFamily(
             name="memory_maze",
             summary="Memory Maze (Pasukonis et al. 2022): 3D maze, touch the targets in the order shown, 64x64 RGB; "
             "-Top is the top-down view",
-            ids=_memory_maze_ids("") + _memory_maze_ids("-Top"),
+            ids=memory_maze.ids("") + memory_maze.ids("-Top"),
             policy="CnnGatedPolicy",
             features_extractor=None,  # SB3's NatureCNN
             features_extractor_kwargs={},
@@ -185,13 +146,13 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg=None,
             config="memory_maze",
             extra="memory-maze",
-            builder="memory_maze:make_memory_maze",
+            builder=memory_maze.make_memory_maze,
             requires="memory_maze",
         ),
         EnvFamily(
             name="memory_maze_extra",
             summary="Memory Maze with extra observations (agent and target positions, maze layout) beside the image",
-            ids=_memory_maze_ids("-ExtraObs"),
+            ids=memory_maze.ids("-ExtraObs"),
             policy="MultiInputGatedPolicy",
             features_extractor=None,  # SB3's CombinedExtractor: NatureCNN on the image, the vectors flattened
             features_extractor_kwargs={},
@@ -199,14 +160,14 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg=None,
             config="memory_maze",
             extra="memory-maze",
-            builder="memory_maze:make_memory_maze",
+            builder=memory_maze.make_memory_maze,
             requires="memory_maze",
         ),
         EnvFamily(
             name="popgym",
             summary="POPGym (Morad et al. 2023): 14 memory games x Easy/Medium/Hard, small vector or discrete "
             "observations (Tuple observations converted for SB3)",
-            ids=tuple(f"popgym-{game}{level}-v0" for level in ("Easy", "Medium", "Hard") for game in _POPGYM_GAMES),
+            ids=popgym.IDS,
             policy="MlpGatedPolicy",
             features_extractor=None,
             features_extractor_kwargs={},
@@ -214,8 +175,8 @@ FAMILIES: dict[str, EnvFamily] = {
             memory_kwarg=None,
             config="popgym",
             extra="popgym",
-            builder="popgym:make_popgym",
-            pattern=r"popgym-.+-v\d+",
+            builder=popgym.make_popgym,
+            pattern=popgym.PATTERN,
             requires="popgym",
         ),
     )
@@ -305,7 +266,7 @@ def make_vec_env(
     # Check the id, the optional package and the keywords here, where errors are readable, without building an env.
     if family.requires is not None and importlib.util.find_spec(family.requires) is None:
         family.build(env_id, **env_kwargs)  # raises the install hint
-    _check_kwargs(family.builder_function(), env_id, env_kwargs)
+    _check_kwargs(family.builder, env_id, env_kwargs)
     return sb3_make_vec_env(_Builder(env_id, env_kwargs), n_envs=n_envs, seed=seed, vec_env_cls=SubprocVecEnv)
 
 

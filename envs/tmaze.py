@@ -26,6 +26,7 @@ from gymnasium import spaces
 
 from .errors import EnvConfigError
 
+ENV_ID = "urgate/TMaze-v0"
 FORWARD, UP, DOWN = 0, 1, 2
 ACTION_NAMES = ("forward", "up", "down")
 

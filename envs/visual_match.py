@@ -38,6 +38,8 @@ from .errors import EnvConfigError
 from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, pad_room
 from .wrappers import symbolic_image_space
 
+PASSIVE_ID, ACTIVE_ID = "urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"
+IDS = (PASSIVE_ID, ACTIVE_ID)
 LEFT, RIGHT, FORWARD = 0, 1, 2
 CUE, DISTRACTOR, CHOICE = 0, 1, 2
 PALETTE = ("red", "blue", "purple", "yellow", "grey", "green")  # cue colours, in order of use
@@ -250,7 +252,7 @@ def make_visual_match(
     """Family builder for ``urgate/PassiveVisualMatch-v0`` and ``urgate/ActiveVisualMatch-v0``
     (see ``VisualMatchEnv`` for the keywords)."""
     return VisualMatchEnv(
-        active=env_id == "urgate/ActiveVisualMatch-v0",
+        active=env_id == ACTIVE_ID,
         distractor_steps=distractor_steps,
         cue_steps=cue_steps,
         choice_steps=choice_steps,
