@@ -254,3 +254,17 @@ def test_every_core_learns_cartpole_without_velocities(core):
 
     result = train_and_evaluate(core, algo="fast", seed=1, total_timesteps=50_000)
     assert result.mean_reward > THRESHOLD, result
+
+
+def test_default_adam_runs_fused_and_a_users_choice_is_kept(tmp_path):
+    model = fast_model("ur")
+    optimizer = model.policy.optimizer
+    assert isinstance(optimizer, th.optim.Adam) and optimizer.defaults["fused"]
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in model.policy.parameters()}
+    assert optimizer.defaults["eps"] == 1e-5  # stock's Adam keywords kept
+    model.learn(16)
+    model.save(tmp_path / "fast.zip")
+    stock = RecurrentPPO.load(tmp_path / "fast.zip", env=toy_vec_env())
+    stock.learn(16, reset_num_timesteps=False)  # the saved optimizer state trains under stock too
+    chosen = fast_model("ur", policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5, foreach=False)))
+    assert not chosen.policy.optimizer.defaults["fused"] and chosen.policy.optimizer.defaults["foreach"] is False
