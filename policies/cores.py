@@ -176,7 +176,9 @@ class RefineLSTM(_CoreContract, nn.Module):
     """LSTM whose input gate is tied to ``1 - g``, with ``g`` the refine-gated forget gate (R- / UR-LSTM).
 
     Parameters are laid out as nn.LSTM's (4 blocks: refine, forget, candidate, output), so an R/UR core has
-    exactly the parameter count and state-dict shapes of an nn.LSTM of the same sizes.
+    exactly the parameter count and state-dict shapes of an nn.LSTM of the same sizes. Each layer's input projection
+    is one product over the whole sequence; the recurrence runs in ``policies.kernels.refine_recurrence`` (a compiled
+    CPU kernel, built on first use; pure torch on CUDA or where it cannot be built).
 
     :param input_size: features per step
     :param hidden_size: units per layer
