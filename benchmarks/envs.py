@@ -17,8 +17,11 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# This file is named envs.py too: put the repository root first so that `import envs` finds the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
