@@ -22,6 +22,7 @@ from sb3_contrib.common.recurrent.policies import (
 )
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
+from torch.nn import functional as F
 
 from .cores import CORE_NAMES, make_core
 from .errors import PolicyConfigError
@@ -123,8 +124,8 @@ class _GatedCoreMixin:
         return data
 
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
-        # Training discards the cores' final states, which lets _process_sequence run an nn.LSTM core over
-        # episode segments instead of resetting inside one call (see _segment_outputs).
+        # Training discards the cores' final states, which lets _process_sequence run an nn.LSTM core with
+        # inserted reset steps instead of splitting its fused call at every reset (see _outputs_with_reset_steps).
         self._final_states_unused = True
         try:
             return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
@@ -148,47 +149,69 @@ class _GatedCoreMixin:
             when the sequences hold resets and the core is an nn.LSTM: nothing reads them there)
         """
         n_seq = lstm_states[0].shape[1]
+        if features.shape[0] == n_seq:  # one step per sequence (rollouts, predict): no reshaping needed
+            keep = (1.0 - episode_starts).view(1, n_seq, 1)
+            out, hx = lstm(features.unsqueeze(0), (lstm_states[0] * keep, lstm_states[1] * keep))
+            return out[0], hx
         x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)
         starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
         keep = (1.0 - starts[0]).view(1, n_seq, 1)
         hx = (lstm_states[0] * keep, lstm_states[1] * keep)
         if x.shape[0] > 1 and bool(starts[1:].any()):
             if isinstance(lstm, nn.LSTM) and getattr(self, "_final_states_unused", False):
-                return _segment_outputs(lstm, x, hx, starts), None
+                return _outputs_with_reset_steps(lstm, x, hx, starts), None
             out, hx = lstm(x, hx, episode_starts=starts)
         else:
             out, hx = lstm(x, hx)
         return th.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), hx
 
 
-def _segment_outputs(lstm: nn.Module, x: th.Tensor, hx: tuple[th.Tensor, th.Tensor], starts: th.Tensor) -> th.Tensor:
-    """Outputs of an nn.LSTM core over sequences with resets inside, in one fused call without resets.
+# Added to the input- and forget-gate pre-activations at an inserted reset step: sigmoid saturates to exactly 0.
+_RESET_DRIVE = -1.0e4
 
-    torch's fused LSTM cannot zero its state mid-call, so every episode segment of every column becomes a column
-    of its own, right-padded to the longest segment (padding comes after the real steps and cannot change them).
-    The final states of that call are those of padded columns, hence not returned.
+
+def _outputs_with_reset_steps(
+    lstm: nn.LSTM, x: th.Tensor, hx: tuple[th.Tensor, th.Tensor], starts: th.Tensor
+) -> th.Tensor:
+    """Outputs of an nn.LSTM core over sequences with resets inside, one fused call per layer.
+
+    torch's fused LSTM cannot zero its state mid-call, so before every reset inside a column one extra step is
+    inserted whose only input is a reset flag, fed through an extra input column of weight ``_RESET_DRIVE`` on the
+    input and forget gates: both gates are exactly 0 there, so ``c = f c' + i g = 0`` and ``h = o tanh(c) = 0``,
+    and no gradient crosses the step (the gates' derivatives are 0 too). Each column thus grows by its number of
+    resets; shorter columns are padded at the end, which leaves their real steps untouched but makes the call's
+    final states meaningless, hence none are returned.
 
     :param x: (T, B, F) inputs
-    :param hx: states at step 0 (already zeroed where ``starts[0]`` is set)
+    :param hx: states at step 0, each (num_layers, B, H) (already zeroed where ``starts[0]`` is set)
     :param starts: (T, B) episode starts
-    :return: outputs (B * T, hidden), sequence-major
+    :return: outputs (B * T, H), sequence-major
     """
     T, B = starts.shape
-    begin = starts.t() > 0
-    begin[:, 0] = True
-    begin = begin.reshape(-1)  # column-major: flat index b * T + t
-    seg_id = begin.cumsum(0) - 1
-    first = th.nonzero(begin).flatten()  # flat index of each segment's first step
-    n_seg = first.numel()
-    pos = th.arange(B * T, device=x.device) - first[seg_id]
-    longest = int(pos.max()) + 1
-    dest = pos * n_seg + seg_id  # row of each step in the (longest, n_seg) layout, flattened
-    x_bt = x.transpose(0, 1).reshape(B * T, -1)
-    xs = x_bt.new_zeros(longest * n_seg, x_bt.shape[1]).index_copy(0, dest, x_bt)
-    col = first // T
-    carry = (first % T == 0).to(x.dtype).view(1, n_seg, 1)  # only a column's first segment continues hx
-    out, _ = lstm(xs.view(longest, n_seg, -1), (hx[0][:, col] * carry, hx[1][:, col] * carry))
-    return out.reshape(longest * n_seg, -1)[dest]
+    inner = starts[1:] > 0
+    shift = th.cat([inner.new_zeros((1, B), dtype=th.long), inner.long().cumsum(0)])
+    row = th.arange(T, device=x.device).unsqueeze(1) + shift  # step t of column b moves to row t + resets so far
+    n_rows = int(row[-1].max()) + 1
+    dest = row * B + th.arange(B, device=x.device)  # (T, B) flat index in the (n_rows, B) layout
+    n_in, H = x.shape[-1], lstm.hidden_size
+    inp = x.new_zeros(n_rows * B, n_in).index_copy(0, dest.flatten(), x.reshape(T * B, n_in)).view(n_rows, B, n_in)
+    flag = x.new_zeros(n_rows * B, 1)
+    flag[dest[1:][inner] - B] = 1.0  # the inserted row just before each reset
+    flag = flag.view(n_rows, B, 1)
+    drive = x.new_zeros(4 * H, 1)
+    drive[: 2 * H] = _RESET_DRIVE  # nn.LSTM's gate blocks are ordered (input, forget, cell, output)
+    for k in range(lstm.num_layers):
+        if k > 0 and lstm.dropout > 0 and lstm.training:
+            inp = F.dropout(inp, lstm.dropout, training=True)
+        weights = [
+            th.cat([getattr(lstm, f"weight_ih_l{k}"), drive], dim=1),
+            getattr(lstm, f"weight_hh_l{k}"),
+            getattr(lstm, f"bias_ih_l{k}"),
+            getattr(lstm, f"bias_hh_l{k}"),
+        ]
+        h0, c0 = hx[0][k : k + 1], hx[1][k : k + 1]
+        inp, _, _ = th.lstm(th.cat([inp, flag], dim=-1), (h0, c0), weights, True, 1, 0.0, lstm.training, False, False)
+    return inp.reshape(n_rows * B, H)[dest.t().flatten()]
 
 
 _CORE_DOC = """

@@ -358,11 +358,11 @@ def test_predict_carries_and_resets_state_as_stock(core):
 
 @pytest.mark.parametrize("core", CORE_NAMES)
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("in_training", [False, True], ids=["core_resets", "segments"])
+@pytest.mark.parametrize("in_training", [False, True], ids=["core_resets", "training_reset_steps"])
 def test_one_call_sequence_path_equals_stock_per_step(core, num_layers, in_training):
     """Outputs equal and gradients within 1e-5 of stock's per-step loop, with starts at position 0 and inside.
 
-    ``in_training`` runs it as evaluate_actions does (nn.LSTM cores then run episode segments as columns);
+    ``in_training`` runs it as evaluate_actions does (nn.LSTM cores then run with inserted reset steps);
     otherwise the core's own ``episode_starts`` path runs and the final states are compared too.
     """
     th.manual_seed(1)
