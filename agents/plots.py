@@ -240,7 +240,9 @@ def plot_learning_curves(exp: Experiment, runs: list[RunData], env_id: str, out_
     for r in env_runs:
         cells.setdefault(_key(r.spec.params), []).append(r)
     rows, cols = _grid_shape(len(cells))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.7 * cols, 2.9 * rows), squeeze=False, sharey=success)
+    single = len(cells) == 1
+    size = (5.6, 3.8) if single else (3.7 * cols, 2.9 * rows)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, sharey=success)
     colors = _core_colors(exp.cores)
     ceil = ceiling(env_runs, env_id) if success else None
     for ax, cell_runs in zip(axes.flat, cells.values(), strict=False):
@@ -254,7 +256,8 @@ def plot_learning_curves(exp: Experiment, runs: list[RunData], env_id: str, out_
             ax.fill_between(steps, lo, hi, color=colors[core], alpha=0.2, lw=0)
         if ceil is not None:
             ax.axhline(ceil, color="0.35", ls="--", lw=1.1, label="memoryless ceiling")
-        ax.set_title(cell_label(cell_runs[0].spec.params))
+        if cell_runs[0].spec.params:
+            ax.set_title(cell_label(cell_runs[0].spec.params))
         ax.set_xlabel("environment steps")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         if success:
@@ -263,10 +266,16 @@ def plot_learning_curves(exp: Experiment, runs: list[RunData], env_id: str, out_
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("success rate" if success else "mean episode return")
-    _figure_legend(fig, axes, loc="lower center", bbox_to_anchor=(0.5, -0.02))
     what = "success rate" if success else "return"
-    fig.suptitle(f"{env_id}: evaluation {what}, IQM over seeds with 95% stratified-bootstrap CI", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
+    title = f"{env_id}: evaluation {what}, IQM over seeds with 95% stratified-bootstrap CI"
+    if single:
+        axes[0, 0].legend(frameon=False, loc="best")
+        fig.suptitle(title.replace(": ", "\n", 1), fontsize=11)
+        fig.tight_layout()
+    else:
+        _figure_legend(fig, axes, loc="lower center", bbox_to_anchor=(0.5, -0.02))
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
     return _save(fig, out_dir, f"learning_curves_{_slug(env_id)}", dpi)
 
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Reproduces the measured results in the README (issue 6): memory frontiers and learning curves per core.
+# Each block is one restartable experiment: rerunning a line skips finished runs and resumes unfinished ones.
+# Wall times were measured on the 2-core development machine, shared with other jobs (see the README).
+#
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+PY=${PYTHON:-python}
+OUT=${EXPERIMENTS_DIR:-experiments}
+WORKERS=${WORKERS:-2}
+what=${1:-all}
+
+# Shared PPO settings, given explicitly so that the experiment does not move when configs/ is retuned.
+# Evaluation samples actions (eval.deterministic=false): a greedy policy that has not learned the cue splits its
+# mass between the two turns and can wait at the junction forever, scoring 0 instead of the memoryless 0.5.
+PPO=(--set n_envs=8 --set ppo.n_steps=128 --set ppo.batch_size=256 --set ppo.n_epochs=4 --set ppo.learning_rate=1e-3
+     --set ppo.ent_coef=0.01 --set policy_kwargs.lstm_hidden_size=64
+     --set eval.freq=10000 --set eval.n_episodes=50 --set eval.deterministic=false --set checkpoint_freq=25000)
+
+if [[ $what == tmaze || $what == all ]]; then
+  # 1. T-maze memory frontier: 3 cores x 3 seeds x 4 lengths, 100k steps per run.
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --grid length=5,10,20,40 \
+      --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier"
+  $PY run_rl.py plot "$OUT/tmaze_frontier"
+fi
+
+if [[ $what == visual || $what == all ]]; then
+  # 2. Passive and Active Visual Match at two distractor lengths: 3 cores x 2 seeds, 80k steps per run.
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 \
+      --env urgate/PassiveVisualMatch-v0,urgate/ActiveVisualMatch-v0 --grid distractor_steps=15,60 \
+      --timesteps 80000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/visual_match"
+  $PY run_rl.py plot "$OUT/visual_match"
+fi
+
+if [[ $what == minigrid || $what == all ]]; then
+  # 3. MiniGrid Memory S7 and S11: 3 cores x 2 seeds, 100k steps per run.
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 --env MiniGrid-MemoryS7-v0,MiniGrid-MemoryS11-v0 \
+      --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/minigrid_memory"
+  $PY run_rl.py plot "$OUT/minigrid_memory"
+fi
