@@ -329,16 +329,31 @@ def prepare(exp: Experiment, exp_dir: Path) -> None:
     path = exp_dir / EXPERIMENT_FILE
     if path.exists():
         old = load_experiment(exp_dir)
-        if dataclasses.asdict(old) != dataclasses.asdict(exp):
+        if dataclasses.asdict(old) == dataclasses.asdict(exp):
+            return
+        if not extends(old, exp):
             raise UrgateError(
                 f"{exp_dir} holds a different experiment (cores {','.join(old.cores)}, seeds {old.seeds}, "
-                f"grid {old.grid}); resume it with 'compare --exp-dir {exp_dir}' alone, or choose a new --exp-dir"
+                f"grid {old.grid}); continue it with 'compare --exp-dir {exp_dir}' alone, extend it with more "
+                "cores, seeds, envs or grid values and otherwise the same options, or choose a new --exp-dir"
             )
-        return
     exp_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     tmp.replace(path)
+
+
+def extends(old: Experiment, new: Experiment) -> bool:
+    """Whether ``new`` only adds cores, seeds, envs or grid values to ``old`` (its runs then include old's)."""
+    same = (old.config, old.timesteps, old.overrides, list(old.grid)) == (
+        new.config,
+        new.timesteps,
+        new.overrides,
+        list(new.grid),
+    )
+    pairs = [(old.cores, new.cores), (old.seeds, new.seeds), (old.env_ids, new.env_ids)]
+    pairs += [(old.grid[k], new.grid[k]) for k in old.grid if k in new.grid]
+    return same and all({_compact(v) for v in a} <= {_compact(v) for v in b} for a, b in pairs)
 
 
 def run_state(run_dir: Path) -> str:

@@ -129,8 +129,13 @@ def test_experiment_yaml_round_trips_and_guards_a_different_grid(tmp_path):
     assert len(data["runs"]) == 8 and data["grid"] == {"length": [5, 20]}
     assert load_experiment(tmp_path) == exp
     prepare(exp, tmp_path)  # the same experiment: fine
-    with pytest.raises(UrgateError, match="holds a different experiment"):
-        prepare(tmaze(seeds=[0, 1, 2]), tmp_path)
+    for other in (tmaze(timesteps=200), tmaze(timesteps=100, seeds=[0]), tmaze(timesteps=100, grid={"x": [1]})):
+        with pytest.raises(UrgateError, match="holds a different experiment"):
+            prepare(other, tmp_path)
+    bigger = tmaze(timesteps=100, seeds=[0, 1, 2], cores=["lstm", "ur", "chrono"], grid={"length": [5, 20, 40]})
+    prepare(bigger, tmp_path)  # more seeds, cores and values, the rest unchanged: extends the experiment
+    assert load_experiment(tmp_path) == bigger
+    assert {r.name for r in exp.runs()} < {r.name for r in bigger.runs()}
 
 
 def test_run_grid_then_rerun_skips_finished(tmp_path, fake_train):
