@@ -6,8 +6,11 @@
 and critic LSTMs are replaced by cores built with the same random numbers and the optimizer is rebuilt over the
 new parameters. ``core="lstm"`` therefore reproduces ``MlpLstmPolicy``'s parameters exactly for the same seed.
 
-A training minibatch makes one core call per network (``_process_sequence``): the initial state of a sequence
-that begins an episode is zeroed, and any reset later in a sequence goes through the core's ``episode_starts``.
+A training minibatch makes one core call per network (``_process_sequence``) where stock loops over time steps:
+the initial state of a sequence that begins an episode is zeroed, and a reset later in a sequence goes through the
+core's ``episode_starts``. Inside ``evaluate_actions``, where the final states are not used, an nn.LSTM core (whose
+fused kernel cannot reset mid-call) instead gets one inserted reset step per reset (``_outputs_with_reset_steps``).
+Outputs equal stock's per-step loop; gradients agree to float rounding (tests/test_recurrent.py).
 """
 
 from __future__ import annotations
