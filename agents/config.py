@@ -1,8 +1,9 @@
 """Run configuration as data: YAML files in ``configs/`` and ``key=value`` overrides, read into typed dataclasses.
 
 Every key is checked against the dataclasses below: an unknown key or a value of the wrong type raises
-``UrgateError`` naming the key and the valid ones. The dataclass defaults are the embedded default job
-(``configs/default.yaml`` states the same values), so the package trains without any file.
+``UrgateError`` naming the key and the valid ones. A YAML file is merged over the dataclass defaults;
+``embedded_default()`` is the default job that ``configs/default.yaml`` states, so the package trains without
+any file.
 
 ``policy_kwargs`` and ``env_kwargs`` are free-form dicts: the policy constructor and the environment family
 check their keys when the run is built (``agents.factory``).
@@ -57,17 +58,17 @@ class PPOConfig:
     batch_size: int = 256
     n_epochs: int = 4
     sequence_length: int | None = None
-    learning_rate: float = 3e-4
-    lr_schedule: str = "constant"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "linear"
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
     clip_range_vf: float | None = None
     normalize_advantage: bool = True
-    ent_coef: float = 0.0
+    ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    target_kl: float | None = None
+    target_kl: float | None = 0.02
     normalize: bool = False
     normalize_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -137,7 +138,7 @@ class RunConfig:
     env_id: str = "urgate/TMaze-v0"
     core: str = "ur"
     seed: int = 0
-    total_timesteps: int = 200_000
+    total_timesteps: int = 300_000
     n_envs: int = 8
     device: str = "cpu"
     threads: int = 1
@@ -188,6 +189,15 @@ class RunConfig:
 # -- loading ---------------------------------------------------------------------------------------------------
 
 
+def embedded_default() -> RunConfig:
+    """The default job that ``configs/default.yaml`` states, for an install without the ``configs/`` directory.
+
+    The dataclass defaults hold the PPO settings; the env- and policy-specific dicts stay empty there so that a
+    family's config never inherits another family's keywords.
+    """
+    return RunConfig(policy_kwargs={"lstm_hidden_size": 256}, env_kwargs={"length": 20})
+
+
 def available_configs() -> list[str]:
     """Names of the YAML files in ``configs/``."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
@@ -227,7 +237,7 @@ def load_config(name_or_path: str | None = None, env_id: str | None = None, over
 
             name_or_path = envs.family_of(env_id).config
     if name_or_path == DEFAULT_CONFIG and not (CONFIG_DIR / f"{DEFAULT_CONFIG}.yaml").is_file():
-        data: dict[str, Any] = RunConfig().to_dict()  # installed without configs/: the embedded default
+        data: dict[str, Any] = embedded_default().to_dict()  # installed without configs/
         source = "embedded default"
     else:
         path = config_path(name_or_path)

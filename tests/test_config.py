@@ -12,6 +12,7 @@ from agents.config import (
     PPOConfig,
     RunConfig,
     available_configs,
+    embedded_default,
     load_config,
     parse_override,
 )
@@ -19,8 +20,16 @@ from agents.errors import UrgateError
 
 
 def test_default_yaml_states_the_embedded_default():
-    assert load_config() == RunConfig()
-    assert load_config("default") == RunConfig()
+    assert load_config() == embedded_default()
+    assert load_config("default") == embedded_default()
+
+
+def test_embedded_default_is_used_without_a_configs_directory(tmp_path, monkeypatch):
+    import agents.config
+
+    monkeypatch.setattr(agents.config, "CONFIG_DIR", tmp_path / "missing")
+    assert load_config() == embedded_default()
+    assert load_config(None, None, ["seed=3"]).seed == 3
 
 
 def test_every_config_file_loads_and_every_family_has_one():

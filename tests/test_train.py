@@ -263,3 +263,28 @@ def test_core_kwargs_reach_the_core():
     with pytest.raises(policies.PolicyConfigError, match="t_max"):
         cfg = tiny("core=chrono", "policy_kwargs.core_kwargs.t_max=1")
         factory.build_model(cfg, factory.make_training_env(cfg))
+
+
+def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_path):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.evaluate import evaluate
+
+    run_dir = tmp_path / "norm"
+    summary = train(tiny("ppo.normalize=true", "total_timesteps=128"), run_dir, progress_bar=False)
+    assert summary["status"] == "finished"
+    for name in ("checkpoints/latest.vecnormalize.pkl", "final_model.vecnormalize.pkl", "best_model.vecnormalize.pkl"):
+        assert (run_dir / name).is_file(), name
+    saved = VecNormalize.load(
+        str(run_dir / "checkpoints/latest.vecnormalize.pkl"),
+        factory.make_vec_env("urgate/TMaze-v0", {"length": 3}, 1, 0),
+    )
+    assert saved.obs_rms.count > 128  # every training observation was counted
+    resume(run_dir, progress_bar=False, total_timesteps=256)
+    again = VecNormalize.load(
+        str(run_dir / "checkpoints/latest.vecnormalize.pkl"),
+        factory.make_vec_env("urgate/TMaze-v0", {"length": 3}, 1, 0),
+    )
+    assert again.obs_rms.count > saved.obs_rms.count + 127  # continued, not restarted
+    result = evaluate(run_dir, n_episodes=2)
+    assert result["episodes"] == 2
