@@ -212,7 +212,24 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
     if not frames:
         raise UrgateError("no frames were rendered, so no video was written")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    mp4 = path.suffix.lower() == ".mp4"
+    video = pad_frames(frames, multiple=16 if mp4 else 1)  # H.264 wants sizes in 16-pixel blocks
+    if mp4:
+        iio.imwrite(path, video, fps=fps, codec="libx264")
     else:
-        iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264")
+        iio.imwrite(path, video, duration=1000 / fps, loop=0)
+
+
+def pad_frames(frames: list[np.ndarray], multiple: int = 1) -> np.ndarray:
+    """Frames of different sizes (a task whose rooms differ) centred on one black canvas, (N, H, W, 3) uint8.
+
+    :param multiple: round the canvas size up to a multiple of this
+    """
+    h = max(f.shape[0] for f in frames)
+    w = max(f.shape[1] for f in frames)
+    h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    out = np.zeros((len(frames), h, w, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        top, left = (h - f.shape[0]) // 2, (w - f.shape[1]) // 2
+        out[i, top : top + f.shape[0], left : left + f.shape[1]] = f[..., :3]
+    return out

@@ -110,3 +110,19 @@ def test_bad_arguments(tmp_path):
         evaluate(tmp_path / "x.zip", video_path=tmp_path / "v.avi")
     with pytest.raises(UrgateError, match="not a run directory"):
         evaluate(tmp_path)
+
+
+def test_frames_of_different_sizes_share_one_canvas(tmp_path):
+    from agents.evaluate import pad_frames, write_video
+
+    small = np.full((4, 6, 3), 200, dtype=np.uint8)
+    big = np.full((8, 10, 3), 100, dtype=np.uint8)
+    video = pad_frames([small, big])
+    assert video.shape == (2, 8, 10, 3)
+    assert (video[0, 2:6, 2:8] == 200).all() and video[0].sum() == small.sum()  # centred, nothing lost
+    assert (video[1] == big).all()
+    assert pad_frames([small], multiple=16).shape == (1, 16, 16, 3)
+    write_video([small, big, small], tmp_path / "v.gif")
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "v.gif", index=None).shape[1:] == (8, 10, 3)
