@@ -40,3 +40,12 @@ if [[ $what == minigrid || $what == all ]]; then
       --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/minigrid_memory"
   $PY run_rl.py plot "$OUT/minigrid_memory"
 fi
+
+if [[ $what == investigate || $what == all ]]; then
+  # 4. Why UR does not beat chrono at length 40 with H = 64: UGI caps its initial timescales near H (and
+  #    b_r = -b_f halves that), chrono starts at up to t_max = 500. H = 256 lets UGI reach ~128 steps.
+  $PY run_rl.py compare --cores ur,chrono --seeds 3 --env urgate/TMaze-v0 --grid length=40 \
+      --grid policy_kwargs.lstm_hidden_size=256 --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" \
+      --exp-dir "$OUT/tmaze_hidden256"
+  $PY run_rl.py plot "$OUT/tmaze_hidden256"
+fi

@@ -18,7 +18,7 @@ cue after T steps; chance loss log K), or the cores of an experiment's runs (``-
 core of every run's ``checkpoints/latest.zip``). Medians are over sequences (and seeds).
 
     PYTHONPATH=. python benchmarks/gradients.py                      # init + briefly trained, T = 100, 300, 1000
-    PYTHONPATH=. python benchmarks/gradients.py --experiment experiments/tmaze   # trained RL cores
+    PYTHONPATH=. python benchmarks/gradients.py --experiment experiments/tmaze_frontier --match length=40
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ class Measure:
 def delay_batch(batch: int, length: int, input_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A cue (one of ``N_CUES`` one-hot symbols) at step 0, N(0, 1) noise on the other features at every step.
 
+    Cores with ``input_size <= N_CUES`` (e.g. a trained T-maze core fed 2 features) get noise only, which is all the
+    gradient probe needs.
+
     :return: ``(x, cue)`` with x of shape (length, batch, input_size) and cue (batch,)
     """
+    cue = torch.randint(0, N_CUES, (batch,), generator=gen)
     if input_size <= N_CUES:
-        raise ValueError(f"input_size must exceed the {N_CUES} cue features, got {input_size}")
+        return torch.randn(length, batch, input_size, generator=gen), cue
     x = torch.zeros(length, batch, input_size)
     x[:, :, N_CUES:] = torch.randn(length, batch, input_size - N_CUES, generator=gen)
-    cue = torch.randint(0, N_CUES, (batch,), generator=gen)
     x[0, torch.arange(batch), cue] = 1.0
     return x, cue
 
@@ -158,8 +161,10 @@ def train_delay(core: nn.Module, length: int, steps: int, batch: int, lr: float,
     return float(np.mean(losses[-20:])), float(np.mean(accs[-20:]))
 
 
-def load_experiment_cores(exp_dir: Path) -> dict[str, list[nn.Module]]:
+def load_experiment_cores(exp_dir: Path, match: str = "") -> dict[str, list[nn.Module]]:
     """The actor core of every run under ``exp_dir/runs`` (or ``exp_dir`` itself if it is one run), by core name.
+
+    :param match: keep only runs whose directory name contains this (e.g. ``length=40``)
 
     Reads only the weights (``policy.pth`` inside the SB3 zip, loaded with ``weights_only=True``) and rebuilds the
     core with ``make_core`` from the sizes of the saved tensors, so no pickled code is executed.
@@ -167,6 +172,8 @@ def load_experiment_cores(exp_dir: Path) -> dict[str, list[nn.Module]]:
     run_dirs = [exp_dir] if (exp_dir / "config.yaml").exists() else sorted(p for p in (exp_dir / "runs").glob("*"))
     found: dict[str, list[nn.Module]] = {}
     for run in run_dirs:
+        if match not in run.name:
+            continue
         ckpt, cfg_path = run / "checkpoints" / "latest.zip", run / "config.yaml"
         if not (ckpt.exists() and cfg_path.exists()):
             continue
@@ -221,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-length", type=int, default=100, help="delay length T of the training task")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--experiment", type=Path, help="probe the trained actor cores of this experiment instead")
+    p.add_argument("--match", default="", help="with --experiment: only runs whose name contains this, e.g. length=40")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     names = [c.strip() for c in args.cores.split(",") if c.strip()]
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table("## at initialisation", rows)
 
     if args.experiment is not None:
-        trained = load_experiment_cores(args.experiment)
+        trained = load_experiment_cores(args.experiment, args.match)
         rows = [(n, t, measure(trained[n], t, args.batch, seed=1)) for t in lengths for n in trained]
         print_table(
             f"## trained cores from {args.experiment} ({', '.join(f'{k}: {len(v)}' for k, v in trained.items())} runs)",
