@@ -7,7 +7,7 @@ observation are zeroed (RL Zoo's CartPoleNoVel); sb3-contrib's env drops them in
 After training, the deterministic policy is evaluated on fresh episodes (observation statistics frozen and copied
 from training); sb3-contrib's test asks for a mean above 450 (a memoryless policy stays near 50).
 
-Usage: ``PYTHONPATH=. python benchmarks/learning.py [--cores lstm,chrono,u,r,ur] [--algo fast|stock] [--seed 1]``
+Usage: ``PYTHONPATH=. python benchmarks/learning.py [--cores lstm,chrono,u,r,ur] [--algo fast|stock] [--seeds 1]``
 """
 
 from __future__ import annotations
@@ -107,19 +107,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", default=",".join(CORE_NAMES), help="comma-separated core names")
     parser.add_argument("--algo", choices=("fast", "stock"), default="fast", help="FastRecurrentPPO or RecurrentPPO")
     parser.add_argument("--stock-policy", action="store_true", help="also train stock MlpLstmPolicy")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds (one row each)")
     parser.add_argument("--steps", type=int, default=50_000)
     args = parser.parse_args(argv)
     cores: list[str | None] = [c for c in args.cores.split(",") if c]
     if args.stock_policy:
         cores.insert(0, None)
-    print(f"CartPole without velocities, {args.steps} steps, seed {args.seed}, algo {args.algo}, 1 torch thread")
-    print("| core | mean deterministic reward (20 episodes) | std | > 450 | train time (s) |")
-    print("|---|---|---|---|---|")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"CartPole without velocities, {args.steps} steps, algo {args.algo}, 1 torch thread")
+    print("| core | seed | mean deterministic reward (20 episodes) | std | > 450 | train time (s) |")
+    print("|---|---|---|---|---|---|")
+    passed: dict[str, list[bool]] = {}
     for core in cores:
-        r = train_and_evaluate(core, args.algo, args.seed, args.steps)
-        ok = "yes" if r.mean_reward > THRESHOLD else "NO"
-        print(f"| {r.core} | {r.mean_reward:.1f} | {r.std_reward:.1f} | {ok} | {r.train_seconds:.0f} |", flush=True)
+        for seed in seeds:
+            r = train_and_evaluate(core, args.algo, seed, args.steps)
+            ok = r.mean_reward > THRESHOLD
+            passed.setdefault(r.core, []).append(ok)
+            row = f"| {r.core} | {seed} | {r.mean_reward:.1f} | {r.std_reward:.1f} | {'yes' if ok else 'NO'} |"
+            print(f"{row} {r.train_seconds:.0f} |", flush=True)
+    if len(seeds) > 1:
+        print("\n" + ", ".join(f"{core}: {sum(v)}/{len(v)} seeds above {THRESHOLD:g}" for core, v in passed.items()))
 
 
 if __name__ == "__main__":
