@@ -15,7 +15,7 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize, is_vecenv_wrapped
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import envs
 import policies
@@ -46,25 +46,13 @@ def set_threads(threads: int) -> None:
 def make_vec_env(
     env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int | None, *, subprocess: bool = False
 ) -> VecEnv:
-    """``envs.make_vec_env`` with episode statistics guaranteed (SB3's Monitor / VecMonitor)."""
-    venv = envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
-    if not (is_vecenv_wrapped(venv, VecMonitor) or _has_monitor(venv)):
-        venv = VecMonitor(venv)
-    return venv
+    """``envs.make_vec_env`` (each env in SB3's Monitor, so episode returns reach the logger) with a kwargs dict."""
+    return envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
 
 
 def make_render_env(env_id: str, env_kwargs: dict[str, Any], seed: int | None) -> VecEnv:
     """One env in ``rgb_array`` render mode, as a VecEnv, for videos."""
     return DummyVecEnv([lambda: envs.make_env(env_id, seed=seed, render_mode="rgb_array", **env_kwargs)])
-
-
-def _has_monitor(venv: VecEnv) -> bool:
-    from stable_baselines3.common.monitor import Monitor
-
-    try:
-        return all(venv.env_is_wrapped(Monitor))
-    except (AttributeError, NotImplementedError):
-        return False
 
 
 def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> VecEnv:
@@ -280,11 +268,6 @@ def load_model(path: Path, *, device: str = "cpu", env: VecEnv | None = None, ex
         return algorithm_class().load(str(path), env=env, device=device)
     except Exception as exc:
         raise UrgateError(f"cannot load model {str(path)!r}: {_reason(exc)}") from None
-
-
-def model_core(model) -> str | None:
-    """The core name of a loaded model (None for a stock LSTM policy)."""
-    return getattr(model.policy, "core_name", None)
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env: VecEnv, what: str) -> None:

@@ -251,7 +251,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
     try:
         deadline = time.time() + 90
         progress = run_dir / "progress.csv"
-        while time.time() < deadline and not (progress.is_file() and len(progress.read_text().splitlines()) >= 3):
+        while time.time() < deadline and not (progress.is_file() and len(progress.read_text().splitlines()) >= 2):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
@@ -263,7 +263,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
     assert f"continue with: python run_rl.py resume {run_dir}" in err
     assert "Traceback" not in err
     saved = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"]
-    assert saved >= 128 and saved % 64 == 0  # an update boundary: no collected-but-untrained steps are counted
+    assert saved >= 64 and saved % 64 == 0  # an update boundary: no collected-but-untrained steps are counted
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["timesteps"] == saved
     assert not (run_dir / "final_model.zip").exists()
