@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import itertools
 import json
@@ -449,16 +450,26 @@ def interrupted(outcome: Outcome) -> bool:
 
 
 @contextlib.contextmanager
-def _sigint(handler):
+def _sigint(handler, signals=(signal.SIGINT,)):
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = [(sig, signal.signal(sig, handler)) for sig in signals]
     except ValueError:  # not the main thread (some Ray set-ups): leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous:
+            signal.signal(sig, old)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# The parent of a pool stops the grid on Ctrl-C and on SIGTERM (``kill PID``), also when started in the background,
+# where a non-interactive shell leaves SIGINT ignored.
+_parent_signals = functools.partial(_sigint, _raise_interrupt, (signal.SIGINT, signal.SIGTERM))
 
 
 def _init_worker() -> None:
@@ -493,7 +504,8 @@ def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll
                 raise KeyboardInterrupt
         return
     # spawn, not fork: the parent has imported torch and may hold its thread pool; forked children can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    pool_ctx = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    with pool_ctx as pool, _parent_signals():
         pending: dict[Future, Job] = {pool.submit(execute, job): job for job in jobs}
         try:
             while pending:
@@ -575,33 +587,14 @@ def run_ray(
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UrgateError(f"cannot start or reach Ray at {address or 'a local runtime'}: {exc}") from None
     task = ray.remote(_ray_task)
+    refs = {}
     try:
-        refs = {}
         for job in jobs:
             shipped = _pack(job.run_dir) if run_state(job.run_dir) in ("resumable", "finished") else None
             opts = {"num_cpus": job.cfg.threads, "num_gpus": gpus_per_run, "max_retries": 0}
             refs[task.options(**opts).remote(job, shipped)] = job
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                job = refs.pop(ref)
-                try:
-                    outcome, blob, log = ray.get(ref)
-                except Exception as exc:  # a lost node or a worker crash: report it, keep the other runs going
-                    outcome, blob, log = Outcome(job.spec.name, error=f"ray task failed: {exc}"), None, ""
-                if blob is not None:
-                    staging = job.run_dir.with_name(job.run_dir.name + ".incoming")
-                    shutil.rmtree(staging, ignore_errors=True)
-                    staging.mkdir(parents=True)
-                    _unpack(blob, staging)
-                    shutil.rmtree(job.run_dir, ignore_errors=True)
-                    staging.rename(job.run_dir)
-                    _relocate_summary(job.run_dir)
-                job.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(job.log_path, "a") as fh:
-                    fh.write(log)
-                on_done(job, outcome)
-            on_poll()
+        with _parent_signals():
+            _collect_ray(ray, refs, on_done, on_poll)
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref)
@@ -609,6 +602,31 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _collect_ray(ray, refs: dict, on_done: OnDone, on_poll: OnPoll) -> None:
+    """Take each Ray task's result as it finishes: unpack its run directory and log, report it."""
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            job = refs.pop(ref)
+            try:
+                outcome, blob, log = ray.get(ref)
+            except Exception as exc:  # a lost node or a worker crash: report it, keep the other runs going
+                outcome, blob, log = Outcome(job.spec.name, error=f"ray task failed: {exc}"), None, ""
+            if blob is not None:
+                staging = job.run_dir.with_name(job.run_dir.name + ".incoming")
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                _unpack(blob, staging)
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+                staging.rename(job.run_dir)
+                _relocate_summary(job.run_dir)
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log_path, "a") as fh:
+                fh.write(log)
+            on_done(job, outcome)
+        on_poll()
 
 
 Backend = Callable[..., None]

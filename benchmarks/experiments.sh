@@ -12,17 +12,21 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 
-# Shared PPO settings, given explicitly so that the experiment does not move when configs/ is retuned.
-# Evaluation samples actions (eval.deterministic=false): a greedy policy that has not learned the cue splits its
-# mass between the two turns and can wait at the junction forever, scoring 0 instead of the memoryless 0.5.
+# PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
+# resolved config is in its run directory's config.yaml). Evaluation samples actions (eval.deterministic=false): a
+# greedy policy that has not learned the cue splits its mass between the two turns and can wait at the junction
+# forever, scoring 0 instead of the memoryless 0.5.
 PPO=(--set n_envs=8 --set ppo.n_steps=128 --set ppo.batch_size=256 --set ppo.n_epochs=4 --set ppo.learning_rate=1e-3
-     --set ppo.ent_coef=0.01 --set policy_kwargs.lstm_hidden_size=64
+     --set ppo.gamma=0.99 --set ppo.gae_lambda=0.95 --set ppo.ent_coef=0.01 --set policy_kwargs.lstm_hidden_size=64
      --set eval.freq=10000 --set eval.n_episodes=50 --set eval.deterministic=false --set checkpoint_freq=25000)
+CONSTANT_LR=(--set ppo.lr_schedule=constant --set ppo.target_kl=null)
+# The Visual Match runs resolved configs/visual_match.yaml of commit 535cef7, which anneals the learning rate.
+LINEAR_LR=(--set ppo.lr_schedule=linear --set ppo.target_kl=0.02)
 
 if [[ $what == tmaze || $what == all ]]; then
   # 1. T-maze memory frontier: 3 cores x 3 seeds x 4 lengths, 100k steps per run.
   $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --grid length=5,10,20,40 \
-      --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier"
+      --timesteps 100000 "${PPO[@]}" "${CONSTANT_LR[@]}" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier"
   $PY run_rl.py plot "$OUT/tmaze_frontier"
 fi
 
@@ -30,14 +34,16 @@ if [[ $what == visual || $what == all ]]; then
   # 2. Passive and Active Visual Match at two distractor lengths: 3 cores x 2 seeds, 80k steps per run.
   $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 \
       --env urgate/PassiveVisualMatch-v0,urgate/ActiveVisualMatch-v0 --grid distractor_steps=15,60 \
-      --timesteps 80000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/visual_match"
+      --timesteps 80000 "${PPO[@]}" "${LINEAR_LR[@]}" --workers "$WORKERS" --exp-dir "$OUT/visual_match"
   $PY run_rl.py plot "$OUT/visual_match"
 fi
 
 if [[ $what == minigrid || $what == all ]]; then
-  # 3. MiniGrid Memory S7 and S11: 3 cores x 2 seeds, 100k steps per run.
-  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 --env MiniGrid-MemoryS7-v0,MiniGrid-MemoryS11-v0 \
-      --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" --exp-dir "$OUT/minigrid_memory"
+  # 3. MiniGrid Memory S7: 3 cores x 2 seeds, 100k steps per run, with configs/minigrid.yaml's learning rate and
+  #    width (commit 535cef7). The harder MemoryS11 / S13Random were not run (budget).
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 --env MiniGrid-MemoryS7-v0 --timesteps 100000 \
+      "${PPO[@]}" "${LINEAR_LR[@]}" --set ppo.learning_rate=5e-4 --set policy_kwargs.lstm_hidden_size=128 \
+      --workers "$WORKERS" --exp-dir "$OUT/minigrid_memory"
   $PY run_rl.py plot "$OUT/minigrid_memory"
 fi
 
@@ -45,7 +51,7 @@ if [[ $what == investigate || $what == all ]]; then
   # 4. Why UR does not beat chrono at length 40 with H = 64: UGI caps its initial timescales near H (and
   #    b_r = -b_f halves that), chrono starts at up to t_max = 500. H = 256 lets UGI reach ~128 steps.
   $PY run_rl.py compare --cores ur,chrono --seeds 3 --env urgate/TMaze-v0 --grid length=40 \
-      --grid policy_kwargs.lstm_hidden_size=256 --timesteps 100000 "${PPO[@]}" --workers "$WORKERS" \
+      --grid policy_kwargs.lstm_hidden_size=256 --timesteps 100000 "${PPO[@]}" "${CONSTANT_LR[@]}" --workers "$WORKERS" \
       --exp-dir "$OUT/tmaze_hidden256"
   $PY run_rl.py plot "$OUT/tmaze_hidden256"
 fi

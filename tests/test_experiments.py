@@ -278,7 +278,9 @@ def test_ray_backend_runs_a_tiny_grid_on_a_local_runtime(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_the_parent_checkpoints_every_running_run_and_compare_resumes(tmp_path):
+@pytest.mark.parametrize("signame, background", [("SIGINT", False), ("SIGTERM", False), ("SIGINT", True)])
+def test_ctrl_c_on_the_parent_checkpoints_every_running_run(tmp_path, signame, background):
+    # background: started as `cmd &` from a non-interactive shell, which leaves SIGINT ignored in the child.
     import signal
     import subprocess
     import time
@@ -287,14 +289,15 @@ def test_ctrl_c_on_the_parent_checkpoints_every_running_run_and_compare_resumes(
     cmd = [sys.executable, "run_rl.py", "compare", "--cores", "lstm,ur", "--seeds", "1", "--env", "urgate/TMaze-v0"]
     cmd += ["--grid", "length=3", "--timesteps", "200000", "--workers", "2", "--exp-dir", str(exp_dir)]
     cmd += ["--no-progress", *TINY, "--set=checkpoint_freq=0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
     deadline = time.time() + 60
     runs = exp_dir / RUNS_DIR
     while time.time() < deadline and not (
         runs.exists() and all((d / "progress.csv").exists() for d in runs.iterdir()) and len(list(runs.iterdir())) == 2
     ):
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)  # the parent only: it forwards one SIGINT to each worker
+    proc.send_signal(getattr(signal, signame))  # the parent only: it forwards one SIGINT to each worker
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "continue with: python run_rl.py compare --exp-dir" in err
