@@ -268,9 +268,11 @@ def plot_learning_curves(exp: Experiment, runs: list[RunData], env_id: str, out_
         ax.set_ylabel("success rate" if success else "mean episode return")
     what = "success rate" if success else "return"
     title = f"{env_id}: evaluation {what}, IQM over seeds with 95% stratified-bootstrap CI"
+    if cols < 3:  # a narrow figure: the title on two lines
+        title = title.replace(": ", "\n", 1)
     if single:
         axes[0, 0].legend(frameon=False, loc="best")
-        fig.suptitle(title.replace(": ", "\n", 1), fontsize=11)
+        fig.suptitle(title, fontsize=11)
         fig.tight_layout()
     else:
         _figure_legend(fig, axes, loc="lower center", bbox_to_anchor=(0.5, -0.02))
@@ -439,7 +441,7 @@ def results_markdown(exp: Experiment, runs: list[RunData]) -> str:
         ceil = ceiling(env_runs, env_id)
         lines += ["", f"## {env_id}", ""]
         if ceil is not None:
-            lines += [f"Memoryless ceiling (success rate): {ceil:g}", ""]
+            lines += [f"Memoryless ceiling (success rate): {ceil:.3g}", ""]
         keys = list(exp.grid)
         head = [*keys, "core", "seeds", "success rate", "return", "steps", "wall time / run", "fps"]
         lines.append("| " + " | ".join(head) + " |")
