@@ -65,7 +65,12 @@ class LearningResult:
 
 
 def train_and_evaluate(
-    core: str | None, algo: str = "fast", seed: int = 1, total_timesteps: int = 50_000, n_eval_episodes: int = 20
+    core: str | None,
+    algo: str = "fast",
+    seed: int = 1,
+    total_timesteps: int = 50_000,
+    n_eval_episodes: int = 20,
+    core_kwargs: dict | None = None,
 ) -> LearningResult:
     """Train one agent with sb3-contrib's CartPole-without-velocity settings and evaluate it deterministically.
 
@@ -74,12 +79,14 @@ def train_and_evaluate(
     :param seed: seed of the model and the training envs
     :param total_timesteps: training steps
     :param n_eval_episodes: evaluation episodes
+    :param core_kwargs: the core's own options, e.g. ``{"t_max": 128}`` for chrono
     """
     torch.set_num_threads(1)
     env = VecNormalize(cartpole_novel_env(8, seed))
     policy_kwargs = dict(net_arch=dict(vf=[64], pi=[]), lstm_hidden_size=64, ortho_init=False, enable_critic_lstm=True)
     if core is not None:
         policy_kwargs["core"] = core
+        policy_kwargs["core_kwargs"] = dict(core_kwargs or {})
     algo_cls = {"fast": FastRecurrentPPO, "stock": RecurrentPPO}[algo]
     model = algo_cls(
         "MlpLstmPolicy" if core is None else MlpGatedPolicy,
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stock-policy", action="store_true", help="also train stock MlpLstmPolicy")
     parser.add_argument("--seeds", default="1", help="comma-separated seeds (one row each)")
     parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--t-max", type=float, default=None, help="chrono's t_max (default: the core's, 500)")
     args = parser.parse_args(argv)
     cores: list[str | None] = [c for c in args.cores.split(",") if c]
     if args.stock_policy:
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     passed: dict[str, list[bool]] = {}
     for core in cores:
         for seed in seeds:
-            r = train_and_evaluate(core, args.algo, seed, args.steps)
+            kwargs = {"t_max": args.t_max} if core == "chrono" and args.t_max is not None else None
+            r = train_and_evaluate(core, args.algo, seed, args.steps, core_kwargs=kwargs)
             ok = r.mean_reward > THRESHOLD
             passed.setdefault(r.core, []).append(ok)
             row = f"| {r.core} | {seed} | {r.mean_reward:.1f} | {r.std_reward:.1f} | {'yes' if ok else 'NO'} |"
