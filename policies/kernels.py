@@ -14,6 +14,7 @@ silently.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -81,6 +82,18 @@ def _clear_stale_lock(cpp_extension, name: str) -> None:
         pass
 
 
+def _announce_first_build(cpp_extension, name: str) -> None:
+    # The first build takes 15-60 s inside whatever called the core: say why the program seems to pause.
+    try:
+        build_dir = Path(cpp_extension._get_build_directory(name, False))
+    except (AttributeError, OSError):
+        return
+    if not (build_dir / f"{name}.so").exists():
+        logging.getLogger(__name__).warning(
+            "urgate: building the refine-gate CPU kernel (once per machine, 15-60 s; cached in %s)", build_dir
+        )
+
+
 def load_kernel():
     """Build (first use on a machine, ~30-60 s) or load (cached) the compiled kernel; return its ops or None.
 
@@ -100,6 +113,7 @@ def load_kernel():
             avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
             name = f"{_EXTENSION_NAME}_{'avx2' if avx2 else 'generic'}"
             _clear_stale_lock(cpp_extension, name)
+            _announce_first_build(cpp_extension, name)
             cpp_extension.load(
                 name=name,
                 sources=[str(_SOURCE)],
