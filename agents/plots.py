@@ -308,7 +308,7 @@ def frontier_table(
 
 def plot_frontier(exp: Experiment, runs: list[RunData], env_id: str, out_dir: Path, dpi: int) -> list[Path]:
     key = memory_kwarg(exp, env_id)
-    if key is None:
+    if key is None or len(exp.grid[key]) < 2:  # a frontier needs at least two memory lengths
         return []
     plt = _mpl()
     env_runs = [r for r in runs if r.spec.env_id == env_id]

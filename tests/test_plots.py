@@ -136,3 +136,9 @@ def test_plot_without_results_or_experiment_is_a_user_error(tmp_path):
     prepare(Experiment(env_ids=["urgate/TMaze-v0"], cores=["ur"], seeds=[0]), tmp_path)
     with pytest.raises(UrgateError, match="no run .* has results yet"):
         plot_experiment(tmp_path)
+
+
+def test_no_frontier_for_a_single_memory_length(tmp_path):
+    make_experiment(tmp_path, cores=("ur",), seeds=(0, 1), lengths=(40,))
+    names = {p.name for p in plot_experiment(tmp_path)}
+    assert "learning_curves_TMaze-v0.png" in names and not any(n.startswith("frontier") for n in names)
