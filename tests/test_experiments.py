@@ -235,7 +235,7 @@ def test_compare_cli_local_pool_then_plot_and_rerun(tmp_path, capsys):
     assert run_rl.main(["compare", "--exp-dir", str(exp_dir), "--no-progress"]) == 0  # continue: nothing to do
     assert "0 finished now, 2 kept" in capsys.readouterr().out
     assert run_rl.main(["plot", str(exp_dir)]) == 0
-    assert (exp_dir / "plots" / "frontier_TMaze-v0.png").exists() and (exp_dir / "plots" / "results.md").exists()
+    assert (exp_dir / "plots" / "learning_curves_TMaze-v0.png").exists() and (exp_dir / "plots" / "results.md").exists()
 
 
 @pytest.mark.parametrize(
