@@ -537,7 +537,18 @@ def _pack(directory: Path) -> bytes:
 
 def _unpack(blob: bytes, directory: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        tar.extractall(directory, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuse links and paths leaving directory
+            tar.extractall(directory, filter="data")
+        else:
+            for member in tar.getmembers():
+                if (
+                    member.issym()
+                    or member.islnk()
+                    or Path(member.name).is_absolute()
+                    or ".." in Path(member.name).parts
+                ):
+                    raise UrgateError(f"refusing to unpack {member.name!r} from a shipped run directory")
+            tar.extractall(directory)
 
 
 def _ray_task(job: Job, shipped: bytes | None) -> tuple[Outcome, bytes | None, str]:
