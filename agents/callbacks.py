@@ -116,7 +116,7 @@ class NonFiniteGuard(BaseCallback):
     def check(self) -> None:
         loss = self.model.logger.name_to_value.get("train/loss")
         if loss is not None and not math.isfinite(loss):
-            raise NonFiniteError(f"the loss became {loss} at step {self.model.num_timesteps}")
+            raise NonFiniteError(f"the loss became non-finite ({loss}) at step {self.model.num_timesteps}")
         for name, p in self.model.policy.named_parameters():
             if not th.isfinite(p).all():
                 raise NonFiniteError(f"parameter {name} became non-finite at step {self.model.num_timesteps}")
