@@ -63,3 +63,18 @@ DICT_SPACE = spaces.Dict(
     }
 )
 IMAGE_SPACE = spaces.Box(0, 255, (40, 40, 3), np.uint8)
+
+
+def play(model, env, n_steps: int, deterministic: bool = True):
+    """Step ``env`` with ``model.predict``, carrying the recurrent state and the episode starts as a user would.
+
+    :return: ``(actions, rewards, final_state)``, actions and rewards stacked over steps
+    """
+    obs, state, start = env.reset(), None, np.ones(env.num_envs, dtype=bool)
+    actions, rewards = [], []
+    for _ in range(n_steps):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+        obs, reward, start, _ = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+    return np.stack(actions), np.stack(rewards), state

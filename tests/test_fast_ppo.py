@@ -14,7 +14,7 @@ from agents import FastRecurrentPPO
 from agents.buffers import SequenceRolloutBuffer, SequenceSamples
 from agents.errors import UrgateError
 from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy
-from tests.recurrent_envs import DICT_SPACE, toy_vec_env
+from tests.recurrent_envs import DICT_SPACE, play, toy_vec_env
 
 TINY = dict(lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
 
@@ -104,15 +104,7 @@ def test_two_seeded_fast_runs_are_bit_identical(core):
     for _ in range(2):
         model = fast_model(core, seed=11)
         model.learn(24)
-        env = model.get_env()
-        obs, state, start = env.reset(), None, None
-        actions, rewards = [], []
-        for _ in range(20):
-            action, state = model.predict(obs, state=state, episode_start=start)
-            obs, reward, start, _ = env.step(action)
-            actions.append(action)
-            rewards.append(reward)
-        runs.append((np.stack(actions), np.stack(rewards)))
+        runs.append(play(model, model.get_env(), 20, deterministic=False)[:2])
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 

@@ -21,7 +21,7 @@ from policies import (
     PolicyConfigError,
 )
 from policies.cores import GatedLSTM, RefineLSTM
-from tests.recurrent_envs import DICT_SPACE, IMAGE_SPACE, toy_vec_env
+from tests.recurrent_envs import DICT_SPACE, IMAGE_SPACE, play, toy_vec_env
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
 ACT = spaces.Discrete(2)
@@ -40,14 +40,8 @@ def tiny_model(core: str, policy=MlpGatedPolicy, env=None, algo=RecurrentPPO, se
 
 def rollout_predictions(model, n_steps: int = 12, seed: int = 3):
     """Deterministic actions and final states of ``model.predict`` carried over a toy episode stream."""
-    env = toy_vec_env(n_envs=2, seed=seed)
-    obs, state, start = env.reset(), None, np.ones(2, dtype=bool)
-    actions = []
-    for _ in range(n_steps):
-        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
-        actions.append(action)
-        obs, _, start, _ = env.step(action)
-    return np.stack(actions), state
+    actions, _, state = play(model, toy_vec_env(n_envs=2, seed=seed), n_steps)
+    return actions, state
 
 
 # --- stock RecurrentPPO with every core ------------------------------------------------------------------------
@@ -226,13 +220,8 @@ def test_action_spaces(action_space):
 
 
 def rollout_predictions_in(model, env, n_steps: int = 5):
-    obs, state, start = env.reset(), None, np.ones(env.num_envs, dtype=bool)
-    actions = []
-    for _ in range(n_steps):
-        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
-        actions.append(action)
-        obs, _, start, _ = env.step(action)
-    return np.stack(actions), state
+    actions, _, state = play(model, env, n_steps)
+    return actions, state
 
 
 def test_gsde_with_value_clipping():
@@ -309,15 +298,7 @@ def test_two_seeded_runs_are_bit_identical(core):
     for _ in range(2):
         model = tiny_model(core, seed=7)
         model.learn(24)
-        env = model.get_env()
-        obs, state, start = env.reset(), None, None
-        actions, rewards = [], []
-        for _ in range(20):
-            action, state = model.predict(obs, state=state, episode_start=start, deterministic=False)
-            obs, reward, start, _ = env.step(action)
-            actions.append(action)
-            rewards.append(reward)
-        runs.append((np.stack(actions), np.stack(rewards)))
+        runs.append(play(model, model.get_env(), 20, deterministic=False)[:2])
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
