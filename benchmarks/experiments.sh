@@ -2,7 +2,7 @@
 # Reproduces the measured results in the README (issue 6): memory frontiers and learning curves per core.
 # Each block is one restartable experiment: rerunning a line skips finished runs and resumes unfinished ones.
 # Wall times with 2 workers on the shared 2-core development machine: tmaze 25 min (36 runs), visual 26 min for
-# the 12 Passive runs (the Active half was stopped unrun), minigrid 12 min (6 runs), investigate 12 min (6 runs).
+# the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min (6 runs), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|all]   (default: all)
