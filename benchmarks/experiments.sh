@@ -2,7 +2,7 @@
 # Reproduces the measured results in the README (issue 6): memory frontiers and learning curves per core.
 # Each block is one restartable experiment: rerunning a line skips finished runs and resumes unfinished ones.
 # Wall times with 2 workers on the shared 2-core development machine: tmaze 25 min (36 runs), visual 26 min for
-# the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min (6 runs), investigate 12 min (6 runs).
+# the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|all]   (default: all)
@@ -41,9 +41,9 @@ if [[ $what == visual || $what == all ]]; then
 fi
 
 if [[ $what == minigrid || $what == all ]]; then
-  # 3. MiniGrid Memory S7: 3 cores x 2 seeds, 100k steps per run, with configs/minigrid.yaml's learning rate and
-  #    width (commit 535cef7). The harder MemoryS11 / S13Random were not run (budget).
-  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 --env MiniGrid-MemoryS7-v0 --timesteps 100000 \
+  # 3. MiniGrid Memory S7 and the harder S11: 3 cores x 2 seeds, 100k steps per run, with configs/minigrid.yaml's
+  #    learning rate and width (commit 535cef7). S13Random was not run (budget).
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 --env MiniGrid-MemoryS7-v0,MiniGrid-MemoryS11-v0 --timesteps 100000 \
       "${PPO[@]}" "${LINEAR_LR[@]}" --set ppo.learning_rate=5e-4 --set policy_kwargs.lstm_hidden_size=128 \
       --workers "$WORKERS" --exp-dir "$OUT/minigrid_memory"
   $PY run_rl.py plot "$OUT/minigrid_memory"
