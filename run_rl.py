@@ -30,6 +30,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_COMMAND = "train"
 
 
+def _add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` config override, collected into ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     import envs
     import policies
@@ -92,13 +97,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:0, auto (default cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small recurrent models)")
     p.add_argument("--run-dir", type=Path, help="output directory (default runs/<env>-<core>-s<seed>-<time>)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, repeatable; dotted keys reach nested ones: ppo.n_steps=64, "
+    _add_overrides(
+        p,
+        "override a config field, repeatable; dotted keys reach nested ones: ppo.n_steps=64, "
         "policy_kwargs.lstm_hidden_size=64, policy_kwargs.core_kwargs.t_max=300, env_kwargs.length=50",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -233,14 +234,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", help="config name or YAML path for every run (default: each env family's)")
     p.add_argument("--timesteps", type=int, help="environment steps per run (default: the config's)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, repeatable (as for train)",
-    )
+    _add_overrides(p, "config override for every run, repeatable (as for train)")
     p.add_argument("--exp-dir", type=Path, help="experiment directory (default experiments/<env>_<grid keys>)")
     p.add_argument("--backend", default="local", help="local (process pool, default) or ray")
     p.add_argument("--workers", type=int, help="runs in parallel (default: CPU cores / threads per run)")
