@@ -12,7 +12,7 @@ import difflib
 import gymnasium as gym
 
 from .errors import EnvConfigError
-from .wrappers import GridDictObs, SuccessFromReward
+from .wrappers import FirstActions, GridDictObs, SuccessFromReward
 
 # The memoryless ceiling of 0.5 is that of the Memory tasks.
 MEMORY_IDS = (
@@ -35,10 +35,18 @@ PATTERN = r"MiniGrid-.+-v\d+"
 # Tasks whose mission names the target: without the mission string they are ambiguous, so we refuse them.
 _MISSION_DEPENDENT = ("MiniGrid-Fetch-", "MiniGrid-GoToDoor-", "MiniGrid-GoToObject-", "MiniGrid-PutNear-")
 VIEWS = ("symbolic", "rgb")
+# Action sets: MiniGrid's seven actions, or its first three (0 left, 1 right, 2 forward), all that navigation tasks such
+# as the Memory tasks need. Fewer actions make exploration much cheaper (measured in configs/minigrid.yaml).
+ACTION_SETS = {"all": 7, "move": 3}
 
 
 def make_minigrid(
-    env_id: str, render_mode: str | None = None, view: str = "symbolic", tile_size: int = 8, **env_kwargs
+    env_id: str,
+    render_mode: str | None = None,
+    view: str = "symbolic",
+    tile_size: int = 8,
+    actions: str = "all",
+    **env_kwargs,
 ) -> gym.Env:
     """Build a MiniGrid task with the mission dropped and ``info["is_success"]`` at episode end.
 
@@ -46,6 +54,8 @@ def make_minigrid(
     :param render_mode: ``None``, ``"rgb_array"`` or ``"human"``
     :param view: ``"symbolic"`` (7x7x3 indices, the default) or ``"rgb"`` (the egocentric view in pixels)
     :param tile_size: pixels per cell of the RGB view
+    :param actions: ``"all"`` (MiniGrid's 7 actions, the default) or ``"move"`` (left, right, forward: enough for the
+        Memory tasks, and the same action set as our Visual Match and T-maze tasks)
     :param env_kwargs: passed to the MiniGrid env (e.g. ``max_steps``)
     """
     import minigrid  # noqa: F401  (registers the MiniGrid ids)
@@ -63,6 +73,8 @@ def make_minigrid(
         )
     if view not in VIEWS:
         raise EnvConfigError(f"MiniGrid view must be one of {VIEWS}, got {view!r}")
+    if actions not in ACTION_SETS:
+        raise EnvConfigError(f"MiniGrid actions must be one of {tuple(ACTION_SETS)}, got {actions!r}")
     try:
         env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **env_kwargs)
     except TypeError as e:
@@ -71,4 +83,6 @@ def make_minigrid(
         from minigrid.wrappers import RGBImgPartialObsWrapper
 
         env = RGBImgPartialObsWrapper(env, tile_size=tile_size)
+    if ACTION_SETS[actions] < env.action_space.n:
+        env = FirstActions(env, ACTION_SETS[actions])
     return SuccessFromReward(GridDictObs(env, symbolic=view == "symbolic"))

@@ -43,6 +43,29 @@ class GridDictObs(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return {"image": observation["image"], "direction": observation["direction"]}
 
 
+class FirstActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Restrict a ``Discrete(n)`` action space to its first ``k`` actions (their indices are unchanged).
+
+    :param env: env with a ``Discrete`` action space starting at 0
+    :param k: number of actions kept, ``1 <= k <= n``
+    """
+
+    def __init__(self, env: gym.Env, k: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, k=k)
+        gym.ActionWrapper.__init__(self, env)
+        space = env.action_space
+        if not isinstance(space, spaces.Discrete) or space.start != 0 or not 1 <= k <= space.n:
+            raise ValueError(
+                f"FirstActions needs a Discrete(n) action space starting at 0 with 1 <= k <= n, got {space}, k={k}"
+            )
+        self.action_space = spaces.Discrete(k)
+
+    def action(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        return action
+
+
 class SuccessFromReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Set ``info["is_success"]`` on the last step of each episode: success means a positive final reward.
 

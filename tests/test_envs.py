@@ -119,6 +119,28 @@ def test_minigrid_rgb_view_is_a_real_image():
         make_env("MiniGrid-MemoryS7-v0", view="pixels")
 
 
+def test_minigrid_move_actions_are_minigrids_first_three():
+    from envs.oracles import minigrid_memory_oracle, run_episodes
+
+    full, move = make_env("MiniGrid-MemoryS7-v0", seed=5), make_env("MiniGrid-MemoryS7-v0", seed=5, actions="move")
+    assert full.action_space == gym.spaces.Discrete(7) and move.action_space == gym.spaces.Discrete(3)
+    full.reset(seed=5), move.reset(seed=5)
+    for action in (0, 1, 2, 2, 1, 2):  # left, right, forward mean the same in both
+        a, b = full.step(action), move.step(action)
+        assert np.array_equal(a[0]["image"], b[0]["image"]) and a[1:4] == b[1:4]
+    with pytest.raises(ValueError, match="outside Discrete"):
+        move.step(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb3_check_env(make_env("MiniGrid-MemoryS7-v0", actions="move"))
+    assert all(
+        r["is_success"]
+        for r in run_episodes(make_env("MiniGrid-MemoryS7-v0", seed=1, actions="move"), minigrid_memory_oracle, 5)
+    )
+    with pytest.raises(EnvConfigError, match=r"actions must be one of \('all', 'move'\), got 'nav'"):
+        make_env("MiniGrid-MemoryS7-v0", actions="nav")
+
+
 def test_minigrid_symbolic_view_has_true_bounds_so_sb3_leaves_it_alone():
     from stable_baselines3.common.preprocessing import is_image_space
 
