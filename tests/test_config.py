@@ -166,3 +166,32 @@ def test_parse_override_values():
     assert parse_override("a=[1, 2]") == ("a", [1, 2])
     assert parse_override("a=") == ("a", None)
     assert parse_override("a=x=y") == ("a", "x=y")
+
+
+def test_a_wheel_ships_every_config(tmp_path):
+    """A wheel (not only an editable install) must carry configs/*.yaml next to agents/, where CONFIG_DIR looks."""
+    import subprocess
+    import sys
+    import zipfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 70:  # older ones need the separate `wheel` package
+        pytest.skip(f"setuptools {setuptools.__version__} < 70.1 (pip install -e '.[dev]' brings a newer one)")
+    repo = CONFIG_DIR.parent
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(repo),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("urgate-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"configs/{name}.yaml" for name in available_configs()} <= names
+    assert "agents/config.py" in names and "policies/csrc/refine.cpp" in names
