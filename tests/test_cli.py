@@ -112,7 +112,8 @@ def test_train_writes_a_complete_run(minigrid_run):
         assert (minigrid_run / name).is_file(), name
     assert (minigrid_run / "checkpoints" / "latest.zip").is_file()
     cfg = yaml.safe_load((minigrid_run / "config.yaml").read_text())
-    assert cfg["env_kwargs"] == {"max_steps": 20} and cfg["policy_kwargs"]["lstm_hidden_size"] == 8
+    assert cfg["env_kwargs"] == {"actions": "move", "max_steps": 20}  # the family config's, merged with --set
+    assert cfg["policy_kwargs"]["lstm_hidden_size"] == 8
 
 
 def test_eval_run_directory_with_gif(minigrid_run, tmp_path, capsys):
