@@ -172,6 +172,17 @@ def test_memory_maze_spaces_steps_render_and_seeding(memory_maze_env):
     np.testing.assert_array_equal(trajectory(seed=3), first)
 
 
+def test_memory_maze_resets_do_not_spam_the_free_joint_warning(memory_maze_env, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        memory_maze_env.reset()
+        logging.getLogger("absl").warning("another dm_control warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "another dm_control warning" in messages  # only the one message is dropped
+    assert not any("free joint" in m for m in messages)
+
+
 def test_memory_maze_family_points_at_cnn_policy():
     for env_id in FAMILIES["memory_maze"].ids:
         assert family_of(env_id).policy == "CnnGatedPolicy"
