@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduces the README's per-family config table (issue 5): each line is one training run with a family config
+# from configs/, as measured on the shared 2-core machine (wall times there: 5-14 min per run, 52 min for the
+# Visual Match run with a distractor phase). Results: each run directory's summary.json and evaluations.csv.
+#
+#   bash benchmarks/configs.sh [tmaze|popgym|minigrid|visual|all]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+OUT=${RUNS_DIR:-runs/configs}
+what=${1:-all}
+
+steps() {  # steps RUN_DIR: environment steps a run has done (0 when it does not exist yet)
+  [[ -f $1/summary.json ]] || { echo 0; return; }
+  $PY -c "import json, sys; print(json.load(open(sys.argv[1]))['timesteps'])" "$1/summary.json"
+}
+
+train() {  # train NAME ARGS...: one run into $OUT/NAME; a finished run is skipped, an interrupted one resumed
+  local name=$1; shift
+  if [[ ! -d $OUT/$name ]]; then
+    $PY run_rl.py train --no-progress --run-dir "$OUT/$name" "$@"
+  elif ! grep -q '"status": "finished"' "$OUT/$name/summary.json" 2>/dev/null; then
+    $PY run_rl.py resume --no-progress "$OUT/$name"
+  fi
+}
+
+if [[ $what == tmaze || $what == all ]]; then
+  for seed in 0 1 2; do train "tmaze-ur-s$seed" --core ur --seed "$seed"; done  # the default job
+fi
+if [[ $what == popgym || $what == all ]]; then
+  train popgym-ur-s0 --core ur --config popgym
+fi
+if [[ $what == minigrid || $what == all ]]; then
+  for seed in 0 1 2; do train "minigrid-s7-ur-s$seed" --core ur --config minigrid --seed "$seed"; done
+  train minigrid-s7-lstm-s0 --core lstm --config minigrid
+  train minigrid-s11-ur-s0 --core ur --config minigrid --env MiniGrid-MemoryS11-v0 --timesteps 600000
+fi
+if [[ $what == visual || $what == all ]]; then
+  train visual-match-ur-s0 --core ur --config visual_match
+  # With a 5-step distractor phase: measured as one 600k run resumed to 1.2M and then to 2M steps.
+  train visual-match-d5-ur-s0 --core ur --config visual_match --set env_kwargs.distractor_steps=5 --timesteps 600000
+  for total in 1200000 2000000; do
+    if (( $(steps "$OUT/visual-match-d5-ur-s0") < total )); then
+      $PY run_rl.py resume --no-progress "$OUT/visual-match-d5-ur-s0" --timesteps "$total"
+    fi
+  done
+fi
