@@ -3,7 +3,7 @@
 # from configs/, as measured on the shared 2-core machine (wall times there: 5-14 min per run, 52 min for the
 # Visual Match run with a distractor phase). Results: each run directory's summary.json and evaluations.csv.
 #
-#   bash benchmarks/configs.sh [tmaze|popgym|minigrid|visual|all]   (default: all)
+#   bash benchmarks/configs.sh [tmaze|popgym|minigrid|visual|memory_maze|all]   (default: all; memory_maze: 54 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -44,4 +44,8 @@ if [[ $what == visual || $what == all ]]; then
       $PY run_rl.py resume --no-progress "$OUT/visual-match-d5-ur-s0" --timesteps "$total"
     fi
   done
+fi
+if [[ $what == memory_maze || $what == all ]]; then  # needs the memory-maze extra; ~7 GB of memory with 4 envs
+  train memory-maze-9x9-ur-s0 --core ur --config memory_maze --timesteps 100000 --set n_envs=4 --set eval.n_envs=1 \
+      --set eval.n_episodes=2 --set eval.freq=1000000 --set checkpoint_freq=8192
 fi
