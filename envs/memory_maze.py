@@ -51,6 +51,7 @@ def _import_tasks() -> types.ModuleType:
     nothing of it is used afterwards (we drive the dm_env tasks directly).
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
+    logging.getLogger("absl").addFilter(_drop_free_joint_warning)  # idempotent; also when memory_maze came first
     if "memory_maze.tasks" in sys.modules:
         return sys.modules["memory_maze.tasks"]
     import importlib.util
@@ -76,7 +77,6 @@ def _import_tasks() -> types.ModuleType:
     finally:
         for name in stand_ins:
             sys.modules.pop(name, None)
-    logging.getLogger("absl").addFilter(_drop_free_joint_warning)
     return tasks
 
 

@@ -35,9 +35,10 @@ PATTERN = r"MiniGrid-.+-v\d+"
 # Tasks whose mission names the target: without the mission string they are ambiguous, so we refuse them.
 _MISSION_DEPENDENT = ("MiniGrid-Fetch-", "MiniGrid-GoToDoor-", "MiniGrid-GoToObject-", "MiniGrid-PutNear-")
 VIEWS = ("symbolic", "rgb")
-# Action sets: MiniGrid's seven actions, or its first three (0 left, 1 right, 2 forward), all that navigation tasks such
-# as the Memory tasks need. Fewer actions make exploration much cheaper (measured in configs/minigrid.yaml).
-ACTION_SETS = {"all": 7, "move": 3}
+# Action sets, as the number of MiniGrid's actions kept: all of them, or the first three (0 left, 1 right, 2 forward),
+# all that navigation tasks such as the Memory tasks need. Fewer actions make exploration much cheaper (measured in
+# configs/minigrid.yaml).
+ACTION_SETS: dict[str, int | None] = {"all": None, "move": 3}
 
 
 def make_minigrid(
@@ -83,6 +84,6 @@ def make_minigrid(
         from minigrid.wrappers import RGBImgPartialObsWrapper
 
         env = RGBImgPartialObsWrapper(env, tile_size=tile_size)
-    if ACTION_SETS[actions] < env.action_space.n:
+    if ACTION_SETS[actions] is not None:
         env = FirstActions(env, ACTION_SETS[actions])
     return SuccessFromReward(GridDictObs(env, symbolic=view == "symbolic"))
