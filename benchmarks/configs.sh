@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${RUNS_DIR:-runs/configs}
 what=${1:-all}
+case $what in
+  tmaze|popgym|minigrid|visual|memory_maze|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, popgym, minigrid, visual, memory_maze, all" >&2; exit 2 ;;
+esac
 
 train() {  # train NAME ARGS...: one run into $OUT/NAME; a finished run is skipped, an interrupted one resumed
   local name=$1; shift

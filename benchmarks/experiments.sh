@@ -5,7 +5,7 @@
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
-#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|all]   (default: all)
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -13,6 +13,10 @@ PY=${PYTHON:-python}
 OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
+case $what in
+  tmaze|visual|minigrid|investigate|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, all" >&2; exit 2 ;;
+esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
 # resolved config is in its run directory's config.yaml). Evaluation samples actions (eval.deterministic=false): a
