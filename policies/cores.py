@@ -20,22 +20,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import PolicyConfigError
-from .gates import chrono_forget_bias, lstm_cell, refine_cell, ugi_forget_bias
+from .gates import REFINE_GATE_ORDER, chrono_forget_bias, gate_block, lstm_cell, refine_cell, ugi_forget_bias
 from .kernels import refine_recurrence
 from .recurrence import step_loop
 
 State = tuple[torch.Tensor, torch.Tensor]
 
-# Index of each gate block inside the 4H parameter chunks (nn.LSTM order; refine cells reuse slot 0 for r).
-_SLOT_INPUT = _SLOT_REFINE = 0
-_SLOT_FORGET = 1
-
 DEFAULT_T_MAX = 500
-
-
-def _block(t: torch.Tensor, slot: int) -> torch.Tensor:
-    h = t.shape[0] // 4
-    return t[slot * h : (slot + 1) * h]
 
 
 class _CoreContract:
@@ -141,14 +132,14 @@ class GatedLSTM(_CoreContract, nn.LSTM):
                     continue
                 if self.init == "chrono":
                     b_f = chrono_forget_bias(self.hidden_size, self.t_max, dtype=b_ih.dtype)
-                    _block(b_ih, _SLOT_INPUT).copy_(-b_f)
-                    _block(b_hh, _SLOT_INPUT).zero_()
+                    gate_block(b_ih, "input").copy_(-b_f)
+                    gate_block(b_hh, "input").zero_()
                 elif self.init == "ugi":
                     b_f = ugi_forget_bias(self.hidden_size, dtype=b_ih.dtype)
                 else:
                     raise PolicyConfigError(f"unknown init {self.init!r}; valid: default, chrono, ugi")
-                _block(b_ih, _SLOT_FORGET).copy_(b_f)
-                _block(b_hh, _SLOT_FORGET).zero_()
+                gate_block(b_ih, "forget").copy_(b_f)
+                gate_block(b_hh, "forget").zero_()
 
     def forward(self, x: torch.Tensor, hx: State | None = None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)
@@ -222,10 +213,10 @@ class RefineLSTM(_CoreContract, nn.Module):
                 for k in range(self.num_layers):
                     b_ih, b_hh = getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
                     b_f = ugi_forget_bias(self.hidden_size, dtype=b_ih.dtype)
-                    _block(b_ih, _SLOT_FORGET).copy_(b_f)
-                    _block(b_ih, _SLOT_REFINE).copy_(-b_f)
-                    _block(b_hh, _SLOT_FORGET).zero_()
-                    _block(b_hh, _SLOT_REFINE).zero_()
+                    gate_block(b_ih, "forget", REFINE_GATE_ORDER).copy_(b_f)
+                    gate_block(b_ih, "refine", REFINE_GATE_ORDER).copy_(-b_f)
+                    gate_block(b_hh, "forget", REFINE_GATE_ORDER).zero_()
+                    gate_block(b_hh, "refine", REFINE_GATE_ORDER).zero_()
 
     def forward(self, x: torch.Tensor, hx: State | None = None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)

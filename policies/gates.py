@@ -11,9 +11,22 @@ import math
 
 import torch
 
-# nn.LSTM packs its four gate blocks in this order; the refine cells reuse the input-gate slot for ``r``.
+# nn.LSTM packs its four gate blocks in this order; the refine cells reuse the input-gate slot for ``r``. The cells
+# below unpack pre-activations in these orders, and ``gate_block`` finds a gate's block in a parameter.
 LSTM_GATE_ORDER = ("input", "forget", "cell", "output")
 REFINE_GATE_ORDER = ("refine", "forget", "cell", "output")
+
+
+def gate_block(t: torch.Tensor, gate: str, order: tuple[str, ...] = LSTM_GATE_ORDER) -> torch.Tensor:
+    """The rows of a packed (4H, ...) parameter that belong to ``gate`` (a view: writing to it writes ``t``).
+
+    :param t: ``weight_ih_l{k}``, ``bias_hh_l{k}``, ... with the four gate blocks stacked along dim 0
+    :param gate: a name in ``order``
+    :param order: ``LSTM_GATE_ORDER`` or ``REFINE_GATE_ORDER``
+    """
+    h = t.shape[0] // len(order)
+    slot = order.index(gate)
+    return t[slot * h : (slot + 1) * h]
 
 
 def effective_gate(f: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ new parameters. ``core="lstm"`` therefore reproduces ``MlpLstmPolicy``'s paramet
 
 A training minibatch makes one core call per network (``_process_sequence``) where stock loops over time steps:
 the initial state of a sequence that begins an episode is zeroed, and a reset later in a sequence goes through the
-core's ``episode_starts``. Inside ``evaluate_actions``, where the final states are not used, an nn.LSTM core (whose
-fused kernel cannot reset mid-call) instead gets one inserted reset step per reset (``_outputs_with_reset_steps``).
+core's ``episode_starts``. Inside ``evaluate_actions``, where the final states are not used (it says so with
+``final_states_unused``), an nn.LSTM core (whose fused kernel cannot reset mid-call) instead gets one inserted reset
+step per reset (``_outputs_with_reset_steps``).
 Outputs equal stock's per-step loop; gradients agree to float rounding (tests/test_recurrent.py).
 """
 
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 
 from .cores import CORE_NAMES, make_core
 from .errors import PolicyConfigError
+from .gates import gate_block
 
 DEFAULT_CORE = "ur"
 
@@ -127,20 +129,35 @@ class _GatedCoreMixin:
         return data
 
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
-        # Training discards the cores' final states, which lets _process_sequence run an nn.LSTM core with
-        # inserted reset steps instead of splitting its fused call at every reset (see _outputs_with_reset_steps).
-        self._final_states_unused = True
-        try:
-            return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
-        finally:
-            self._final_states_unused = False
+        """Stock's ``evaluate_actions``, telling ``_process_sequence`` that the cores' final states are unused
+        (training discards them), which lets an nn.LSTM core run with inserted reset steps instead of splitting its
+        fused call at every reset (see ``_outputs_with_reset_steps``)."""
+        features = self.extract_features(obs)
+        pi_features, vf_features = (features, features) if self.share_features_extractor else features
+        latent_pi, _ = self._process_sequence(
+            pi_features, lstm_states.pi, episode_starts, self.lstm_actor, final_states_unused=True
+        )
+        if self.lstm_critic is not None:
+            latent_vf, _ = self._process_sequence(
+                vf_features, lstm_states.vf, episode_starts, self.lstm_critic, final_states_unused=True
+            )
+        elif self.shared_lstm:
+            latent_vf = latent_pi.detach()
+        else:
+            latent_vf = self.critic(vf_features)
+        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
+        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
 
+    @staticmethod
     def _process_sequence(
-        self,
         features: th.Tensor,
         lstm_states: tuple[th.Tensor, th.Tensor],
         episode_starts: th.Tensor,
         lstm: nn.Module,
+        *,
+        final_states_unused: bool = False,
     ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor] | None]:
         """Run the core over a batch of sequences in one call (stock loops over steps when any episode starts).
 
@@ -148,8 +165,10 @@ class _GatedCoreMixin:
         :param lstm_states: ``(h, c)`` at the start of each sequence, each (num_layers, n_seq, hidden)
         :param episode_starts: (n_seq * T,), 1 where the state is reset before that step
         :param lstm: the core
-        :return: the core's output (n_seq * T, hidden) and the final states (None inside ``evaluate_actions``
-            when the sequences hold resets and the core is an nn.LSTM: nothing reads them there)
+        :param final_states_unused: the caller discards the final states (``evaluate_actions``): an nn.LSTM core
+            may then run resets as inserted steps, and returns None for them
+        :return: the core's output (n_seq * T, hidden) and the final states (None when ``final_states_unused``, the
+            sequences hold resets and the core is an nn.LSTM)
         """
         n_seq = lstm_states[0].shape[1]
         if features.shape[0] == n_seq:  # one step per sequence (rollouts, predict): no reshaping needed
@@ -161,7 +180,7 @@ class _GatedCoreMixin:
         keep = (1.0 - starts[0]).view(1, n_seq, 1)
         hx = (lstm_states[0] * keep, lstm_states[1] * keep)
         if x.shape[0] > 1 and bool(starts[1:].any()):
-            if isinstance(lstm, nn.LSTM) and getattr(self, "_final_states_unused", False):
+            if isinstance(lstm, nn.LSTM) and final_states_unused:
                 return _outputs_with_reset_steps(lstm, x, hx, starts), None
             out, hx = lstm(x, hx, episode_starts=starts)
         else:
@@ -202,7 +221,8 @@ def _outputs_with_reset_steps(
     flag[dest[1:][inner] - B] = 1.0  # the inserted row just before each reset
     flag = flag.view(n_rows, B, 1)
     drive = x.new_zeros(4 * H, 1)
-    drive[: 2 * H] = _RESET_DRIVE  # nn.LSTM's gate blocks are ordered (input, forget, cell, output)
+    for gate in ("input", "forget"):
+        gate_block(drive, gate).fill_(_RESET_DRIVE)
     for k in range(lstm.num_layers):
         if k > 0 and lstm.dropout > 0 and lstm.training:
             inp = F.dropout(inp, lstm.dropout, training=True)

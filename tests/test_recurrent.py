@@ -360,9 +360,7 @@ def test_one_call_sequence_path_equals_stock_per_step(core, num_layers, in_train
     params = [features, *hx, *core_module.parameters()]
 
     ref, ref_states = RecurrentActorCriticPolicy._process_sequence(features, hx, starts, core_module)
-    policy._final_states_unused = in_training
-    out, states = policy._process_sequence(features, hx, starts, core_module)
-    policy._final_states_unused = False
+    out, states = policy._process_sequence(features, hx, starts, core_module, final_states_unused=in_training)
     th.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     weights = th.randn_like(ref)
     g_ref = th.autograd.grad((ref * weights).sum(), params)
@@ -389,8 +387,8 @@ def test_evaluate_actions_on_sequences_with_resets_matches_stock_semantics():
     states = RNNStates((z, z), (z, -z))
     values, log_prob, entropy = policy.evaluate_actions(obs, actions, states, starts)
     stock_step = RecurrentActorCriticPolicy._process_sequence
-    policy._process_sequence = stock_step  # stock's per-step loop on the same cores
-    v2, lp2, e2 = policy.evaluate_actions(obs, actions, states, starts)
+    policy._process_sequence = stock_step  # stock's evaluate_actions and per-step loop on the same cores
+    v2, lp2, e2 = RecurrentActorCriticPolicy.evaluate_actions(policy, obs, actions, states, starts)
     th.testing.assert_close(values, v2, rtol=0, atol=1e-6)
     th.testing.assert_close(log_prob, lp2, rtol=0, atol=1e-6)
     th.testing.assert_close(entropy, e2, rtol=0, atol=1e-6)
