@@ -220,24 +220,14 @@ class MemoryMazeEnv(gym.Env):
         super().close()
 
 
-def make_memory_maze(
-    env_id: str,
-    render_mode: str | None = None,
-    camera_resolution: int = 64,
-    good_visibility: bool = False,
-    control_freq: float = 4.0,
-) -> MemoryMazeEnv:
-    """Family builder for ``urgate/MemoryMaze-{9x9,11x11,13x13,15x15}[-Top|-ExtraObs]-v0``
-    (see ``MemoryMazeEnv`` for the keywords)."""
+def make_memory_maze(env_id: str, render_mode: str | None = None, **env_kwargs) -> MemoryMazeEnv:
+    """Family builder for ``urgate/MemoryMaze-{9x9,11x11,13x13,15x15}[-Top|-ExtraObs]-v0``.
+
+    :param env_kwargs: ``MemoryMazeEnv``'s keywords but those the id sets (size and variant); its signature is
+        the one list of them and of their defaults, and the registry checks them against it
+    """
     name = env_id.removeprefix("urgate/MemoryMaze-").removesuffix("-v0")
     size_text, _, variant = name.partition("-")
     size = int(size_text.split("x")[0])
     options = VARIANTS["-" + variant if variant else ""]
-    return MemoryMazeEnv(
-        size=size,
-        camera_resolution=camera_resolution,
-        good_visibility=good_visibility,
-        control_freq=control_freq,
-        render_mode=render_mode,
-        **options,
-    )
+    return MemoryMazeEnv(size=size, render_mode=render_mode, **options, **env_kwargs)

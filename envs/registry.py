@@ -4,6 +4,7 @@ entry points ``agents/`` needs; adding a family is one entry in ``FAMILIES`` plu
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -38,6 +39,9 @@ class EnvFamily:
         package only inside it, so listing families costs nothing
     :param pattern: regular expression of further ids the family accepts (full match), or None
     :param requires: the import name of the optional package (checked before building), or None
+    :param env_class: the env class whose constructor signature lists the accepted keywords and their defaults
+        (the builder forwards ``**env_kwargs`` to it); None: the builder's own signature lists them
+    :param set_by_id: keywords of ``env_class`` that the builder derives from the id (not accepted from users)
     """
 
     name: str
@@ -53,6 +57,8 @@ class EnvFamily:
     builder: Callable[..., gym.Env] | None = field(default=None, repr=False)
     pattern: str | None = field(default=None, repr=False)
     requires: str | None = field(default=None, repr=False)
+    env_class: type | None = field(default=None, repr=False)
+    set_by_id: tuple[str, ...] = field(default=(), repr=False)
 
     def accepts(self, env_id: str) -> bool:
         """Whether ``env_id`` belongs to this family."""
@@ -68,26 +74,50 @@ class EnvFamily:
             raise EnvConfigError(
                 f"{env_id} needs the optional package '{self.requires}', which is not installed: run {self.install_hint()}"
             )
-        _check_kwargs(self.builder, env_id, env_kwargs)
+        self.check_kwargs(env_id, env_kwargs)
         return self.builder(env_id, render_mode=render_mode, **env_kwargs)
 
+    def accepted_kwargs(self) -> list[str] | None:
+        """The env keywords this family accepts, from ``env_class``'s signature (else the builder's); None when
+        that forwards ``**kwargs`` (the env then checks them)."""
+        params = inspect.signature(self.env_class or self.builder).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        skip = {"env_id", "render_mode", *self.set_by_id}
+        return [n for n, p in params.items() if n not in skip and p.kind is not inspect.Parameter.VAR_POSITIONAL]
 
-def _check_kwargs(builder: Callable[..., gym.Env], env_id: str, env_kwargs: dict[str, Any]) -> None:
-    """Reject unknown keywords with the list of accepted ones (builders that forward ``**kwargs`` check later)."""
-    params = inspect.signature(builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [
-        n
-        for n, p in params.items()
-        if n not in ("env_id", "render_mode") and p.kind is not inspect.Parameter.VAR_POSITIONAL
-    ]
+    def check_kwargs(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
+        """Reject unknown keywords with the list of accepted ones."""
+        accepted = self.accepted_kwargs()
+        if accepted is not None:
+            _reject_unknown(env_id, env_kwargs, accepted)
+
+
+def _reject_unknown(env_id: str, env_kwargs: dict[str, Any], accepted: list[str]) -> None:
     unknown = sorted(set(env_kwargs) - set(accepted))
     if unknown:
         close = [m for u in unknown for m in difflib.get_close_matches(u, accepted, n=1)]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise EnvConfigError(f"{env_id} does not take keyword(s) {unknown}{hint}; accepted: {accepted}")
 
+
+_MEMORY_MAZE = EnvFamily(
+    name="memory_maze",
+    summary="Memory Maze (Pasukonis et al. 2022): 3D maze, touch the targets in the order shown, 64x64 RGB; "
+    "-Top is the top-down view",
+    ids=memory_maze.ids("") + memory_maze.ids("-Top"),
+    policy="CnnGatedPolicy",
+    features_extractor=None,  # SB3's NatureCNN
+    features_extractor_kwargs={},
+    memoryless_ceiling=None,  # a score, not a success rate
+    memory_kwarg=None,
+    config="memory_maze",
+    extra="memory-maze",
+    builder=memory_maze.make_memory_maze,
+    requires="memory_maze",
+    env_class=memory_maze.MemoryMazeEnv,
+    set_by_id=("size", *sorted({k for options in memory_maze.VARIANTS.values() for k in options})),
+)
 
 FAMILIES: dict[str, EnvFamily] = {
     f.name: f
@@ -120,6 +150,8 @@ FAMILIES: dict[str, EnvFamily] = {
             config="visual_match",
             extra=None,
             builder=visual_match.make_visual_match,
+            env_class=visual_match.VisualMatchEnv,
+            set_by_id=("active",),
         ),
         EnvFamily(
             name="tmaze",
@@ -133,35 +165,15 @@ FAMILIES: dict[str, EnvFamily] = {
             config="tmaze",
             extra=None,
             builder=tmaze.make_tmaze,
+            env_class=tmaze.TMazeEnv,
         ),
-        EnvFamily(
-            name="memory_maze",
-            summary="Memory Maze (Pasukonis et al. 2022): 3D maze, touch the targets in the order shown, 64x64 RGB; "
-            "-Top is the top-down view",
-            ids=memory_maze.ids("") + memory_maze.ids("-Top"),
-            policy="CnnGatedPolicy",
-            features_extractor=None,  # SB3's NatureCNN
-            features_extractor_kwargs={},
-            memoryless_ceiling=None,  # a score, not a success rate
-            memory_kwarg=None,
-            config="memory_maze",
-            extra="memory-maze",
-            builder=memory_maze.make_memory_maze,
-            requires="memory_maze",
-        ),
-        EnvFamily(
+        _MEMORY_MAZE,
+        dataclasses.replace(
+            _MEMORY_MAZE,
             name="memory_maze_extra",
             summary="Memory Maze with extra observations (agent and target positions, maze layout) beside the image",
             ids=memory_maze.ids("-ExtraObs"),
-            policy="MultiInputGatedPolicy",
-            features_extractor=None,  # SB3's CombinedExtractor: NatureCNN on the image, the vectors flattened
-            features_extractor_kwargs={},
-            memoryless_ceiling=None,
-            memory_kwarg=None,
-            config="memory_maze",
-            extra="memory-maze",
-            builder=memory_maze.make_memory_maze,
-            requires="memory_maze",
+            policy="MultiInputGatedPolicy",  # SB3's CombinedExtractor: NatureCNN on the image, the vectors flattened
         ),
         EnvFamily(
             name="popgym",
@@ -266,7 +278,7 @@ def make_vec_env(
     # Check the id, the optional package and the keywords here, where errors are readable, without building an env.
     if family.requires is not None and importlib.util.find_spec(family.requires) is None:
         family.build(env_id, **env_kwargs)  # raises the install hint
-    _check_kwargs(family.builder, env_id, env_kwargs)
+    family.check_kwargs(env_id, env_kwargs)
     return sb3_make_vec_env(_Builder(env_id, env_kwargs), n_envs=n_envs, seed=seed, vec_env_cls=SubprocVecEnv)
 
 

@@ -110,12 +110,10 @@ class TMazeEnv(gym.Env):
         return f"{''.join(corridor)}|  goal {goal}, step {self.steps}/{self.max_steps}"
 
 
-def make_tmaze(
-    env_id: str,
-    render_mode: str | None = None,
-    length: int = 10,
-    time_factor: float = 2.0,
-    idle_penalty: float | None = None,
-) -> TMazeEnv:
-    """Family builder for ``urgate/TMaze-v0`` (see ``TMazeEnv`` for the keywords)."""
-    return TMazeEnv(length=length, time_factor=time_factor, idle_penalty=idle_penalty, render_mode=render_mode)
+def make_tmaze(env_id: str, render_mode: str | None = None, **env_kwargs) -> TMazeEnv:
+    """Family builder for ``urgate/TMaze-v0``.
+
+    :param env_kwargs: ``TMazeEnv``'s keywords (its signature is the one list of them and of their defaults; the
+        registry checks them against it)
+    """
+    return TMazeEnv(render_mode=render_mode, **env_kwargs)

@@ -237,29 +237,10 @@ class VisualMatchEnv(gym.Env):
         return grid.render(tile_size=16, agent_pos=self.pos, agent_dir=self.dir)
 
 
-def make_visual_match(
-    env_id: str,
-    render_mode: str | None = None,
-    distractor_steps: int = 90,
-    cue_steps: int = 15,
-    choice_steps: int = 15,
-    n_colours: int = 3,
-    n_apples: int = 10,
-    apple_reward: float = 1.0,
-    apple_respawn: int = 20,
-    final_reward: float = 10.0,
-) -> VisualMatchEnv:
-    """Family builder for ``urgate/PassiveVisualMatch-v0`` and ``urgate/ActiveVisualMatch-v0``
-    (see ``VisualMatchEnv`` for the keywords)."""
-    return VisualMatchEnv(
-        active=env_id == ACTIVE_ID,
-        distractor_steps=distractor_steps,
-        cue_steps=cue_steps,
-        choice_steps=choice_steps,
-        n_colours=n_colours,
-        n_apples=n_apples,
-        apple_reward=apple_reward,
-        apple_respawn=apple_respawn,
-        final_reward=final_reward,
-        render_mode=render_mode,
-    )
+def make_visual_match(env_id: str, render_mode: str | None = None, **env_kwargs) -> VisualMatchEnv:
+    """Family builder for ``urgate/PassiveVisualMatch-v0`` and ``urgate/ActiveVisualMatch-v0``.
+
+    :param env_kwargs: ``VisualMatchEnv``'s keywords but ``active``, which the id sets (its signature is the one
+        list of them and of their defaults; the registry checks them against it)
+    """
+    return VisualMatchEnv(active=env_id == ACTIVE_ID, render_mode=render_mode, **env_kwargs)
