@@ -19,7 +19,7 @@ FastRecurrentPPO zip loads with ``sb3_contrib.RecurrentPPO.load`` and the other 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -28,6 +28,16 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.utils import explained_variance
 
 from .buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, check_sequence_length
+
+
+class LossStats(NamedTuple):
+    """The detached statistics of one minibatch's loss, as sb3-contrib logs them."""
+
+    policy_loss: th.Tensor
+    value_loss: th.Tensor
+    entropy_loss: th.Tensor
+    clip_fraction: th.Tensor
+    approx_kl_div: th.Tensor
 
 
 class FastRecurrentPPO(RecurrentPPO):
@@ -75,11 +85,10 @@ class FastRecurrentPPO(RecurrentPPO):
 
     def _minibatch_loss(
         self, batch: SequenceSamples, clip_range: float, clip_range_vf: float | None
-    ) -> tuple[th.Tensor, th.Tensor]:
+    ) -> tuple[th.Tensor, LossStats]:
         """RecurrentPPO's loss on one minibatch of whole sequences.
 
-        :return: the loss to minimise and the detached statistics
-            ``(policy_loss, value_loss, entropy_loss, clip_fraction, approx_kl)``
+        :return: the loss to minimise and its detached statistics
         """
         actions = batch.actions
         if isinstance(self.action_space, spaces.Discrete):
@@ -106,8 +115,10 @@ class FastRecurrentPPO(RecurrentPPO):
 
         with th.no_grad():
             clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            stats = th.stack([policy_loss, value_loss, entropy_loss, clip_fraction, approx_kl])
+            approx_kl_div = ((ratio - 1) - log_ratio).mean()
+            stats = LossStats(
+                policy_loss.detach(), value_loss.detach(), entropy_loss.detach(), clip_fraction, approx_kl_div
+            )
         return loss, stats
 
     def train(self) -> None:
@@ -117,7 +128,8 @@ class FastRecurrentPPO(RecurrentPPO):
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
 
-        all_stats, kl_epoch = [], []
+        all_stats: list[LossStats] = []
+        kl_epoch: list[th.Tensor] = []
         loss = th.zeros(())
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -125,11 +137,12 @@ class FastRecurrentPPO(RecurrentPPO):
             for batch in self.rollout_buffer.sequence_minibatches(self.batch_size):
                 loss, stats = self._minibatch_loss(batch, clip_range, clip_range_vf)
                 all_stats.append(stats)
-                kl_epoch.append(stats[4])
-                if self.target_kl is not None and stats[4].item() > 1.5 * self.target_kl:
+                kl_epoch.append(stats.approx_kl_div)
+                approx_kl_div = stats.approx_kl_div.item()
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {stats[4].item():.2f}")
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -139,15 +152,15 @@ class FastRecurrentPPO(RecurrentPPO):
             if not continue_training:
                 break
 
-        pg, vf, ent, clip_frac, _ = th.stack(all_stats).mean(dim=0).tolist()
+        mean = LossStats(*th.stack([th.stack(s) for s in all_stats]).mean(dim=0).tolist())
         buf = self.rollout_buffer
-        self.logger.record("train/entropy_loss", ent)
-        self.logger.record("train/policy_gradient_loss", pg)
-        self.logger.record("train/value_loss", vf)
+        self.logger.record("train/entropy_loss", mean.entropy_loss)
+        self.logger.record("train/policy_gradient_loss", mean.policy_loss)
+        self.logger.record("train/value_loss", mean.value_loss)
         self.logger.record(
             "train/approx_kl", float(np.mean([k.item() for k in kl_epoch])) if kl_epoch else float("nan")
         )
-        self.logger.record("train/clip_fraction", clip_frac)
+        self.logger.record("train/clip_fraction", mean.clip_fraction)
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_variance(buf.values.flatten(), buf.returns.flatten()))
         if hasattr(self.policy, "log_std"):
