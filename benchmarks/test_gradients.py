@@ -1,4 +1,6 @@
-"""The gradient saturation probe (benchmarks/gradients.py) against plain autograd through the cell definition."""
+"""The gradient saturation probe (benchmarks/gradients.py) against plain autograd through the cell definition.
+
+It lives beside the benchmark it tests: tests/ never imports benchmarks/."""
 
 import io
 import zipfile
