@@ -1,9 +1,10 @@
-"""Run configuration as data: YAML files in ``configs/`` and ``key=value`` overrides, read into typed dataclasses.
+"""Run configuration as data: the schema (``PPOConfig``, ``EvalConfig``, ``RunConfig``) and where a run's config
+comes from (YAML files in ``configs/``, then ``key=value`` overrides).
 
-Every key is checked against the dataclasses below: an unknown key or a value of the wrong type raises
-``UrgateError`` naming the key and the valid ones. A YAML file is merged over the dataclass defaults;
-``embedded_default()`` is the default job that ``configs/default.yaml`` states, so the package trains without
-any file.
+Every key is checked against the dataclasses below (``agents.strict`` holds the machinery): an unknown key or a
+value of the wrong type raises ``UrgateError`` naming the key and the valid ones. A YAML file is merged over the
+dataclass defaults; ``embedded_default()`` is the default job that ``configs/default.yaml`` states, so the package
+trains without any file.
 
 ``policy_kwargs`` and ``env_kwargs`` are free-form dicts: the policy constructor and the environment family
 check their keys when the run is built (``agents.factory``).
@@ -11,17 +12,17 @@ check their keys when the run is built (``agents.factory``).
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import torch
+
+import envs
+from policies import CORE_NAMES
 
 from .errors import UrgateError
+from .strict import Strict, did_you_mean, merge, parse_override, read_yaml, require, set_dotted
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "default"
@@ -74,22 +75,22 @@ class PPOConfig:
 
     def _validate(self, prefix: str) -> None:
         for key in ("n_steps", "batch_size", "n_epochs"):
-            _require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
+            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
         for key in ("learning_rate", "clip_range", "max_grad_norm"):
-            _require(getattr(self, key) > 0, f"{prefix}{key}", "a number > 0")
+            require(getattr(self, key) > 0, f"{prefix}{key}", "a number > 0")
         for key in ("gamma", "gae_lambda"):
-            _require(0 <= getattr(self, key) <= 1, f"{prefix}{key}", "a number in [0, 1]")
+            require(0 <= getattr(self, key) <= 1, f"{prefix}{key}", "a number in [0, 1]")
         for key in ("ent_coef", "vf_coef"):
-            _require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0")
-        _require(
+            require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0")
+        require(
             self.sequence_length is None or (self.sequence_length >= 1 and self.n_steps % self.sequence_length == 0),
             f"{prefix}sequence_length",
             f"null or a divisor of ppo.n_steps={self.n_steps}",
         )
         for key in ("clip_range_vf", "target_kl"):
             v = getattr(self, key)
-            _require(v is None or v > 0, f"{prefix}{key}", "a number > 0 or null")
-        _require(self.lr_schedule in LR_SCHEDULES, f"{prefix}lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+            require(v is None or v > 0, f"{prefix}{key}", "a number > 0 or null")
+        require(self.lr_schedule in LR_SCHEDULES, f"{prefix}lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
 
 
 @dataclass
@@ -108,13 +109,13 @@ class EvalConfig:
     n_envs: int = 8
 
     def _validate(self, prefix: str) -> None:
-        _require(self.freq >= 0, f"{prefix}freq", "an integer >= 0 (0 disables periodic evaluation)")
-        _require(self.n_episodes >= 1, f"{prefix}n_episodes", "an integer >= 1")
-        _require(self.n_envs >= 1, f"{prefix}n_envs", "an integer >= 1")
+        require(self.freq >= 0, f"{prefix}freq", "an integer >= 0 (0 disables periodic evaluation)")
+        require(self.n_episodes >= 1, f"{prefix}n_episodes", "an integer >= 1")
+        require(self.n_envs >= 1, f"{prefix}n_envs", "an integer >= 1")
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Strict):
     """Everything one training run needs; ``config.yaml`` in a run directory is this, resolved.
 
     :param env_id: environment id (``python run_rl.py list`` shows them)
@@ -151,39 +152,15 @@ class RunConfig:
     gate_diagnostics: int = 10
 
     def _validate(self, prefix: str) -> None:
-        from policies import CORE_NAMES
-
-        _require(bool(self.env_id), f"{prefix}env_id", "a non-empty environment id")
-        _require(self.core in CORE_NAMES, f"{prefix}core", f"one of {', '.join(CORE_NAMES)}")
+        require(bool(self.env_id), f"{prefix}env_id", "a non-empty environment id")
+        require(self.core in CORE_NAMES, f"{prefix}core", f"one of {', '.join(CORE_NAMES)}")
         for key in ("total_timesteps", "n_envs", "threads"):
-            _require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
+            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
         for key in ("checkpoint_freq", "gate_diagnostics"):
-            _require(getattr(self, key) >= 0, f"{prefix}{key}", "an integer >= 0 (0 disables it)")
-        _require(self.vec_env in VEC_ENVS, f"{prefix}vec_env", f"one of {', '.join(VEC_ENVS)}")
-        _require(_is_device(self.device), f"{prefix}device", "a torch device such as cpu, cuda, cuda:0 or auto")
-        _require("core" not in self.policy_kwargs, f"{prefix}policy_kwargs.core", "set through the key 'core'")
-
-    # -- conversions -------------------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
-        """Build and validate a config from a (possibly partial) dict; missing keys take the defaults.
-
-        :param data: nested dict, e.g. from a YAML file
-        :param source: where the dict came from, for error messages
-        """
-        return _build(cls, data, "", source)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RunConfig:
-        """Read a config YAML (e.g. a run directory's ``config.yaml``), strictly."""
-        return cls.from_dict(_read_yaml(Path(path)), source=str(path))
+            require(getattr(self, key) >= 0, f"{prefix}{key}", "an integer >= 0 (0 disables it)")
+        require(self.vec_env in VEC_ENVS, f"{prefix}vec_env", f"one of {', '.join(VEC_ENVS)}")
+        require(_is_device(self.device), f"{prefix}device", "a torch device such as cpu, cuda, cuda:0 or auto")
+        require("core" not in self.policy_kwargs, f"{prefix}policy_kwargs.core", "set through the key 'core'")
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
@@ -213,7 +190,7 @@ def config_path(name_or_path: str) -> Path:
     candidate = CONFIG_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
         raise UrgateError(
-            f"unknown config {name_or_path!r}{_hint(name_or_path, available_configs())}; valid: "
+            f"unknown config {name_or_path!r}{did_you_mean(name_or_path, available_configs())}; valid: "
             f"{', '.join(available_configs()) or '(no configs/ directory)'}, or a path to a YAML file"
         )
     return candidate
@@ -230,206 +207,29 @@ def load_config(name_or_path: str | None = None, env_id: str | None = None, over
     :return: the validated ``RunConfig``
     """
     if name_or_path is None:
-        if env_id is None:
-            name_or_path = DEFAULT_CONFIG
-        else:
-            import envs
-
-            name_or_path = envs.family_of(env_id).config
+        name_or_path = DEFAULT_CONFIG if env_id is None else envs.family_of(env_id).config
     if name_or_path == DEFAULT_CONFIG and not (CONFIG_DIR / f"{DEFAULT_CONFIG}.yaml").is_file():
         data: dict[str, Any] = embedded_default().to_dict()  # installed without configs/
         source = "embedded default"
     else:
         path = config_path(name_or_path)
-        data, source = _read_yaml(path), str(path)
-    data = _merge(RunConfig().to_dict(), data, RunConfig, "", source)
+        data, source = read_yaml(path), str(path)
+    data = merge(RunConfig().to_dict(), data, RunConfig, "", source)
     if env_id is not None:
         data["env_id"] = env_id
     for item in overrides or []:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
+        set_dotted(RunConfig, data, key, value)
     cfg = RunConfig.from_dict(data, source="--set" if overrides else source)
-    import envs
-
     envs.family_of(cfg.env_id)  # an unknown id fails here, before anything is built or written
     return cfg
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """Split ``key=value``; the value is parsed as YAML (``64`` -> int, ``[64, 64]`` -> list, ``null`` -> None)."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UrgateError(f"an override must look like key=value (e.g. ppo.n_steps=64), got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise UrgateError(f"cannot parse the value of override {item!r}: {exc.__class__.__name__}") from None
-    return key, value
-
-
-# -- internals -------------------------------------------------------------------------------------------------
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UrgateError(f"cannot read config {str(path)!r}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise UrgateError(f"config {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UrgateError(f"config {str(path)!r} must be a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
-def _hint(name: str, valid) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _require(ok: bool, key: str, what: str) -> None:
-    if not ok:
-        raise UrgateError(f"config key '{key}' must be {what}")
 
 
 def _is_device(name: str) -> bool:
     if name == "auto":
         return True
-    import torch
-
     try:
         torch.device(name)
     except (RuntimeError, ValueError):
         return False
     return True
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unknown_key(cls, key: str, prefix: str, source: str) -> UrgateError:
-    valid = [f.name for f in dataclasses.fields(cls)]
-    where = f" in '{prefix[:-1]}'" if prefix else ""
-    return UrgateError(
-        f"unknown config key '{prefix}{key}'{_hint(key, valid)} ({source}); valid keys{where}: {', '.join(valid)}"
-    )
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any], cls, prefix: str, source: str) -> dict[str, Any]:
-    """``base`` updated by ``new`` key by key inside dataclass sections; a free-form dict value replaces."""
-    hints = _hints(cls)
-    out = dict(base)
-    for key, value in new.items():
-        if key not in hints:
-            raise _unknown_key(cls, key, prefix, source)
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            out[key] = _merge(base.get(key, {}), value, hints[key], f"{prefix}{key}.", source)
-        else:
-            out[key] = value
-    return out
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    cls, node, prefix = RunConfig, data, ""
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if cls is not None:
-            hints = _hints(cls)
-            if part not in hints:
-                raise _unknown_key(cls, part, prefix, "--set")
-            sub = hints[part]
-            cls = sub if dataclasses.is_dataclass(sub) else None
-            if not last and cls is None and typing.get_origin(sub) is not dict:
-                raise UrgateError(
-                    f"config key '{prefix}{part}' is {_type_name(sub)}, it has no sub-key '{parts[i + 1]}'"
-                )
-        if last:
-            if cls is not None and isinstance(value, dict):  # a whole section: merge, keep the other keys
-                value = _merge(node.get(part) or {}, value, cls, prefix + part + ".", "--set")
-            node[part] = value
-        else:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        prefix += part + "."
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    if origin is dict or hint is dict:
-        return "mapping"
-    names = {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, source)
-            except UrgateError:
-                pass
-    elif dataclasses.is_dataclass(hint):
-        if isinstance(value, dict):
-            return _build(hint, value, key + ".", source)
-    elif origin is dict or hint is dict:
-        if isinstance(value, dict):
-            return value
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e5" as a string
-            try:
-                as_float = float(value)
-            except ValueError:
-                as_float = None
-            if as_float is not None and as_float.is_integer():
-                return int(as_float)
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str and isinstance(value, str):
-        return value
-    raise UrgateError(
-        f"config key '{key}' must be {_type_name(hint)}, got {value!r} ({type(value).__name__}, from {source})"
-    )
-
-
-def _build(cls, data: dict[str, Any], prefix: str, source: str):
-    if not isinstance(data, dict):
-        raise UrgateError(f"config section '{prefix[:-1] or 'top level'}' must be a mapping ({source})")
-    hints = _hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in hints:
-            raise _unknown_key(cls, key, prefix, source)
-        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
-    obj = cls(**kwargs)
-    obj._validate(prefix)
-    return obj

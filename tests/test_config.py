@@ -14,9 +14,9 @@ from agents.config import (
     available_configs,
     embedded_default,
     load_config,
-    parse_override,
 )
 from agents.errors import UrgateError
+from agents.strict import parse_override
 
 
 def test_default_yaml_states_the_embedded_default():
