@@ -18,13 +18,18 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
+
+if TYPE_CHECKING:
+    from agents.experiments import Experiment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_COMMAND = "train"
@@ -54,6 +59,8 @@ def _print_eval(result: dict, prefix: str = "") -> None:
 
 
 def _report_run(summary: dict) -> int:
+    from agents import rundir
+
     run_dir = summary["run_dir"]
     status = summary["status"]
     head = f"{summary['core']} on {summary['env_id']}: {summary['timesteps']} steps, {summary['wall_time_s']:.0f} s"
@@ -73,9 +80,9 @@ def _report_run(summary: dict) -> int:
         print(f"checkpoint saved; continue with: python run_rl.py resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"training diverged: {summary.get('message')}.", file=sys.stderr)
-    ckpt = Path(run_dir) / "checkpoints" / "latest.zip"
+    ckpt = rundir.checkpoint_path(run_dir)
     if ckpt.exists():
-        steps = json.loads(ckpt.with_name("latest.json").read_text())["timesteps"]
+        steps = rundir.checkpoint_timesteps(run_dir)
         print(f"the last good checkpoint (step {steps}) is kept in {ckpt}", file=sys.stderr)
     print("try a lower ppo.learning_rate or ppo.max_grad_norm (--set key=value)", file=sys.stderr)
     return EXIT_FAILED
@@ -149,6 +156,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from agents import rundir
     from agents.evaluate import evaluate
 
     torch.set_num_threads(1)
@@ -162,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     _print_eval(result, prefix=f"{result['env_id']} ({'greedy' if not args.stochastic else 'sampled'}): ")
-    out = args.out or (args.path / "eval.json" if args.path.is_dir() else None)
+    out = args.out or (args.path / rundir.EVAL_RESULT if args.path.is_dir() else None)
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"statistics written to {out}")
@@ -243,10 +251,150 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.experiments import resolve, run_experiment
+# The grid's strings (``--cores lstm,ur --seeds 3 --grid length=10,30``) become an ``agents.experiments.Experiment``.
 
-    exp, exp_dir = resolve(
+
+def parse_list(text: str, what: str) -> list[str]:
+    """``"a,b, c"`` -> ``["a", "b", "c"]``; an empty item is an error."""
+    from agents.errors import UrgateError
+
+    items = [t.strip() for t in str(text).split(",")]
+    if not items or any(not t for t in items):
+        raise UrgateError(f"{what} must be a comma-separated list without empty items, got {text!r}")
+    return items
+
+
+def parse_seeds(text: str | int) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"0,5,9"`` -> those seeds."""
+    from agents.errors import UrgateError
+
+    text = str(text).strip()
+    try:
+        if "," in text:
+            seeds = [int(s) for s in parse_list(text, "--seeds")]
+        else:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            seeds = list(range(n))
+    except ValueError:
+        raise UrgateError(f"--seeds must be a count (3: seeds 0, 1, 2) or a list (0,5,9), got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UrgateError(f"--seeds must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``["length=10,30,100"]`` -> ``{"length": [10, 30, 100]}``; values are YAML scalars."""
+    from agents.config import parse_override
+    from agents.errors import UrgateError
+    from agents.experiments.grid import compact
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key) or not raw.strip():
+            raise UrgateError(f"--grid must look like key=v1,v2,... (e.g. length=10,30,100), got {item!r}")
+        if key in grid:
+            raise UrgateError(f"--grid key {key!r} given twice; put all its values in one --grid {key}=v1,v2")
+        values = []
+        for token in parse_list(raw, f"--grid {key}"):
+            _, value = parse_override(f"{key}={token}")
+            values.append(value)
+        if len({compact(v) for v in values}) != len(values):
+            raise UrgateError(f"--grid {key} repeats a value: {raw!r}")
+        grid[key] = values
+    return grid
+
+
+def experiment_from_args(
+    *,
+    cores: str,
+    seeds: str | int,
+    env: str | None,
+    grid: Iterable[str] = (),
+    config: str | None = None,
+    timesteps: int | None = None,
+    overrides: Iterable[str] = (),
+) -> Experiment:
+    """Build an experiment from the command line's strings (``--cores lstm,ur --seeds 3 --grid length=10,30``)."""
+    import policies
+    from agents.config import load_config
+    from agents.errors import UrgateError
+    from agents.experiments import Experiment
+
+    core_list = parse_list(cores, "--cores")
+    for c in core_list:
+        if c not in policies.CORE_NAMES:
+            raise UrgateError(f"unknown core {c!r} in --cores; valid: {', '.join(policies.CORE_NAMES)}")
+    if timesteps is not None and timesteps < 1:
+        raise UrgateError(f"--timesteps must be >= 1, got {timesteps}")
+    env_ids = parse_list(env, "--env") if env else [load_config(config, None, list(overrides)).env_id]
+    return Experiment(
+        env_ids=env_ids,
+        cores=core_list,
+        seeds=parse_seeds(seeds),
+        grid=parse_grid(grid),
+        config=config,
+        timesteps=timesteps,
+        overrides=list(overrides),
+    )
+
+
+def resolve_experiment(
+    exp_dir: str | Path | None,
+    *,
+    cores: str | None,
+    seeds: str | int | None,
+    env: str | None,
+    grid: Iterable[str] = (),
+    config: str | None = None,
+    timesteps: int | None = None,
+    overrides: Iterable[str] = (),
+) -> tuple[Experiment, Path]:
+    """The experiment and directory a ``compare`` command means.
+
+    With ``cores`` the grid comes from the arguments (directory default: :func:`default_exp_dir`); without, it is
+    read from the existing ``exp_dir`` (continue an experiment as it was started, with no other grid options).
+    """
+    from agents.errors import UrgateError
+    from agents.experiments import default_exp_dir, load_experiment
+
+    if cores is None:
+        grid_options = {
+            "--seeds": seeds,
+            "--env": env,
+            "--grid": list(grid),
+            "--config": config,
+            "--timesteps": timesteps,
+            "--set": list(overrides),
+        }
+        given = [k for k, v in grid_options.items() if v not in (None, [])]
+        if exp_dir is None or given:
+            raise UrgateError(
+                "compare needs --cores (e.g. --cores lstm,ur --seeds 3 --env urgate/TMaze-v0 --grid length=10,100), "
+                "or --exp-dir of an existing experiment alone to continue it"
+                + (f" (got {', '.join(given)} without --cores)" if given else "")
+            )
+        return load_experiment(exp_dir), Path(exp_dir)
+    exp = experiment_from_args(
+        cores=cores,
+        seeds=1 if seeds is None else seeds,
+        env=env,
+        grid=grid,
+        config=config,
+        timesteps=timesteps,
+        overrides=overrides,
+    )
+    return exp, Path(exp_dir) if exp_dir is not None else default_exp_dir(exp)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from agents.experiments.run import run_experiment
+    from agents.experiments.store import log_path
+
+    exp, exp_dir = resolve_experiment(
         args.exp_dir,
         cores=args.cores,
         seeds=args.seeds,
@@ -274,7 +422,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{len(report.interrupted)} interrupted, {len(report.failed)} failed; {report.wall_time_s / 60:.1f} min"
     )
     for name, error in report.failed.items():
-        print(f"failed: {name}: {error} (log: {exp_dir / 'logs' / (name + '.log')})", file=sys.stderr)
+        print(f"failed: {name}: {error} (log: {log_path(exp_dir, name)})", file=sys.stderr)
     print(f"figures and table: python run_rl.py plot {exp_dir}")
     if report.interrupted and not report.failed:
         print(f"continue with: python run_rl.py compare --exp-dir {exp_dir}", file=sys.stderr)

@@ -8,10 +8,7 @@ resumes without losing or repeating data).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -22,18 +19,15 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.policies import BaseModel
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from tqdm import tqdm
 
-from policies.gates import timescale
+from . import rundir
+from .checkpoints import save_model, write_checkpoint
+from .evaluate import run_episodes
+from .gate_stats import gate_summary, rollout_gates, timescales
 
-from .evaluate import normalize_stats_path, run_episodes
-
-EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "success_rate", "episodes", "ci95_lo", "ci95_hi")
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 GATE_SAMPLES = 20_000  # gate values kept per diagnostics (of num_layers * n_steps * n_envs * hidden)
-TIMESCALE_CAP = 1e6  # 1 / (1 - g) is infinite at g = 1 in float32; histograms need finite values
 
 
 class NonFiniteError(RuntimeError):
@@ -125,49 +119,16 @@ class NonFiniteGuard(BaseCallback):
 # -- checkpoints -----------------------------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename: ``path`` is never half-written."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_model(model, path: Path) -> None:
-    """Save ``model`` to ``path`` atomically, with its VecNormalize statistics (if any) next to it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    norm = model.get_vec_normalize_env()
-    if norm is not None:
-        _atomic(normalize_stats_path(path), lambda p: norm.save(str(p)))
-    _atomic(path, lambda p: model.save(str(p)))
-
-
-def write_checkpoint(model, ckpt_dir: Path, timesteps: int | None = None) -> Path:
-    """``ckpt_dir/latest.zip`` (+ ``latest.vecnormalize.pkl``, ``latest.json``), each replaced atomically.
-
-    :param timesteps: the step count to record (default: the model's); the model's counter is set to it, so a
-        checkpoint taken mid-rollout resumes from the last update rather than counting untrained steps
-    """
-    if timesteps is not None:
-        model.num_timesteps = int(timesteps)
-    path = ckpt_dir / "latest.zip"
-    save_model(model, path)
-    meta = {"timesteps": int(model.num_timesteps), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _atomic(ckpt_dir / "latest.json", lambda p: p.write_text(json.dumps(meta) + "\n"))
-    return path
-
-
 class CheckpointCallback(BaseCallback):
     """Writes ``checkpoints/latest.zip`` every ``freq`` environment steps, at update boundaries.
 
-    :param ckpt_dir: the run's ``checkpoints`` directory
+    :param run_dir: the run directory
     :param freq: steps between checkpoints (0: never; the trainer still writes one at the end)
     """
 
-    def __init__(self, ckpt_dir: Path, freq: int) -> None:
+    def __init__(self, run_dir: Path, freq: int) -> None:
         super().__init__()
-        self.ckpt_dir, self.freq = ckpt_dir, freq
+        self.run_dir, self.freq = run_dir, freq
         self.last = 0
 
     def _on_training_start(self) -> None:
@@ -175,7 +136,7 @@ class CheckpointCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.freq and self.model.num_timesteps - self.last >= self.freq:
-            write_checkpoint(self.model, self.ckpt_dir)
+            write_checkpoint(self.model, self.run_dir)
             self.last = self.model.num_timesteps
 
     def _on_step(self) -> bool:
@@ -204,17 +165,14 @@ class EvalCallback(BaseCallback):
         super().__init__()
         self.eval_env, self.run_dir, self.freq = eval_env, run_dir, freq
         self.n_episodes, self.deterministic, self.seed = n_episodes, deterministic, seed
-        self.csv_path = run_dir / "evaluations.csv"
         self.best = -math.inf
         self.next_at = 0
         self.last_result: dict[str, Any] | None = None
         self.last_timesteps: int | None = None
-        if self.csv_path.is_file():  # resuming: continue the table and the best score
-            with open(self.csv_path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            if rows:
-                self.best = max(float(r["mean_return"]) for r in rows)
-                self.last_timesteps = int(rows[-1]["timesteps"])
+        earlier = rundir.read_evaluations(run_dir)
+        if earlier is not None:  # resuming: continue the table and the best score
+            self.best = float(np.max(earlier["mean_return"]))
+            self.last_timesteps = int(earlier["timesteps"][-1])
 
     def _init_callback(self) -> None:
         if isinstance(self.training_env, VecNormalize) and not isinstance(self.eval_env, VecNormalize):
@@ -247,78 +205,15 @@ class EvalCallback(BaseCallback):
         self.logger.record("eval/mean_return", result["mean_return"])
         if result["success_rate"] is not None:
             self.logger.record("eval/success_rate", result["success_rate"])
-        new_file = not self.csv_path.is_file()
-        with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new_file:
-                w.writerow(EVAL_COLUMNS)
-            sr = result["success_rate"]
-            w.writerow(
-                [
-                    t,
-                    result["mean_return"],
-                    result["std_return"],
-                    "" if sr is None else sr,
-                    result["episodes"],
-                    *result["ci95"],
-                ]
-            )
+        rundir.append_evaluation(self.run_dir, t, result)
         if result["mean_return"] > self.best:
             self.best = result["mean_return"]
-            save_model(self.model, self.run_dir / "best_model.zip")
+            save_model(self.model, rundir.best_model_path(self.run_dir))
         self.last_result, self.last_timesteps = result, t
         return result
 
 
 # -- gate diagnostics ------------------------------------------------------------------------------------------
-
-
-def replay_inputs(model) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor], th.Tensor]:
-    """What the actor core saw during the rollout just collected: ``(features (T, B, F), (h0, c0), starts (T, B))``.
-
-    The rollout buffer's observations go through the actor's features extractor; ``(h0, c0)`` is the core state
-    before the rollout's first step, and ``starts`` marks the steps where an episode began (the state is zeroed).
-    """
-    policy, buf = model.policy, model.rollout_buffer
-    T, B = buf.episode_starts.shape
-    # Reshape to the env's own observation shapes (the buffer stores a Discrete entry as (1,)), as at rollout time.
-    space = policy.observation_space
-    if isinstance(buf.observations, dict):
-        flat = {k: v.reshape(T * B, *space[k].shape) for k, v in buf.observations.items()}
-    else:
-        flat = buf.observations.reshape(T * B, *space.shape)
-    with th.no_grad():
-        obs = obs_as_tensor(flat, policy.device)
-        features = BaseModel.extract_features(policy, obs, policy.pi_features_extractor).reshape(T, B, -1)
-    h0 = th.as_tensor(buf.hidden_states_pi[0], device=policy.device)
-    c0 = th.as_tensor(buf.cell_states_pi[0], device=policy.device)
-    starts = th.as_tensor(buf.episode_starts, dtype=th.float32, device=policy.device)
-    return features, (h0, c0), starts
-
-
-def rollout_gates(model) -> np.ndarray:
-    """Effective forget gates of the actor core on the rollout just collected, shape (num_layers, T, B, H)."""
-    features, state, starts = replay_inputs(model)
-    return model.policy.lstm_actor.gate_trace(features, state, episode_starts=starts).float().cpu().numpy()
-
-
-def timescales(gates: np.ndarray) -> np.ndarray:
-    """Timescales 1/(1-g) in steps (``policies.gates.timescale``), capped at ``TIMESCALE_CAP``."""
-    with np.errstate(divide="ignore"):
-        return np.minimum(timescale(np.asarray(gates, dtype=np.float64)), TIMESCALE_CAP)
-
-
-def gate_summary(gates: np.ndarray) -> dict[str, float]:
-    """Quantiles of the gates and of their timescales 1/(1-g), as scalars for TensorBoard."""
-    g = gates.astype(np.float64).ravel()
-    tau = timescales(g)
-    out = {}
-    for q in QUANTILES:
-        out[f"gates/forget_q{int(q * 100):02d}"] = float(np.quantile(g, q))
-        out[f"gates/timescale_q{int(q * 100):02d}"] = float(np.quantile(tau, q))
-    out["gates/forget_mean"] = float(g.mean())
-    out["gates/near_binary"] = float(np.mean((g < 0.05) | (g > 0.95)))  # the paper's "gates become binary"
-    return out
 
 
 class GateDiagnostics(BaseCallback):
@@ -364,26 +259,16 @@ class GateDiagnostics(BaseCallback):
             self.logger.record(key, value)
         return gates
 
-    def load(self, path: Path) -> None:
-        """Keep the initial sample of an earlier session (resume)."""
-        if path.is_file():
-            with np.load(path) as z:
-                self.initial = (int(z["initial_timesteps"]), z["initial_gates"])
+    def load(self, run_dir: Path) -> None:
+        """Keep the initial sample of an earlier session of the run (resume)."""
+        earlier = rundir.read_gates(run_dir)
+        if earlier is not None:
+            self.initial = (int(earlier["initial_timesteps"]), earlier["initial_gates"])
 
-    def save(self, path: Path) -> None:
-        """``gates.npz``: ``initial_gates``, ``final_gates`` (1-D float32), ``initial_timesteps``, ``final_timesteps``."""
-        if self.initial is None or self.final is None:
-            return
-        _atomic(
-            path,
-            lambda p: np.savez(
-                p,
-                initial_gates=self.initial[1],
-                final_gates=self.final[1],
-                initial_timesteps=np.int64(self.initial[0]),
-                final_timesteps=np.int64(self.final[0]),
-            ),
-        )
+    def save(self, run_dir: Path) -> None:
+        """The first and the last samples to the run's ``gates.npz``."""
+        if self.initial is not None and self.final is not None:
+            rundir.write_gates(run_dir, self.initial, self.final)
 
 
 # -- progress --------------------------------------------------------------------------------------------------
@@ -400,8 +285,6 @@ class ProgressBar(BaseCallback):
         self._window: list[tuple[float, int]] = []
 
     def _on_training_start(self) -> None:
-        from tqdm import tqdm
-
         tty = sys.stderr.isatty()
         self.bar = tqdm(
             total=self.total,

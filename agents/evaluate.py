@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from . import factory
+from . import factory, loading, rundir
 from .config import RunConfig
 from .errors import UrgateError
 from .stats import bootstrap_ci, mean
@@ -97,11 +98,6 @@ class Resolved:
     normalize_stats: Path | None
 
 
-def normalize_stats_path(model_path: Path) -> Path:
-    """Where the VecNormalize statistics that belong to a model zip are kept: ``<name>.vecnormalize.pkl``."""
-    return model_path.with_name(model_path.name.removesuffix(".zip") + ".vecnormalize.pkl")
-
-
 def resolve(path: str | Path) -> Resolved:
     """A run directory (its final model, else its latest checkpoint) or a model zip, with its run info.
 
@@ -109,15 +105,20 @@ def resolve(path: str | Path) -> Resolved:
     """
     path = Path(path)
     if path.is_dir():
-        if not (path / "config.yaml").is_file():
-            raise UrgateError(f"{str(path)!r} is not a run directory (no config.yaml); give a run directory or a .zip")
-        cfg = RunConfig.from_yaml(path / "config.yaml")
-        for candidate in (path / "final_model.zip", path / "checkpoints" / "latest.zip"):
+        if not rundir.is_run_dir(path):
+            raise UrgateError(
+                f"{str(path)!r} is not a run directory (no {rundir.CONFIG}); give a run directory or a .zip"
+            )
+        cfg = RunConfig.from_yaml(rundir.config_path(path))
+        final, latest = rundir.final_model_path(path), rundir.checkpoint_path(path)
+        for candidate in (final, latest):
             if candidate.exists():
-                return Resolved(candidate, factory.run_info(cfg), _existing(normalize_stats_path(candidate)))
-        raise UrgateError(f"run directory {str(path)!r} has no final_model.zip and no checkpoints/latest.zip yet")
-    factory.check_model_file(path)
-    return Resolved(path, {}, _existing(normalize_stats_path(path)))
+                return Resolved(candidate, factory.run_info(cfg), _existing(rundir.normalize_stats_path(candidate)))
+        raise UrgateError(
+            f"run directory {str(path)!r} has no {final.name} and no {latest.relative_to(path).as_posix()} yet"
+        )
+    loading.check_model_file(path)
+    return Resolved(path, {}, _existing(rundir.normalize_stats_path(path)))
 
 
 def _existing(p: Path) -> Path | None:
@@ -162,11 +163,11 @@ def evaluate(
     resolved = None
     if isinstance(model_or_path, str | Path):
         resolved = resolve(model_or_path)
-        info = resolved.run_info or factory.read_run_info(resolved.model_path)
+        info = resolved.run_info or loading.read_run_info(resolved.model_path)
         stats_file = normalize_stats or resolved.normalize_stats
     else:
         model = model_or_path
-        info = getattr(model, factory.RUN_INFO_ATTR, None) or {}
+        info = getattr(model, loading.RUN_INFO_ATTR, None) or {}
         stats_file = normalize_stats
     env_id = env_id or info.get("env_id")
     if env_id is None:
@@ -180,11 +181,11 @@ def evaluate(
         venv = factory.make_vec_env(env_id, kwargs, n_envs, seed)
     try:
         if stats_file is not None:
-            venv = factory.load_vecnormalize(Path(stats_file), venv, training=False)
+            venv = loading.load_vecnormalize(Path(stats_file), venv, training=False)
         if resolved is not None:
-            model = factory.load_model(resolved.model_path, device=device, env=venv)
+            model = loading.load_model(resolved.model_path, device=device, env=venv)
         else:
-            factory.check_spaces(model.observation_space, model.action_space, venv, "the model")
+            loading.check_spaces(model.observation_space, model.action_space, venv, "the model")
         frames: list[np.ndarray] | None = [] if video_path is not None else None
         stats = run_episodes(model, venv, n_episodes, deterministic=deterministic, frames=frames)
     finally:
@@ -207,8 +208,6 @@ def _require_ffmpeg() -> None:
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
     """Write RGB frames to a GIF (Pillow) or an MP4 (imageio-ffmpeg)."""
-    import imageio.v3 as iio
-
     if not frames:
         raise UrgateError("no frames were rendered, so no video was written")
     path.parent.mkdir(parents=True, exist_ok=True)

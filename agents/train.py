@@ -1,14 +1,5 @@
-"""Train and resume runs: build from a config, learn with the callbacks, write the run directory.
-
-A run directory holds::
-
-    config.yaml          the resolved RunConfig
-    summary.json         env_id, core, seed, timesteps, wall_time_s, fps, final_eval, memoryless_ceiling, status
-    evaluations.csv      one row per periodic evaluation (timesteps, mean_return, std_return, success_rate, ...)
-    gates.npz            initial_gates / final_gates samples of the actor core's effective forget gates
-    progress.csv, tb/    SB3's CSV and TensorBoard logs
-    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json), replaced atomically
-    best_model.zip       best periodic evaluation;  final_model.zip  at the end of the budget
+"""Train and resume runs: build from a config, learn with the callbacks, write the run directory
+(``agents.rundir`` names its files).
 
 Everything a user can get wrong (config, env id, core, policy keywords, run directory) is checked before the
 first file is written.
@@ -16,7 +7,6 @@ first file is written.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -28,7 +18,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoard
 
 import envs
 
-from . import factory
+from . import factory, loading, rundir
 from .callbacks import (
     CheckpointCallback,
     EvalCallback,
@@ -38,19 +28,13 @@ from .callbacks import (
     ProgressBar,
     StopOnRequest,
     StopRequest,
-    save_model,
-    write_checkpoint,
 )
+from .checkpoints import save_model, write_checkpoint
 from .config import RunConfig
 from .errors import UrgateError
 
 log = logging.getLogger("urgate")
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never replay the training envs' episodes
-STATUSES = ("finished", "interrupted", "diverged")
-
-
-def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "latest.zip"
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -64,8 +48,8 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
                 f"run directory {str(run_dir)!r} already exists: pass --overwrite to replace it, or continue it "
                 f"with: python run_rl.py resume {run_dir}"
             )
-        if not (run_dir / "config.yaml").is_file():
-            raise UrgateError(f"refusing to overwrite {str(run_dir)!r}: it is not a run directory (no config.yaml)")
+        if not rundir.is_run_dir(run_dir):
+            raise UrgateError(f"refusing to overwrite {str(run_dir)!r}: it is not a run directory (no {rundir.CONFIG})")
 
 
 class _CSV(CSVOutputFormat):
@@ -85,7 +69,10 @@ def make_logger(run_dir: Path) -> Logger:
     """``progress.csv`` (appended on resume) and TensorBoard events under ``tb/``."""
     return Logger(
         folder=str(run_dir),
-        output_formats=[_CSV(run_dir / "progress.csv"), TensorBoardOutputFormat(str(run_dir / "tb"))],
+        output_formats=[
+            _CSV(run_dir / rundir.PROGRESS),
+            TensorBoardOutputFormat(str(run_dir / rundir.TENSORBOARD)),
+        ],
     )
 
 
@@ -112,7 +99,7 @@ def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_ba
     if run_dir.exists():
         shutil.rmtree(run_dir)  # check_run_dir allowed it: an empty directory or a run directory with --overwrite
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    rundir.write_config(run_dir, cfg.to_yaml())
     log.info("training %s on %s for %d steps -> %s", cfg.core, cfg.env_id, cfg.total_timesteps, run_dir)
     return _learn(model, cfg, run_dir, fresh=True, progress_bar=progress_bar)
 
@@ -127,10 +114,10 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
     :return: the summary, as ``train``
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UrgateError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-    ckpt = checkpoint_path(run_dir)
+    if not rundir.is_run_dir(run_dir):
+        raise UrgateError(f"{str(run_dir)!r} is not a run directory (no {rundir.CONFIG})")
+    cfg = RunConfig.from_yaml(rundir.config_path(run_dir))
+    ckpt = rundir.checkpoint_path(run_dir)
     if not ckpt.exists():
         raise UrgateError(f"run {str(run_dir)!r} has no checkpoint to resume from ({ckpt} is missing)")
     if total_timesteps is not None:
@@ -138,12 +125,12 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
             raise UrgateError(f"--timesteps must be >= 1, got {total_timesteps}")
         cfg.total_timesteps = total_timesteps
     factory.set_threads(cfg.threads)
-    stats = ckpt.with_name("latest.vecnormalize.pkl")
+    stats = rundir.normalize_stats_path(ckpt)
     if cfg.ppo.normalize and not stats.is_file():
         raise UrgateError(f"run {str(run_dir)!r} normalises observations but {stats} is missing")
     env = factory.make_training_env(cfg, normalize_stats=stats if cfg.ppo.normalize else None)
     try:
-        model = factory.load_model(ckpt, device=cfg.device, env=env, expect_core=cfg.core)
+        model = loading.load_model(ckpt, device=cfg.device, env=env, expect_core=cfg.core)
     except BaseException:
         env.close()
         raise
@@ -153,14 +140,14 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
             f"run {str(run_dir)!r} already has {model.num_timesteps} of its {cfg.total_timesteps} steps; "
             "pass --timesteps with a larger budget to continue it"
         )
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    rundir.write_config(run_dir, cfg.to_yaml())
     log.info("resuming %s at step %d of %d", run_dir, model.num_timesteps, cfg.total_timesteps)
     return _learn(model, cfg, run_dir, fresh=False, progress_bar=progress_bar)
 
 
 def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: bool) -> dict[str, Any]:
     start_steps = model.num_timesteps
-    previous = _read_summary(run_dir)
+    previous = rundir.read_summary(run_dir) or {}
     model.set_logger(make_logger(run_dir))
     eval_env = factory.make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.eval.n_envs, cfg.seed + EVAL_SEED_OFFSET)
     stop = StopRequest()
@@ -170,8 +157,8 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
         eval_env, run_dir, cfg.eval.freq, cfg.eval.n_episodes, cfg.eval.deterministic, cfg.seed + EVAL_SEED_OFFSET
     )
     gates = GateDiagnostics(cfg.gate_diagnostics, seed=cfg.seed)
-    gates.load(run_dir / "gates.npz")
-    callbacks = [stopper, guard, CheckpointCallback(run_dir / "checkpoints", cfg.checkpoint_freq), evaluator, gates]
+    gates.load(run_dir)
+    callbacks = [stopper, guard, CheckpointCallback(run_dir, cfg.checkpoint_freq), evaluator, gates]
     bar = ProgressBar(cfg.total_timesteps, desc=f"{cfg.core} {cfg.env_id}") if progress_bar else None
     if bar is not None:
         callbacks.append(bar)
@@ -199,40 +186,32 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
     learn_time = time.perf_counter() - t0
 
     if status == "interrupted":
-        write_checkpoint(model, run_dir / "checkpoints", timesteps=stopper.trained_timesteps)
+        write_checkpoint(model, run_dir, timesteps=stopper.trained_timesteps)
     final_eval = None
     if status == "finished":
-        write_checkpoint(model, run_dir / "checkpoints")
-        save_model(model, run_dir / "final_model.zip")
+        write_checkpoint(model, run_dir)
+        save_model(model, rundir.final_model_path(run_dir))
         final_eval = evaluator.evaluate_now()
         model.logger.dump(model.num_timesteps)
-    gates.save(run_dir / "gates.npz")
+    gates.save(run_dir)
     model.logger.close()
     eval_env.close()
     model.env.close()
 
     steps = model.num_timesteps - start_steps
-    family = envs.family_of(cfg.env_id)
-    summary = {
-        "env_id": cfg.env_id,
-        "core": cfg.core,
-        "seed": cfg.seed,
-        "timesteps": int(model.num_timesteps),
-        "total_timesteps": cfg.total_timesteps,
-        "wall_time_s": round(float(previous.get("wall_time_s", 0.0)) + time.perf_counter() - t0, 2),
-        "fps": round(steps / learn_time, 1) if learn_time > 0 else None,
-        "final_eval": final_eval,
-        "memoryless_ceiling": family.memoryless_ceiling,
-        "status": status,
-        "message": message,
-        "run_dir": str(run_dir),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = rundir.summary(
+        env_id=cfg.env_id,
+        core=cfg.core,
+        seed=cfg.seed,
+        timesteps=model.num_timesteps,
+        total_timesteps=cfg.total_timesteps,
+        wall_time_s=float(previous.get("wall_time_s", 0.0)) + time.perf_counter() - t0,
+        fps=round(steps / learn_time, 1) if learn_time > 0 else None,
+        final_eval=final_eval,
+        memoryless_ceiling=envs.family_of(cfg.env_id).memoryless_ceiling,
+        status=status,
+        message=message,
+        run_dir=run_dir,
+    )
+    rundir.write_summary(run_dir, summary)
     return summary
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}

@@ -37,6 +37,8 @@ import torch
 import yaml
 from torch import nn
 
+from agents import rundir
+from agents.experiments import RUNS_DIR
 from policies import CORE_NAMES, RefineLSTM, make_core
 from policies.gates import lstm_cell, refine_cell, timescale
 
@@ -169,18 +171,20 @@ def load_experiment_cores(exp_dir: Path, match: str = "") -> dict[str, list[nn.M
     Reads only the weights (``policy.pth`` inside the SB3 zip, loaded with ``weights_only=True``) and rebuilds the
     core with ``make_core`` from the sizes of the saved tensors, so no pickled code is executed.
     """
-    run_dirs = [exp_dir] if (exp_dir / "config.yaml").exists() else sorted(p for p in (exp_dir / "runs").glob("*"))
+    run_dirs = [exp_dir] if rundir.is_run_dir(exp_dir) else sorted(p for p in (exp_dir / RUNS_DIR).glob("*"))
     found: dict[str, list[nn.Module]] = {}
     for run in run_dirs:
         if match not in run.name:
             continue
-        ckpt, cfg_path = run / "checkpoints" / "latest.zip", run / "config.yaml"
+        ckpt, cfg_path = rundir.checkpoint_path(run), rundir.config_path(run)
         if not (ckpt.exists() and cfg_path.exists()):
             continue
         name = yaml.safe_load(cfg_path.read_text())["core"]
         found.setdefault(name, []).append(core_from_checkpoint(ckpt, name))
     if not found:
-        raise SystemExit(f"no run with config.yaml and checkpoints/latest.zip under {exp_dir}")
+        raise SystemExit(
+            f"no run with {rundir.CONFIG} and a checkpoint ({rundir.CHECKPOINTS}/{rundir.LATEST}) under {exp_dir}"
+        )
     return found
 
 

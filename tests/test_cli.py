@@ -24,6 +24,7 @@ import envs
 import policies
 import run_rl
 from agents.config import available_configs
+from agents.errors import UrgateError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MINIGRID = [
@@ -316,3 +317,27 @@ def test_default_run_dir_names_env_core_seed():
 def test_train_is_the_default_command():
     assert run_rl.build_parser().parse_args(["train", "--core", "lstm"]).run is run_rl.cmd_train
     assert run_rl.COMMANDS["train"].run is run_rl.cmd_train
+
+
+# -- compare's strings -------------------------------------------------------------------------------------------
+
+
+def test_compare_parses_grid_and_seeds():
+    assert run_rl.parse_grid(["length=10,30, 100", "ppo.learning_rate=1e-3,3e-4"]) == {
+        "length": [10, 30, 100],
+        "ppo.learning_rate": ["1e-3", "3e-4"],  # YAML 1.1 keeps these as strings; the config coerces them
+    }
+    assert run_rl.parse_seeds("3") == [0, 1, 2] and run_rl.parse_seeds("4,9") == [4, 9]
+    for bad in ("length", "length=", "=1,2", "length=1,,2", "len gth=1", "length=1,1"):
+        with pytest.raises(UrgateError, match="--grid"):
+            run_rl.parse_grid([bad])
+    with pytest.raises(UrgateError, match="given twice"):
+        run_rl.parse_grid(["length=1", "length=2"])
+    for bad in ("0", "-1", "x", "1,1", "1,-2"):
+        with pytest.raises(UrgateError, match="--seeds"):
+            run_rl.parse_seeds(bad)
+
+
+def test_compare_rejects_an_unknown_core_in_its_list():
+    with pytest.raises(UrgateError, match=r"unknown core 'lstn' in --cores; valid: lstm"):
+        run_rl.experiment_from_args(cores="lstn,ur", seeds="2", env="urgate/TMaze-v0")

@@ -6,26 +6,18 @@ trainer's format, so they check the experiment logic alone; the end-to-end tests
 
 import json
 import sys
-import types
 
 import pytest
 import yaml
 from fake_runs import write_run
 
+import agents.experiments.execute as execute_module
 from agents.errors import UrgateError
-from agents.experiments import (
-    EXPERIMENT_FILE,
-    RUNS_DIR,
-    Experiment,
-    experiment_from_args,
-    load_experiment,
-    parse_grid,
-    parse_seeds,
-    prepare,
-    run_experiment,
-    run_state,
-    validate,
-)
+from agents.experiments import EXPERIMENT_FILE, RUNS_DIR, Experiment, load_experiment, prepare, validate
+from agents.experiments.backends import _pack, _ray_task, _unpack
+from agents.experiments.execute import Job
+from agents.experiments.run import run_experiment
+from agents.rundir import run_state
 
 
 class FakeTrainer:
@@ -34,10 +26,11 @@ class FakeTrainer:
     def __init__(self, fail=(), interrupt=()):
         self.calls, self.fail, self.interrupt = [], set(fail), set(interrupt)
 
-    def module(self):
-        mod = types.ModuleType("agents.train")
-        mod.train, mod.resume = self.train, self.resume
-        return mod
+    def install(self, monkeypatch):
+        """Stand in for ``agents.train``'s train and resume where runs are executed."""
+        monkeypatch.setattr(execute_module, "train", self.train)
+        monkeypatch.setattr(execute_module, "resume", self.resume)
+        return self
 
     def _write(self, run_dir, cfg, status="finished"):
         return write_run(
@@ -67,9 +60,7 @@ class FakeTrainer:
 
 @pytest.fixture
 def fake_train(monkeypatch):
-    fake = FakeTrainer()
-    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
-    return fake
+    return FakeTrainer().install(monkeypatch)
 
 
 def tmaze(**kw):
@@ -93,25 +84,7 @@ def test_cell_config_puts_env_keywords_and_config_keys_in_place():
     assert cfg.env_kwargs["length"] == 7 and cfg.ppo.n_steps == 16
 
 
-def test_parse_grid_and_seeds():
-    assert parse_grid(["length=10,30, 100", "ppo.learning_rate=1e-3,3e-4"]) == {
-        "length": [10, 30, 100],
-        "ppo.learning_rate": ["1e-3", "3e-4"],  # YAML 1.1 keeps these as strings; the config coerces them
-    }
-    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,9") == [4, 9]
-    for bad in ("length", "length=", "=1,2", "length=1,,2", "len gth=1", "length=1,1"):
-        with pytest.raises(UrgateError, match="--grid"):
-            parse_grid([bad])
-    with pytest.raises(UrgateError, match="given twice"):
-        parse_grid(["length=1", "length=2"])
-    for bad in ("0", "-1", "x", "1,1", "1,-2"):
-        with pytest.raises(UrgateError, match="--seeds"):
-            parse_seeds(bad)
-
-
 def test_bad_input_is_one_line_user_error():
-    with pytest.raises(UrgateError, match=r"unknown core 'lstn' in --cores; valid: lstm"):
-        experiment_from_args(cores="lstn,ur", seeds="2", env="urgate/TMaze-v0")
     with pytest.raises(UrgateError, match="does not take keyword.*lenght.*accepted"):
         validate(tmaze(grid={"lenght": [10]}))
     with pytest.raises(UrgateError, match="unknown environment id"):
@@ -166,8 +139,7 @@ def test_unfinished_runs_resume_and_dead_ones_restart(tmp_path, fake_train):
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     exp = tmaze(cores=["ur"], timesteps=200)
     bad = exp.runs()[1].name
-    fake = FakeTrainer(fail={bad})
-    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
+    FakeTrainer(fail={bad}).install(monkeypatch)
     report = run_experiment(exp, tmp_path, workers=1, progress=False)
     assert report.failed == {bad: "RuntimeError: boom"}
     assert len(report.finished) == 3
@@ -177,8 +149,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, monkeypatch):
 def test_ctrl_c_in_a_run_stops_the_grid(tmp_path, monkeypatch):
     exp = tmaze(cores=["ur"], timesteps=200)
     first = exp.runs()[0].name
-    fake = FakeTrainer(interrupt={first})
-    monkeypatch.setitem(sys.modules, "agents.train", fake.module())
+    fake = FakeTrainer(interrupt={first}).install(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp, tmp_path, workers=1, progress=False)
     assert [c[1] for c in fake.calls] == [first]  # no further run was started
@@ -194,8 +165,6 @@ def test_unknown_backend_and_bad_workers(tmp_path):
 
 def test_ray_task_ships_a_run_out_and_back(tmp_path, fake_train):
     # The Ray task's own logic, without Ray: unpack the shipped run, resume it, pack the result.
-    from agents.experiments import Job, _pack, _ray_task, _unpack
-
     exp = tmaze(cores=["ur"], seeds=[0], grid={"length": [5]}, timesteps=200)
     spec = exp.runs()[0]
     src = tmp_path / "driver" / spec.name
@@ -259,10 +228,7 @@ def test_compare_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, me
 
 def test_ray_backend_runs_a_tiny_grid_on_a_local_runtime(tmp_path):
     ray = pytest.importorskip("ray")
-    from agents.config import parse_override
-
     overrides = [t.removeprefix("--set=") for t in TINY]
-    [parse_override(o) for o in overrides]
     exp = tmaze(cores=["lstm", "ur"], seeds=[0], grid={"length": [3]}, timesteps=128, overrides=overrides)
     try:
         report = run_experiment(exp, tmp_path, backend="ray", workers=2, progress=False)

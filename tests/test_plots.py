@@ -1,22 +1,19 @@
-"""Figures and results table from experiment directories (synthetic run directories in agents.train's format)."""
+"""Figures (agents.plots) and numbers (agents.results) from experiment directories whose run directories are
+written with the trainer's own writers (tests/fake_runs.py)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from fake_runs import write_run
 
+from agents import rundir
 from agents.errors import UrgateError
 from agents.experiments import RUNS_DIR, Experiment, prepare
-from agents.plots import (
-    RunData,
-    aggregate_curves,
-    frontier_table,
-    load_runs,
-    plot_experiment,
-    read_evaluations,
-    results_markdown,
-)
+from agents.plots import plot_experiment
+from agents.results import RunData, aggregate_curves, frontier_table, load_runs, results_markdown, uses_success
 from agents.stats import bootstrap_ci, iqm
 
 
@@ -122,12 +119,12 @@ def test_return_is_plotted_where_the_task_defines_no_success(tmp_path):
 
 
 def test_evaluations_csv_blank_success_is_nan(tmp_path):
-    p = tmp_path / "evaluations.csv"
+    p = tmp_path / rundir.EVALUATIONS
     p.write_text("timesteps,mean_return,std_return,success_rate,episodes\n200,1.5,0.1,,10\n100,0.5,0.2,,10\n")
-    ev = read_evaluations(p)
+    ev = rundir.read_evaluations(tmp_path)
     np.testing.assert_array_equal(ev["timesteps"], [100, 200])  # sorted by steps
     assert np.isnan(ev["success_rate"]).all()
-    assert read_evaluations(tmp_path / "missing.csv") is None
+    assert rundir.read_evaluations(tmp_path / "missing") is None
 
 
 def test_plot_without_results_or_experiment_is_a_user_error(tmp_path):
@@ -142,3 +139,55 @@ def test_no_frontier_for_a_single_memory_length(tmp_path):
     make_experiment(tmp_path, cores=("ur",), seeds=(0, 1), lengths=(40,))
     names = {p.name for p in plot_experiment(tmp_path)}
     assert "learning_curves_TMaze-v0.png" in names and not any(n.startswith("frontier") for n in names)
+
+
+# Every state the trainer can leave a run in: (status, periodic evaluations written). None: still running, no
+# summary yet; 0 evaluations: stopped (or still running) before the first one.
+RUN_STATES = [("finished", 10), ("interrupted", 4), ("diverged", 4), ("interrupted", 0), (None, 3), (None, 0)]
+
+
+@pytest.mark.parametrize("with_success", [True, False], ids=["success", "return-only"])
+def test_every_run_state_plots_and_counts_only_finished_runs(tmp_path, with_success):
+    # A task without success rate (popgym, memory_maze) with interrupted or diverged runs, whose summaries say
+    # "final_eval": null, crashed `plot` with AttributeError.
+    ceiling = 0.5 if with_success else None
+    exp = Experiment(env_ids=["urgate/TMaze-v0"], cores=["ur"], seeds=list(range(len(RUN_STATES))))
+    prepare(exp, tmp_path)
+    for spec, (status, n_evals) in zip(exp.runs(), RUN_STATES, strict=True):
+        write_run(
+            tmp_path / RUNS_DIR / spec.name,
+            seed=spec.seed,
+            status=status,
+            n_evals=n_evals,
+            with_success=with_success,
+            ceiling=ceiling,
+            checkpoint=n_evals > 0,
+        )
+    paths = {p.name for p in plot_experiment(tmp_path)}
+    assert {"learning_curves_TMaze-v0.png", "gates_TMaze-v0.png", "results.md"} <= paths
+    _, runs = load_runs(tmp_path)
+    assert uses_success(runs) is with_success
+    assert [r.finished for r in runs] == [s == "finished" for s, _ in RUN_STATES]
+    table = (tmp_path / "plots" / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| ur |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    finished = json.loads((tmp_path / RUNS_DIR / exp.runs()[0].name / rundir.SUMMARY).read_text())
+    assert cells[1] == f"1/{len(RUN_STATES)}"
+    if with_success:
+        assert cells[2].startswith(f"{finished['final_eval']['success_rate']:.2f} [")
+    else:
+        assert cells[2] == "-"
+    assert cells[3].startswith(f"{finished['final_eval']['mean_return']:.2f} [")
+    not_finished = table.split("Not finished")[1]
+    assert all(f"- {s.name}" in not_finished for s in exp.runs()[1:])
+    curves = (tmp_path / "plots" / "learning_curves_TMaze-v0.svg").read_text()
+    assert ("success rate" in curves) is with_success and ("mean episode return" in curves) is not with_success
+
+
+def test_results_do_not_import_matplotlib_and_plots_do_not_import_the_process_pool():
+    code = (
+        "import sys, agents.results; assert 'matplotlib' not in sys.modules, 'results imports matplotlib'; "
+        "import agents.plots; bad = [m for m in ('agents.experiments.backends', 'ray', 'concurrent.futures.process') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

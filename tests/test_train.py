@@ -1,4 +1,5 @@
-"""agents.train and agents.factory in-process: the run directory, gate diagnostics, resume, NaN guard."""
+"""agents.train, agents.factory and agents.loading in-process: the run directory, gate diagnostics, resume, NaN
+guard."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import pytest
 import torch as th
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import agents.evaluate
 import policies
-from agents import factory
-from agents.callbacks import replay_inputs, rollout_gates
+from agents import factory, loading, rundir
 from agents.config import RunConfig, load_config
 from agents.errors import UrgateError
+from agents.gate_stats import replay_inputs, rollout_gates
 from agents.train import resume, train
 
 TINY = [
@@ -133,7 +135,7 @@ def test_resume_continues_steps_schedule_logs(finished_run, tmp_path):
     cfg, original, _ = finished_run
     run_dir = tmp_path / "copy"
     shutil.copytree(original, run_dir)
-    ckpt = factory.load_model(run_dir / "checkpoints/latest.zip")
+    ckpt = loading.load_model(run_dir / "checkpoints/latest.zip")
     adam = ckpt.policy.optimizer.state_dict()["state"]
     assert adam and all(float(s["step"]) > 0 for s in adam.values())  # the optimizer state is in the checkpoint
 
@@ -178,7 +180,7 @@ def test_loading_into_an_env_with_another_observation_space_fails(finished_run):
     _, run_dir, _ = finished_run
     other = factory.make_vec_env("MiniGrid-MemoryS7-v0", {}, 1, 0)
     with pytest.raises(UrgateError, match="observation space"):
-        factory.load_model(run_dir / "final_model.zip", env=other)
+        loading.load_model(run_dir / "final_model.zip", env=other)
 
 
 def test_existing_run_directory_is_never_overwritten_silently(finished_run, tmp_path):
@@ -223,7 +225,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert not (run_dir / "final_model.zip").exists()
     saved = json.loads((run_dir / "checkpoints/latest.json").read_text())["timesteps"]
     assert saved == 128
-    model = factory.load_model(run_dir / "checkpoints/latest.zip")
+    model = loading.load_model(run_dir / "checkpoints/latest.zip")
     assert model.num_timesteps == 128
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
@@ -265,11 +267,7 @@ def test_core_kwargs_reach_the_core():
         factory.build_model(cfg, factory.make_training_env(cfg))
 
 
-def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_path):
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from agents.evaluate import evaluate
-
+def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_path, monkeypatch):
     run_dir = tmp_path / "norm"
     summary = train(tiny("ppo.normalize=true", "total_timesteps=128"), run_dir, progress_bar=False)
     assert summary["status"] == "finished"
@@ -286,8 +284,58 @@ def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_
         factory.make_vec_env("urgate/TMaze-v0", {"length": 3}, 1, 0),
     )
     assert again.obs_rms.count > saved.obs_rms.count + 127  # continued, not restarted
-    result = evaluate(run_dir, n_episodes=2)
-    assert result["episodes"] == 2
+
+    # Evaluating the run plays in envs that normalise observations with the final model's saved statistics,
+    # frozen, with raw rewards: the policy sees what it was trained on, and the returns are the task's.
+    final = VecNormalize.load(
+        str(run_dir / "final_model.vecnormalize.pkl"), factory.make_vec_env("urgate/TMaze-v0", {"length": 3}, 1, 0)
+    )
+    assert not np.allclose(final.obs_rms.mean, 0.0) and not np.allclose(final.obs_rms.var, 1.0)
+    venvs, seen = [], []  # the evaluation envs; (observation the policy got, the env's raw observation) per step
+    real_run_episodes = agents.evaluate.run_episodes
+
+    def spy(model, venv, n_episodes, **kwargs):
+        real_predict = model.predict
+
+        def predict(obs, **kw):
+            seen.append((obs.copy(), venv.get_original_obs().copy()))
+            return real_predict(obs, **kw)
+
+        monkeypatch.setattr(model, "predict", predict)
+        venvs.append(venv)
+        return real_run_episodes(model, venv, n_episodes, **kwargs)
+
+    monkeypatch.setattr(agents.evaluate, "run_episodes", spy)
+    result = agents.evaluate.evaluate(run_dir, n_episodes=2)
+    assert result["episodes"] == 2 and len(venvs) == 1 and seen
+    venv = venvs[0]
+    assert isinstance(venv, VecNormalize) and not venv.training and not venv.norm_reward
+    np.testing.assert_array_equal(venv.obs_rms.mean, final.obs_rms.mean)
+    np.testing.assert_array_equal(venv.obs_rms.var, final.obs_rms.var)
+    for obs, raw in seen:
+        np.testing.assert_allclose(obs, final.normalize_obs(raw), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.stack([o for o, _ in seen]), np.stack([r for _, r in seen]))
+
+
+def test_summary_is_never_left_half_written(tmp_path, monkeypatch):
+    """A process killed while writing summary.json (simulated: the write stops half-way) leaves no truncated file,
+    which would make the run look resumable although it finished."""
+    real_write_text = type(tmp_path).write_text
+
+    def dies_half_way(self, data, *args, **kwargs):
+        if '"status"' in data:  # the summary's content, whatever file it is written to first
+            real_write_text(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError("killed")
+        return real_write_text(self, data, *args, **kwargs)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(type(tmp_path), "write_text", dies_half_way)
+    with pytest.raises(OSError, match="killed"):
+        train(tiny("total_timesteps=64", "eval.freq=0", "gate_diagnostics=0"), run_dir, progress_bar=False)
+    monkeypatch.undo()
+    assert not (run_dir / "summary.json").exists()
+    assert not list(run_dir.glob(".*tmp*")), "temporary file left behind"
+    assert rundir.read_summary(run_dir) is None and rundir.run_state(run_dir) == "resumable"
 
 
 def test_cli_reports_divergence_with_the_kept_checkpoint(tmp_path, monkeypatch, capsys):

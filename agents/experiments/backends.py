@@ -1,0 +1,191 @@
+"""Backends execute a list of jobs and report each outcome as it arrives; ``BACKENDS`` maps their names.
+
+- ``local``: a pool of worker processes on this machine (by default one per CPU core, each run with its
+  configured number of torch threads, normally 1);
+- ``ray``: one Ray task per run, declaring ``num_cpus`` (the run's threads) and ``num_gpus``, on an existing
+  cluster (``address``) or a local Ray runtime. A task trains in a scratch directory on whichever node runs it and
+  ships the finished run directory back to the driver as a tarball, so no shared filesystem is needed; a run being
+  resumed is shipped out the same way. The nodes need this package installed (the local runtime uses the
+  driver's working directory and ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import shutil
+import signal
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .. import rundir
+from ..errors import UrgateError
+from .execute import Job, Outcome, execute, init_worker, interrupted, parent_signals
+
+POLL_S = 2.0
+
+OnDone = Callable[[Job, Outcome], None]
+OnPoll = Callable[[], None]
+
+
+def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll, **_: Any) -> None:
+    """Execute jobs in a pool of ``workers`` processes (in this process when ``workers`` is 1)."""
+    if workers <= 1:
+        for job in jobs:
+            outcome = execute(job)
+            on_done(job, outcome)
+            if interrupted(outcome):
+                raise KeyboardInterrupt
+        return
+    # spawn, not fork: the parent has imported torch and may hold its thread pool; forked children can deadlock.
+    pool_ctx = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker)
+    with pool_ctx as pool, parent_signals():
+        pending: dict[Future, Job] = {pool.submit(execute, job): job for job in jobs}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_done(pending.pop(fut), fut.result())
+                on_poll()
+        except KeyboardInterrupt:
+            for fut in pending:
+                fut.cancel()
+            _signal_workers(pool)  # the running trainers checkpoint and stop after their current update
+            try:
+                wait([f for f in pending if not f.cancelled()])
+            except KeyboardInterrupt:  # a second Ctrl-C: the trainers abort without waiting for the update
+                _signal_workers(pool)
+                wait([f for f in pending if not f.cancelled()])
+            for fut, job in pending.items():
+                if fut.done() and not fut.cancelled():
+                    on_done(job, fut.result())
+            raise
+
+
+def _signal_workers(pool: ProcessPoolExecutor) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):  # CPython's pool keeps its workers there
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+
+
+def _pack(directory: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(directory, arcname=".")
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes, directory: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuse links and paths leaving directory
+            tar.extractall(directory, filter="data")
+        else:
+            for member in tar.getmembers():
+                if (
+                    member.issym()
+                    or member.islnk()
+                    or Path(member.name).is_absolute()
+                    or ".." in Path(member.name).parts
+                ):
+                    raise UrgateError(f"refusing to unpack {member.name!r} from a shipped run directory")
+            tar.extractall(directory)
+
+
+def _ray_task(job: Job, shipped: bytes | None) -> tuple[Outcome, bytes | None, str]:
+    """Run one job in a scratch directory on a Ray worker; ship the run directory and the log back."""
+    with tempfile.TemporaryDirectory(prefix="urgate-") as tmp:
+        run_dir, log_path = Path(tmp) / "run", Path(tmp) / "run.log"
+        if shipped is not None:
+            run_dir.mkdir()
+            _unpack(shipped, run_dir)
+        outcome = execute(dataclasses.replace(job, run_dir=run_dir, log_path=log_path))
+        blob = _pack(run_dir) if run_dir.exists() else None
+        return outcome, blob, log_path.read_text() if log_path.exists() else ""
+
+
+def _relocate_summary(run_dir: Path) -> None:
+    """Point a shipped-back summary's ``run_dir`` at where the run now lives (it named the worker's scratch dir)."""
+    summary = rundir.read_summary(run_dir)
+    if summary is not None and "run_dir" in summary:
+        summary["run_dir"] = str(run_dir)
+        rundir.write_summary(run_dir, summary)
+
+
+def run_ray(
+    jobs: list[Job],
+    *,
+    workers: int,
+    on_done: OnDone,
+    on_poll: OnPoll,
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
+    **_: Any,
+) -> None:
+    """Execute jobs as Ray tasks on a cluster (``address``) or a local Ray runtime with ``workers`` CPUs."""
+    try:
+        import ray
+    except ImportError:
+        raise UrgateError('the ray backend needs Ray: pip install "urgate[ray]" (or pip install ray)') from None
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = workers
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UrgateError(f"cannot start or reach Ray at {address or 'a local runtime'}: {exc}") from None
+    task = ray.remote(_ray_task)
+    refs = {}
+    try:
+        for job in jobs:
+            shipped = _pack(job.run_dir) if rundir.run_state(job.run_dir) in ("resumable", "finished") else None
+            opts = {"num_cpus": job.cfg.threads, "num_gpus": gpus_per_run, "max_retries": 0}
+            refs[task.options(**opts).remote(job, shipped)] = job
+        with parent_signals():
+            _collect_ray(ray, refs, on_done, on_poll)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _collect_ray(ray, refs: dict, on_done: OnDone, on_poll: OnPoll) -> None:
+    """Take each Ray task's result as it finishes: unpack its run directory and log, report it."""
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            job = refs.pop(ref)
+            try:
+                outcome, blob, log = ray.get(ref)
+            except Exception as exc:  # a lost node or a worker crash: report it, keep the other runs going
+                outcome, blob, log = Outcome(job.spec.name, error=f"ray task failed: {exc}"), None, ""
+            if blob is not None:
+                staging = job.run_dir.with_name(job.run_dir.name + ".incoming")
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                _unpack(blob, staging)
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+                staging.rename(job.run_dir)
+                _relocate_summary(job.run_dir)
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(job.log_path, "a") as fh:
+                fh.write(log)
+            on_done(job, outcome)
+        on_poll()
+
+
+Backend = Callable[..., None]
+BACKENDS: dict[str, Backend] = {"local": run_local, "ray": run_ray}

@@ -1,0 +1,300 @@
+"""The run directory: every file ``agents.train`` writes, named once, and read and written only here.
+
+A run directory holds::
+
+    config.yaml          the resolved RunConfig
+    summary.json         SUMMARY_KEYS: env_id, core, seed, timesteps, ..., final_eval, memoryless_ceiling, status
+    evaluations.csv      one row per periodic evaluation (EVAL_COLUMNS)
+    gates.npz            initial_gates / final_gates samples of the actor core's effective forget gates
+    progress.csv, tb/    SB3's CSV and TensorBoard logs
+    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json)
+    best_model.zip       best periodic evaluation;  final_model.zip  at the end of the budget
+    eval.json            the statistics of the last ``run_rl.py eval`` of the run
+
+Every file that is replaced (summary, checkpoint metadata, gates, models) is written through a temporary file and
+renamed, so a reader never sees half of one; ``evaluations.csv`` only grows by appended rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+EVALUATIONS = "evaluations.csv"
+GATES = "gates.npz"
+PROGRESS = "progress.csv"
+TENSORBOARD = "tb"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.zip"
+LATEST_META = "latest.json"
+BEST_MODEL = "best_model.zip"
+FINAL_MODEL = "final_model.zip"
+EVAL_RESULT = "eval.json"
+
+STATUSES = ("finished", "interrupted", "diverged")
+EVAL_COLUMNS = ("timesteps", "mean_return", "std_return", "success_rate", "episodes", "ci95_lo", "ci95_hi")
+
+
+# -- writing ---------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename: ``path`` is never half-written.
+
+    :param path: the file to create or replace
+    :param write: writes the whole content to the path it is given
+    """
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: dict[str, Any], indent: int | None = 2) -> None:
+    text = json.dumps(data, indent=indent) + "\n"
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- config.yaml -----------------------------------------------------------------------------------------------
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether ``run_dir`` was created by the trainer (it has a ``config.yaml``)."""
+    return config_path(run_dir).is_file()
+
+
+def write_config(run_dir: Path, text: str) -> None:
+    """``config.yaml`` (the resolved config as YAML text), replaced atomically."""
+    atomic_write(config_path(run_dir), lambda p: p.write_text(text))
+
+
+# -- summary.json ----------------------------------------------------------------------------------------------
+
+
+def summary(
+    *,
+    env_id: str,
+    core: str,
+    seed: int,
+    timesteps: int,
+    total_timesteps: int,
+    wall_time_s: float,
+    fps: float | None,
+    final_eval: dict[str, Any] | None,
+    memoryless_ceiling: float | None,
+    status: str,
+    message: str,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """The content of ``summary.json``.
+
+    :param env_id: environment id
+    :param core: memory core name
+    :param seed: seed of the run
+    :param timesteps: environment steps trained so far
+    :param total_timesteps: the run's budget
+    :param wall_time_s: wall time of all sessions of the run, in seconds
+    :param fps: environment steps per second of this session (None if it took no time)
+    :param final_eval: the final evaluation's statistics (``EpisodeStats.summary()``), None unless ``finished``
+    :param memoryless_ceiling: the env family's ceiling without memory (None if undefined)
+    :param status: one of ``STATUSES``
+    :param message: why a run diverged (empty otherwise)
+    :param run_dir: where the run lives
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    return {
+        "env_id": env_id,
+        "core": core,
+        "seed": seed,
+        "timesteps": int(timesteps),
+        "total_timesteps": total_timesteps,
+        "wall_time_s": round(float(wall_time_s), 2),
+        "fps": fps,
+        "final_eval": final_eval,
+        "memoryless_ceiling": memoryless_ceiling,
+        "status": status,
+        "message": message,
+        "run_dir": str(run_dir),
+    }
+
+
+def write_summary(run_dir: Path, data: dict[str, Any]) -> None:
+    """``summary.json``, replaced atomically (a truncated summary would make a finished run look resumable)."""
+    _write_json(Path(run_dir) / SUMMARY, data)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json`` of a run, or None while there is none (or it cannot be read)."""
+    return _read_json(Path(run_dir) / SUMMARY)
+
+
+def final_metric(data: dict[str, Any] | None, metric: str) -> float | None:
+    """A statistic of a summary's final evaluation (``success_rate``, ``mean_return``, ...), or None where the
+    run has no final evaluation (not finished) or the task does not define the statistic."""
+    value = ((data or {}).get("final_eval") or {}).get(metric)
+    return None if value is None else float(value)
+
+
+# -- evaluations.csv -------------------------------------------------------------------------------------------
+
+
+def evaluations_path(run_dir: Path) -> Path:
+    return Path(run_dir) / EVALUATIONS
+
+
+def append_evaluation(run_dir: Path, timesteps: int, result: dict[str, Any]) -> None:
+    """Append one evaluation (``EpisodeStats.summary()``, at ``timesteps``) to ``evaluations.csv``; a task
+    without success leaves ``success_rate`` blank."""
+    path = evaluations_path(run_dir)
+    new_file = not path.is_file()
+    sr = result["success_rate"]
+    row = [timesteps, result["mean_return"], result["std_return"], "" if sr is None else sr, result["episodes"]]
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new_file:
+            w.writerow(EVAL_COLUMNS)
+        w.writerow([*row, *result["ci95"]])
+
+
+def read_evaluations(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """``evaluations.csv`` as columns (``EVAL_COLUMNS``) sorted by steps, or None if missing or empty; blank or
+    missing values become NaN."""
+    try:
+        with open(evaluations_path(run_dir), newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return None
+    if not rows:
+        return None
+
+    def num(x: str | None) -> float:
+        try:
+            return float(x) if x not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    cols = {c: np.array([num(r.get(c)) for r in rows]) for c in EVAL_COLUMNS}
+    order = np.argsort(cols["timesteps"], kind="stable")
+    return {c: v[order] for c, v in cols.items()}
+
+
+def latest_timesteps(run_dir: Path) -> int:
+    """Environment steps a run has reached, from the last row of its ``evaluations.csv`` (0 if none); reads only
+    the file's tail, so it can be polled."""
+    try:
+        with open(evaluations_path(run_dir), "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 512))
+            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
+        return int(float(last.split(",")[0]))
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# -- gates.npz -------------------------------------------------------------------------------------------------
+
+
+def gates_path(run_dir: Path) -> Path:
+    return Path(run_dir) / GATES
+
+
+def write_gates(run_dir: Path, initial: tuple[int, np.ndarray], final: tuple[int, np.ndarray]) -> None:
+    """``gates.npz``: ``initial_gates``, ``final_gates`` (1-D float32), ``initial_timesteps``, ``final_timesteps``.
+
+    :param initial: ``(timesteps, gates)`` of the first measurement
+    :param final: ``(timesteps, gates)`` of the last one
+    """
+    atomic_write(
+        gates_path(run_dir),
+        lambda p: np.savez(
+            p,
+            initial_gates=initial[1],
+            final_gates=final[1],
+            initial_timesteps=np.int64(initial[0]),
+            final_timesteps=np.int64(final[0]),
+        ),
+    )
+
+
+def read_gates(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``gates.npz``, or None if there is none (or it cannot be read)."""
+    try:
+        with np.load(gates_path(run_dir)) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+# -- checkpoints and models ------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    """``checkpoints/latest.zip``, the one checkpoint a run keeps."""
+    return checkpoint_dir(run_dir) / LATEST
+
+
+def final_model_path(run_dir: Path) -> Path:
+    return Path(run_dir) / FINAL_MODEL
+
+
+def best_model_path(run_dir: Path) -> Path:
+    return Path(run_dir) / BEST_MODEL
+
+
+def normalize_stats_path(model_path: Path) -> Path:
+    """Where the VecNormalize statistics that belong to a model zip are kept: ``<name>.vecnormalize.pkl``."""
+    return model_path.with_name(model_path.name.removesuffix(".zip") + ".vecnormalize.pkl")
+
+
+def write_checkpoint_meta(ckpt_dir: Path, timesteps: int, saved_at: str) -> None:
+    """``latest.json`` beside the checkpoint: the step count it holds and when it was written."""
+    _write_json(Path(ckpt_dir) / LATEST_META, {"timesteps": int(timesteps), "saved_at": saved_at}, indent=None)
+
+
+def checkpoint_timesteps(run_dir: Path) -> int | None:
+    """The step count of a run's checkpoint, from ``latest.json`` (None if there is none)."""
+    meta = _read_json(checkpoint_dir(run_dir) / LATEST_META)
+    return None if meta is None else int(meta["timesteps"])
+
+
+# -- the state of a run ----------------------------------------------------------------------------------------
+
+
+def run_state(run_dir: Path) -> str:
+    """``"finished"``, ``"resumable"`` (has a checkpoint), ``"partial"`` (died before one) or ``"new"``."""
+    data = read_summary(run_dir)
+    if data is not None and data.get("status") == "finished":
+        return "finished"
+    if checkpoint_path(run_dir).is_file():
+        return "resumable"
+    return "partial" if Path(run_dir).exists() else "new"
