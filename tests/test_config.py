@@ -194,4 +194,5 @@ def test_a_wheel_ships_every_config(tmp_path):
     (wheel,) = tmp_path.glob("urgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"configs/{name}.yaml" for name in available_configs()} <= names
-    assert "agents/config.py" in names and "policies/csrc/refine.cpp" in names
+    assert "agents/config.py" in names
+    assert {f"policies/csrc/{p.name}" for p in (repo / "policies" / "csrc").iterdir()} <= names  # sources, headers
