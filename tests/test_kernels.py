@@ -81,6 +81,68 @@ def test_compiled_matches_reference(compiled, dtype, resets, T, B, H, monkeypatc
         torch.testing.assert_close(a, b, **TOL[dtype], msg=f"gradient of {name} differs")
 
 
+def assert_same_values(got, want, dtype, what):
+    """Close within TOL where finite, and NaN and +-inf at exactly the same places."""
+    for name, a, b in zip(what, got, want, strict=True):
+        torch.testing.assert_close(a, b, **TOL[dtype], equal_nan=True, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def with_special(tensor, value, positions):
+    t = tensor.detach().clone()
+    for index in positions:
+        t[index] = value
+    return t.requires_grad_()
+
+
+SPECIALS = ["nan", "inf", "-inf", "huge", "-huge"]
+
+
+def special_value(name, dtype):
+    # "huge": finite, but its exp overflows (and so does 2x its exp for tanh's 2 sigma(2a) - 1).
+    return {"huge": 1, "-huge": -1}[name] * torch.finfo(dtype).max / 2 if "huge" in name else float(name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("value", SPECIALS)
+@pytest.mark.parametrize("resets", ["none", "inner"])
+def test_compiled_matches_reference_on_special_pre_activations(compiled, dtype, value, resets):
+    # One special pre-activation in each gate block (r, f, u, o), at different steps and rows. ATen's AVX2 float
+    # exp clamps a NaN to a finite number: the kernel used to return sigma(NaN) = 0 and tanh(NaN) = -1.
+    T, B, H = 7, 3, 5
+    xproj, w_hh, h0, c0, rs = make_inputs(T, B, H, dtype, resets, seed=4)
+    xproj = with_special(xproj, special_value(value, dtype), [(1 + k, k % B, k * H + k) for k in range(4)])
+    ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, xproj, w_hh, h0, c0, rs)
+    outs, grads = outputs_and_grads(refine_recurrence, xproj, w_hh, h0, c0, rs)
+    if value == "nan":
+        assert ref_outs[0].isnan().any() and ref_grads[0].isnan().any()  # the case tests propagation
+    assert_same_values(outs, ref_outs, dtype, ("out", "h_T", "c_T"))
+    assert_same_values(grads, ref_grads, dtype, ("d xproj", "d w_hh", "d h0", "d c0"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("value", SPECIALS)
+@pytest.mark.parametrize("where", ["w_hh", "h0", "c0"])
+def test_compiled_matches_reference_on_special_weights_and_states(compiled, dtype, value, where):
+    T, B, H = 6, 3, 5
+    args = dict(zip(("xproj", "w_hh", "h0", "c0", "rs"), make_inputs(T, B, H, dtype, "inner", seed=5), strict=True))
+    args[where] = with_special(args[where], special_value(value, dtype), [(1, 2)])
+    ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, *args.values())
+    outs, grads = outputs_and_grads(refine_recurrence, *args.values())
+    assert_same_values(outs, ref_outs, dtype, ("out", "h_T", "c_T"))
+    if where == "c0" and value != "nan":
+        # An infinite (or huge) cell state makes dL/dg = dc (c_prev - u) infinite (huge). The kernel applies the
+        # chain rule in factored form, autograd term by term (inf - inf = NaN where the kernel gets +-inf), and
+        # float32's approximate tanh has an absolute error that a huge gradient scales up: compare which entries
+        # are finite, and the finite ones relative to the gradient's size.
+        for name, a, b in zip(("d xproj", "d w_hh", "d h0", "d c0"), grads, ref_grads, strict=True):
+            assert torch.equal(a.isfinite(), b.isfinite()), name
+            finite = b[b.isfinite()]
+            scale = max([1.0, *finite.abs().flatten().tolist()])
+            torch.testing.assert_close(a[a.isfinite()], finite, atol=TOL[dtype]["atol"] * scale, rtol=0)
+    else:
+        assert_same_values(grads, ref_grads, dtype, ("d xproj", "d w_hh", "d h0", "d c0"))
+
+
 @pytest.mark.parametrize("resets", ["none", "inner", "start"])
 def test_gradcheck(path, resets):
     xproj, w_hh, h0, c0, rs = make_inputs(5, 3, 4, torch.float64, resets, seed=2)
