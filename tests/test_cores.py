@@ -21,7 +21,7 @@ def path(request, monkeypatch):
     """Which implementation of the refine recurrence runs; "nn.LSTM" for the cores that have only torch's."""
     if request.param == "compiled":
         monkeypatch.delenv(DISABLE_ENV, raising=False)
-        assert kernels.kernel_available(), f"compiled refine kernel did not build: {kernels._build_error}"
+        assert kernels.kernel_available(), f"compiled refine kernel is unavailable: {kernels.REFINE.error}"
     elif request.param == "pure_torch":
         monkeypatch.setenv(DISABLE_ENV, "1")
     return request.param

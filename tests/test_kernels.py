@@ -25,7 +25,7 @@ TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=2e-
 def compiled(monkeypatch):
     """The compiled path, which must build on a machine with a C++ compiler (built once per test process)."""
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    assert kernels.kernel_available(), f"compiled refine kernel did not build: {kernels._build_error}"
+    assert kernels.kernel_available(), f"compiled refine kernel is unavailable: {kernels.REFINE.error}"
 
 
 @pytest.fixture(params=["compiled", "pure_torch"])
@@ -223,14 +223,20 @@ def test_unsupported_dtype_falls_back_with_one_warning(monkeypatch):
         assert torch.equal(a, c) and torch.equal(b, c)
 
 
-def test_failed_build_falls_back_with_one_warning(monkeypatch):
+def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
+    # A real failed build: the compiler rejects the source (no torch header is parsed, so this is quick).
+    (tmp_path / "broken.cpp").write_text("this is not C++;\n")
+    broken = kernels.CompiledExtension(
+        "broken", ["broken.cpp"], description="broken test extension", source_dir=tmp_path
+    )
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
     monkeypatch.delenv(DISABLE_ENV, raising=False)
     monkeypatch.setattr(kernels, "_warned", False)
-    monkeypatch.setattr(kernels, "_ops", None)
-    monkeypatch.setattr(kernels, "_build_error", "RuntimeError: simulated compiler failure")
+    monkeypatch.setattr(kernels, "REFINE", broken)
     assert not kernels.kernel_available()
+    assert broken.error.startswith("the build failed: RuntimeError:") and "broken.cpp" in broken.error, broken.error
     args = make_inputs(5, 2, 3, torch.float64, "inner")
-    with pytest.warns(RuntimeWarning, match="failed to build: RuntimeError: simulated compiler failure"):
+    with pytest.warns(RuntimeWarning, match="compiled kernel is unavailable: the build failed: RuntimeError"):
         outs, grads = outputs_and_grads(refine_recurrence, *args)
     ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, *args)
     for a, b in zip((*outs, *grads), (*ref_outs, *ref_grads), strict=True):
@@ -245,7 +251,7 @@ def test_env_var_forces_pure_torch_silently(monkeypatch):
         def __getattr__(self, name):
             raise AssertionError("compiled kernel used although disabled")
 
-    monkeypatch.setattr(kernels, "_ops", Forbidden())
+    monkeypatch.setattr(kernels, "REFINE", Forbidden())
     assert not kernels.kernel_available()
     args = make_inputs(5, 2, 3, torch.float32, "inner")
     with warnings.catch_warnings():
@@ -265,7 +271,7 @@ def test_env_var_values(monkeypatch, value, disabled):
 def test_importing_policies_builds_nothing():
     code = (
         "import policies, policies.kernels as k; "
-        "import torch; assert k._ops is None and k._build_error is None; "
+        "import torch; assert not k.REFINE.loaded and k.REFINE.error is None; "
         "assert not hasattr(torch.ops.urgate, 'refine_forward'); print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -286,19 +292,139 @@ def test_cuda_falls_back_and_matches_cpu(monkeypatch):
         torch.testing.assert_close(a.cpu(), b, **TOL[torch.float64])
 
 
-def test_stale_build_lock_is_cleared_fresh_one_kept(tmp_path):
-    class FakeLoader:
-        @staticmethod
-        def _get_build_directory(name, verbose):
-            return str(tmp_path / name)
+# --- the loader: cache key, concurrent first builds, killed and stuck builders ---------------------------------
+# These build a probe extension from a plain C++ file (no torch header), which takes about a second, in a fresh
+# extensions folder; the refine kernel itself is built by the tests above.
 
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    old, new = tmp_path / "old" / "lock", tmp_path / "new" / "lock"
-    old.touch()
-    new.touch()
-    stale = time.time() - kernels._STALE_LOCK_S - 60
-    os.utime(old, (stale, stale))
-    kernels._clear_stale_lock(FakeLoader, "old")
-    kernels._clear_stale_lock(FakeLoader, "new")  # a build in progress elsewhere: leave it alone
-    assert not old.exists() and new.exists()
+PROBE_CPP = 'extern "C" int urgate_probe_answer() { return 42; }\n'
+PROBE_RUN = """
+import ctypes, json, os, signal, sys, time
+from pathlib import Path
+from policies import kernels
+
+probe = kernels.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=Path(sys.argv[1]))
+build = kernels.CompiledExtension._build
+mode = sys.argv[2]
+if mode == "killed":  # die mid-build, as under SIGKILL or the OOM killer, leaving torch's lock file behind
+    def killed(self, build_dir):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        (build_dir / "lock").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    kernels.CompiledExtension._build = killed
+if mode == "together":  # start loading at the same moment as the other process; a build lasts > 1 s
+    print("ready", flush=True)
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.01)
+    def slow(self, build_dir):
+        time.sleep(1.0)
+        build(self, build_dir)
+    kernels.CompiledExtension._build = slow
+loaded = probe.load()
+answer = ctypes.CDLL(str(next(probe.build_directory().glob("*.so")))).urgate_probe_answer() if loaded else None
+print(json.dumps({"loaded": loaded, "error": probe.error, "answer": answer}))
+"""
+
+
+@pytest.fixture
+def probe_dir(tmp_path, monkeypatch):
+    (tmp_path / "probe.cpp").write_text(PROBE_CPP)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    return tmp_path
+
+
+def run_probe(probe_dir, mode, *extra, wait=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCH_EXTENSIONS_DIR": str(probe_dir / "ext")}
+    cmd = [sys.executable, "-c", PROBE_RUN, str(probe_dir), mode, *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc.communicate(timeout=120) + (proc.returncode,) if wait else proc
+
+
+def probe_result(stdout):
+    import json
+
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_cache_is_keyed_by_torch_version_and_every_source_byte(probe_dir, monkeypatch):
+    def name():
+        return kernels.CompiledExtension("probe", ["probe.cpp"], description="p", source_dir=probe_dir).library_name()
+
+    first = name()
+    assert first == name() and first.startswith("urgate_probe_")
+    assert f"torch{torch.__version__.replace('.', '_').replace('+', '_')}_" in first
+    monkeypatch.setattr(torch, "__version__", "9.9.9+other")
+    other_torch = name()
+    assert "torch9_9_9_other_" in other_torch and other_torch != first
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(probe_dir / "ext"))
+    (probe_dir / "probe.cpp").write_text(PROBE_CPP + "// changed\n")
+    changed_source = name()
+    (probe_dir / "shared.h").write_text("#pragma once\n")  # a header the sources may include
+    changed_header = name()
+    assert len({first, other_torch, changed_source, changed_header}) == 4
+    build_dir = kernels.CompiledExtension("probe", ["probe.cpp"], description="p", source_dir=probe_dir)
+    assert build_dir.build_directory() == probe_dir / "ext" / changed_header
+
+
+def test_two_processes_starting_together_build_once_and_both_load(probe_dir):
+    go = probe_dir / "go"
+    procs = [run_probe(probe_dir, "together", str(go), wait=False) for _ in range(2)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]  # both imported torch, wait for go
+    go.touch()
+    done = [p.communicate(timeout=120) for p in procs]
+    for (out, err), proc in zip(done, procs, strict=True):
+        assert proc.returncode == 0, err
+        assert probe_result(out) == {"loaded": True, "error": None, "answer": 42}, err
+    stderr = "".join(err for _, err in done)
+    assert stderr.count("urgate: building the probe extension") == 1, stderr
+    assert stderr.count("urgate: waiting for another process that is building urgate_probe_") == 1, stderr
+
+
+def test_a_build_killed_midway_blocks_no_later_process(probe_dir):
+    out, err, rc = run_probe(probe_dir, "killed")
+    assert rc == -9, err
+    (build_dir,) = [p for p in (probe_dir / "ext").glob("urgate_probe_*") if p.is_dir()]
+    assert (build_dir / "lock").exists()  # what made torch's loader wait forever
+    t0 = time.monotonic()
+    out, err, rc = run_probe(probe_dir, "plain")
+    assert rc == 0 and probe_result(out) == {"loaded": True, "error": None, "answer": 42}, err
+    assert "building the probe extension" in err and time.monotonic() - t0 < 60
+
+
+def test_a_stuck_builder_is_waited_for_boundedly_then_pure_torch_with_one_warning(probe_dir, monkeypatch):
+    probe = kernels.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=probe_dir)
+    lock = probe.build_directory().with_name(probe.build_directory().name + ".lock")
+    lock.parent.mkdir(parents=True)
+    hold = (
+        "import sys, time; from pathlib import Path; from policies.kernels import _build_lock\n"
+        "with _build_lock(Path(sys.argv[1]), 0):\n    print('locked', flush=True); time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(lock)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(kernels, "BUILD_WAIT_S", 0.5)
+        monkeypatch.setattr(kernels, "REFINE", probe)
+        monkeypatch.setattr(kernels, "_warned", False)
+        monkeypatch.delenv(DISABLE_ENV, raising=False)
+        t0 = time.monotonic()
+        args = make_inputs(4, 2, 3, torch.float64, "inner")
+        with pytest.warns(
+            RuntimeWarning, match=f"unavailable: waited 0.5 s for another process \\(pid {holder.pid}\\)"
+        ):
+            outs, grads = outputs_and_grads(refine_recurrence, *args)
+        assert time.monotonic() - t0 < 10
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again = refine_recurrence(*args)  # decided once per process: no second wait, no second warning
+        ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, *args)
+        for a, b in zip((*outs, *grads, *again), (*ref_outs, *ref_grads, *ref_outs), strict=True):
+            assert torch.equal(a, b)
+    finally:
+        holder.kill()
+        holder.wait()
