@@ -9,9 +9,11 @@ What differs from stock, and only this:
 - with no padding there is no mask: every mean below is over real transitions, as stock's masked means are.
 
 Also, the policy's Adam optimizer (unless ``optimizer_kwargs`` sets ``fused`` or ``foreach``) runs as torch's
-fused implementation: the same update, in one op per step instead of about ten per parameter tensor.
+fused implementation where this torch has one for the device (CPU: torch 2.4 on): the same update, in one op per
+step instead of about ten per parameter tensor.
 
-The losses are RecurrentPPO's: clipped surrogate, advantages normalised per minibatch, optional value clipping,
+The losses are RecurrentPPO's: clipped surrogate, advantages normalised per minibatch (not a minibatch of one
+transition, whose std is NaN: SB3's PPO guards this, RecurrentPPO does not), optional value clipping,
 entropy bonus (or ``-log_prob`` when the distribution has no entropy), gradient-norm clipping and the
 ``target_kl`` early stop before the step. Constructor, ``save`` format and ``load`` are stock's: a
 FastRecurrentPPO zip loads with ``sb3_contrib.RecurrentPPO.load`` and the other way round.
@@ -76,12 +78,18 @@ class FastRecurrentPPO(RecurrentPPO):
         self._use_fused_adam()
 
     def _use_fused_adam(self) -> None:
-        """Run the default Adam as torch's fused kernel: the same update in one op instead of ~10 per tensor."""
+        """Run the default Adam as torch's fused kernel: the same update in one op instead of ~10 per tensor.
+
+        Keeps the policy's own Adam where this torch has no fused Adam for the device (CPU before torch 2.4).
+        """
         policy = self.policy
         kwargs = policy.optimizer_kwargs
         chosen = {"fused", "foreach"} & set(kwargs)
         if policy.optimizer_class is th.optim.Adam and not chosen and self.device.type in ("cpu", "cuda"):
-            policy.optimizer = th.optim.Adam(policy.parameters(), lr=self.lr_schedule(1), fused=True, **kwargs)
+            try:
+                policy.optimizer = th.optim.Adam(policy.parameters(), lr=self.lr_schedule(1), fused=True, **kwargs)
+            except RuntimeError:  # "`fused=True` requires all the params to be ... of supported devices"
+                pass
 
     def _minibatch_loss(
         self, batch: SequenceSamples, clip_range: float, clip_range_vf: float | None
@@ -98,7 +106,7 @@ class FastRecurrentPPO(RecurrentPPO):
         )
         values = values.flatten()
         advantages = batch.advantages
-        if self.normalize_advantage:
+        if self.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
         log_ratio = log_prob - batch.old_log_prob

@@ -7,6 +7,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples, RNNStates
 from stable_baselines3.common.logger import configure
 
@@ -73,29 +74,18 @@ def test_a_stock_zip_loads_into_fast_and_keeps_training(tmp_path):
     assert not th.equal(before, fast.policy.lstm_actor.weight_hh_l0)
 
 
-def test_fast_works_with_stock_lstm_policy():
+def test_fast_trains_the_stock_lstm_policy_and_stock_loads_it(tmp_path):
     model = fast_model(None)
+    assert type(model.policy) is RecurrentActorCriticPolicy  # sb3-contrib's own policy, untouched
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     model.learn(16)
-    assert isinstance(model.policy.lstm_actor, th.nn.LSTM)
-
-
-@pytest.mark.parametrize(
-    "case",
-    ["dict_obs", "box2x2_truncating", "multidiscrete_short_sequences", "gsde_value_clipping"],
-)
-def test_fast_spaces_and_options(case):
-    box = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
-    if case == "dict_obs":
-        model = fast_model("ur", policy=MultiInputGatedPolicy, env=toy_vec_env(observation_space=DICT_SPACE))
-    elif case == "box2x2_truncating":
-        model = fast_model("lstm", env=toy_vec_env(action_space=box, max_steps=3, terminate_prob=0.0))
-    elif case == "multidiscrete_short_sequences":
-        model = fast_model("chrono", env=toy_vec_env(action_space=spaces.MultiDiscrete([2, 3])), sequence_length=4)
-    else:
-        model = fast_model("r", env=toy_vec_env(action_space=box), use_sde=True, clip_range_vf=0.2)
-    model.learn(32)
-    assert model.num_timesteps == 32
-    assert np.isfinite(model.logger.name_to_value["train/loss"])
+    trained = model.policy.state_dict()
+    assert {k for k in before if not th.equal(before[k], trained[k])} >= {
+        "lstm_actor.weight_hh_l0",
+        "lstm_critic.weight_hh_l0",
+    }
+    model.save(tmp_path / "fast.zip")
+    assert_same_rollout(deterministic_rollout(model), deterministic_rollout(RecurrentPPO.load(tmp_path / "fast.zip")))
 
 
 @pytest.mark.parametrize("core", ["lstm", "ur"])
@@ -173,11 +163,22 @@ def test_sequence_minibatches_cut_each_env_rollout_into_whole_chunks(sequence_le
 # --- PPO maths: FastRecurrentPPO.train against RecurrentPPO.train on one fixed batch --------------------------
 
 
+def batch_of(space: spaces.Space, n: int, seed: int) -> th.Tensor | dict[str, th.Tensor]:
+    """``n`` samples of ``space`` laid out as the rollout buffer stores them (float, (n, *obs shape))."""
+    if isinstance(space, spaces.Dict):
+        return {key: batch_of(sub, n, seed + i) for i, (key, sub) in enumerate(space.spaces.items())}
+    space.seed(seed)
+    return th.as_tensor(np.stack([np.asarray(space.sample(), dtype=np.float32) for _ in range(n)]).reshape(n, -1))
+
+
 def fixed_batch(policy, n_seq: int = 3, length: int = 5, noise: float = 0.3):
     """A minibatch of whole sequences with episode starts at position 0 and inside, old log-probs near current."""
     gen = th.Generator().manual_seed(0)
-    obs = th.rand(n_seq * length, 3, generator=gen) * 2 - 1
-    actions = th.randint(0, 2, (n_seq * length, 1), generator=gen).float()
+    n = n_seq * length
+    obs = batch_of(policy.observation_space, n, seed=1)
+    if not isinstance(obs, dict):
+        obs = obs.reshape(n, *policy.observation_space.shape)
+    actions = batch_of(policy.action_space, n, seed=2)
     starts = th.zeros(n_seq, length)
     starts[0, 0], starts[1, 2], starts[2, 0], starts[2, 3] = 1, 1, 1, 1
     starts = starts.flatten()
@@ -187,14 +188,46 @@ def fixed_batch(policy, n_seq: int = 3, length: int = 5, noise: float = 0.3):
         tuple(th.randn(1, n_seq, hidden, generator=gen) for _ in range(2)),
     )
     with th.no_grad():
-        values, log_prob, _ = policy.evaluate_actions(obs, actions.long().flatten(), states, starts)
+        flat = actions.long().flatten() if isinstance(policy.action_space, spaces.Discrete) else actions
+        values, log_prob, _ = policy.evaluate_actions(obs, flat, states, starts)
     old_log_prob = log_prob + noise * th.randn(log_prob.shape, generator=gen)
     old_values = values.flatten() + 0.5 * th.randn(values.shape[0], generator=gen)
-    advantages = th.randn(n_seq * length, generator=gen)
+    advantages = th.randn(n, generator=gen)
     returns = old_values + advantages
     fast = SequenceSamples(obs, actions, old_values, old_log_prob, advantages, returns, states, starts)
-    stock = RecurrentRolloutBufferSamples(*fast, mask=th.ones(n_seq * length))
+    stock = RecurrentRolloutBufferSamples(*fast, mask=th.ones(n))
     return fast, stock
+
+
+def assert_fast_train_equals_stock_train(core, options, policy=MlpGatedPolicy, env_kwargs=None, noise=0.3):
+    """Same parameters, same batch: one train() call moves every parameter the same and logs the same losses."""
+    env_kwargs = env_kwargs or {}
+    fast = fast_model(core, policy=policy, env=toy_vec_env(**env_kwargs), **options)
+    initial = {k: v.clone() for k, v in fast.policy.state_dict().items()}
+    stock_options = dict(dict(n_epochs=2), **options)
+    stock = RecurrentPPO(
+        fast.policy_class,
+        toy_vec_env(**env_kwargs),
+        n_steps=8,
+        batch_size=8,
+        policy_kwargs=fast.policy_kwargs,
+        **stock_options,
+    )
+    stock.policy.load_state_dict(initial)
+    fast_batch, stock_batch = fixed_batch(fast.policy, noise=noise)
+    fast.rollout_buffer.sequence_minibatches = lambda batch_size: iter([fast_batch])
+    stock.rollout_buffer.get = lambda batch_size: iter([stock_batch])
+    for m in (fast, stock):
+        m.set_logger(configure(None, [""]))
+        m.train()
+    for (name, a), b in zip(stock.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
+        th.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    assert fast._n_updates == stock._n_updates
+    for key in ("entropy_loss", "policy_gradient_loss", "value_loss", "approx_kl", "clip_fraction", "loss"):
+        a, b = stock.logger.name_to_value[f"train/{key}"], fast.logger.name_to_value[f"train/{key}"]
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), key
+    assert any(not th.equal(v, initial[k]) for k, v in fast.policy.state_dict().items())
+    return stock
 
 
 @pytest.mark.parametrize("core", [None, "lstm", "ur"], ids=["stock_policy", "lstm", "ur"])
@@ -208,30 +241,47 @@ def fixed_batch(policy, n_seq: int = 3, length: int = 5, noise: float = 0.3):
     ids=["plain", "vf_clip_entropy", "target_kl"],
 )
 def test_fast_train_equals_stock_train_on_a_fixed_batch(core, options):
-    """Same parameters, same batch: one train() call moves every parameter the same and logs the same losses."""
-    noise = 0.0 if "target_kl" in options else 0.3
-    fast = fast_model(core, **options)
-    initial = {k: v.clone() for k, v in fast.policy.state_dict().items()}
-    stock_options = dict(dict(n_epochs=2), **options)
-    stock = RecurrentPPO(
-        fast.policy_class, toy_vec_env(), n_steps=8, batch_size=8, policy_kwargs=fast.policy_kwargs, **stock_options
-    )
-    stock.policy.load_state_dict(initial)
-    fast_batch, stock_batch = fixed_batch(fast.policy, noise=noise)
-    fast.rollout_buffer.sequence_minibatches = lambda batch_size: iter([fast_batch])
-    stock.rollout_buffer.get = lambda batch_size: iter([stock_batch])
-    for m in (fast, stock):
-        m.set_logger(configure(None, [""]))
-        m.train()
-    for (name, a), b in zip(stock.policy.state_dict().items(), fast.policy.state_dict().values(), strict=True):
-        th.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
-    assert fast._n_updates == stock._n_updates
+    stock = assert_fast_train_equals_stock_train(core, options, noise=0.0 if "target_kl" in options else 0.3)
     if "target_kl" in options:
         assert stock._n_updates == 2  # stepped in epoch 0, stopped in epoch 1
-    for key in ("entropy_loss", "policy_gradient_loss", "value_loss", "approx_kl", "clip_fraction", "loss"):
-        a, b = stock.logger.name_to_value[f"train/{key}"], fast.logger.name_to_value[f"train/{key}"]
-        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), key
-    assert any(not th.equal(v, initial[k]) for k, v in fast.policy.state_dict().items())
+
+
+BOX_2X2 = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
+@pytest.mark.parametrize(
+    "core,options,policy,env_kwargs",
+    [
+        ("ur", {}, MultiInputGatedPolicy, dict(observation_space=DICT_SPACE)),
+        ("lstm", {}, MlpGatedPolicy, dict(action_space=BOX_2X2)),
+        ("chrono", {}, MlpGatedPolicy, dict(action_space=spaces.MultiDiscrete([2, 3]))),
+        ("r", dict(use_sde=True, clip_range_vf=0.2), MlpGatedPolicy, dict(action_space=BOX_2X2)),
+    ],
+    ids=["dict_obs", "box2x2", "multidiscrete", "gsde_value_clipping"],
+)
+def test_fast_train_equals_stock_train_on_every_space_and_option(core, options, policy, env_kwargs):
+    assert_fast_train_equals_stock_train(core, options, policy=policy, env_kwargs=env_kwargs)
+
+
+def test_a_one_transition_minibatch_is_not_normalised():
+    # The std of one advantage is NaN: normalising it made the loss, then every parameter, NaN.
+    model = fast_model("ur")
+    batch, _ = fixed_batch(model.policy, n_seq=3)
+    one = SequenceSamples(
+        *(t[:1] for t in batch[:2]),
+        *(t[:1] for t in batch[2:6]),
+        RNNStates(*(tuple(s[:, :1] for s in pair) for pair in batch.lstm_states)),
+        batch.episode_starts[:1],
+    )
+    normalised, _ = model._minibatch_loss(one, clip_range=0.2, clip_range_vf=None)
+    model.normalize_advantage = False
+    plain, _ = model._minibatch_loss(one, clip_range=0.2, clip_range_vf=None)
+    assert th.isfinite(normalised) and normalised == plain
+    model.normalize_advantage = True
+    model.rollout_buffer.sequence_minibatches = lambda batch_size: iter([one])
+    model.set_logger(configure(None, [""]))
+    model.train()
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
 
 
 def test_default_adam_runs_fused_and_a_users_choice_is_kept(tmp_path):
@@ -246,3 +296,24 @@ def test_default_adam_runs_fused_and_a_users_choice_is_kept(tmp_path):
     stock.learn(16, reset_num_timesteps=False)  # the saved optimizer state trains under stock too
     chosen = fast_model("ur", policy_kwargs=dict(optimizer_kwargs=dict(eps=1e-5, foreach=False)))
     assert not chosen.policy.optimizer.defaults["fused"] and chosen.policy.optimizer.defaults["foreach"] is False
+
+
+def test_without_a_fused_cpu_adam_the_policys_own_adam_trains(monkeypatch):
+    # torch 2.3 (which pyproject allows) has no fused Adam on CPU: its constructor raises this RuntimeError.
+    real_init = th.optim.Adam.__init__
+
+    def torch_2_3_init(self, params, *args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError(
+                "`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']."
+            )
+        real_init(self, params, *args, fused=fused, **kwargs)
+
+    monkeypatch.setattr(th.optim.Adam, "__init__", torch_2_3_init)
+    model = fast_model("ur")
+    optimizer = model.policy.optimizer
+    assert isinstance(optimizer, th.optim.Adam) and not optimizer.defaults["fused"]
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in model.policy.parameters()}
+    before = model.policy.lstm_actor.weight_hh_l0.clone()
+    model.learn(16)
+    assert not th.equal(before, model.policy.lstm_actor.weight_hh_l0)
