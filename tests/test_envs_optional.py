@@ -226,19 +226,15 @@ def test_memory_maze_cnn_policy_trains_and_frames_make_a_video(tmp_path):
     _needs_memory_maze()
     import imageio.v2 as imageio
     import torch
+    from sb3_contrib import RecurrentPPO
+
+    from policies import CnnGatedPolicy
 
     venv = make_vec_env("urgate/MemoryMaze-9x9-v0", n_envs=1, seed=0)
-    try:
-        from sb3_contrib import RecurrentPPO
-
-        from policies import CnnGatedPolicy
-
-        policy, policy_kwargs = CnnGatedPolicy, {"core": "ur", "lstm_hidden_size": 64}
-    except ImportError:  # the gated policies are built elsewhere; the stock Cnn LSTM policy checks the env side
-        from sb3_contrib import RecurrentPPO
-
-        policy, policy_kwargs = "CnnLstmPolicy", {"lstm_hidden_size": 64}
-    model = RecurrentPPO(policy, venv, n_steps=256, batch_size=128, n_epochs=2, policy_kwargs=policy_kwargs, seed=0)
+    policy_kwargs = {"core": "ur", "lstm_hidden_size": 64}
+    model = RecurrentPPO(
+        CnnGatedPolicy, venv, n_steps=256, batch_size=128, n_epochs=2, policy_kwargs=policy_kwargs, seed=0
+    )
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=2048)
     assert model.num_timesteps >= 2048
