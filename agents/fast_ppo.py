@@ -21,6 +21,7 @@ FastRecurrentPPO zip loads with ``sb3_contrib.RecurrentPPO.load`` and the other 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -86,10 +87,9 @@ class FastRecurrentPPO(RecurrentPPO):
         kwargs = policy.optimizer_kwargs
         chosen = {"fused", "foreach"} & set(kwargs)
         if policy.optimizer_class is th.optim.Adam and not chosen and self.device.type in ("cpu", "cuda"):
-            try:
+            # Without one, torch raises "`fused=True` requires all the params to be ... of supported devices".
+            with contextlib.suppress(RuntimeError):
                 policy.optimizer = th.optim.Adam(policy.parameters(), lr=self.lr_schedule(1), fused=True, **kwargs)
-            except RuntimeError:  # "`fused=True` requires all the params to be ... of supported devices"
-                pass
 
     def _minibatch_loss(
         self, batch: SequenceSamples, clip_range: float, clip_range_vf: float | None

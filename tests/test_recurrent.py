@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch as th
@@ -9,6 +11,8 @@ from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -19,8 +23,9 @@ from policies import (
     MlpGatedPolicy,
     MultiInputGatedPolicy,
     PolicyConfigError,
+    recurrent,
 )
-from policies.cores import GatedLSTM, RefineLSTM
+from policies.cores import GatedLSTM, RefineLSTM, make_core
 from tests.recurrent_envs import DICT_SPACE, IMAGE_SPACE, play, toy_vec_env
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -227,15 +232,44 @@ def rollout_predictions_in(model, env, n_steps: int = 5):
 def test_gsde_with_value_clipping():
     box = spaces.Box(-1.0, 1.0, (2,), np.float32)
     model = tiny_model("lstm", env=toy_vec_env(action_space=box), use_sde=True, clip_range_vf=0.2, sde_sample_freq=4)
+    policy = model.policy
+    log_std = policy.log_std.detach().clone()
     model.learn(16)
-    assert model.policy.use_sde
+    assert isinstance(policy.action_dist, StateDependentNoiseDistribution)
+    assert policy.log_std.shape == (TINY["net_arch"]["pi"][-1], 2) and not th.equal(log_std, policy.log_std)
+    assert model.logger.name_to_value["train/clip_range_vf"] == 0.2
+    # gSDE's exploration is a function of the state, fixed until the noise is resampled.
+    obs, state, starts = toy_vec_env(action_space=box, seed=4).reset(), None, np.ones(2, dtype=bool)
+    policy.reset_noise()
+    a1, _ = model.predict(obs, state=state, episode_start=starts, deterministic=False)
+    a2, _ = model.predict(obs, state=state, episode_start=starts, deterministic=False)
+    mean, _ = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+    policy.reset_noise()
+    a3, _ = model.predict(obs, state=state, episode_start=starts, deterministic=False)
+    np.testing.assert_array_equal(a1, a2)
+    assert not np.allclose(a1, mean) and not np.allclose(a1, a3)
 
 
 def test_dict_observations_with_evaluate_policy():
+    """evaluate_policy on Dict observations returns the episodes a state-carrying rollout of the policy plays."""
     model = tiny_model("ur", policy=MultiInputGatedPolicy, env=toy_vec_env(observation_space=DICT_SPACE))
     model.learn(16)
-    mean, _ = evaluate_policy(model, toy_vec_env(observation_space=DICT_SPACE, seed=2), n_eval_episodes=3)
-    assert np.isfinite(mean)
+    returns, lengths = evaluate_policy(
+        model,
+        toy_vec_env(n_envs=1, observation_space=DICT_SPACE, seed=2),
+        n_eval_episodes=3,
+        return_episode_rewards=True,
+    )
+    env = toy_vec_env(n_envs=1, observation_space=DICT_SPACE, seed=2)
+    obs, state, start = env.reset(), None, np.ones(1, dtype=bool)
+    episodes = []
+    while len(episodes) < 3:
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        obs, _, start, infos = env.step(action)
+        if start[0]:
+            episodes.append((infos[0]["episode"]["r"], infos[0]["episode"]["l"]))
+    assert returns == pytest.approx([r for r, _ in episodes]) and lengths == [n for _, n in episodes]
+    assert sum(lengths) > 3  # episodes longer than one step: the state was carried within them
 
 
 def test_cnn_policy_on_40x40x3_images():
@@ -250,19 +284,42 @@ def test_cnn_policy_on_40x40x3_images():
 
 
 def test_truncated_episodes_bootstrap_from_the_critic():
-    """A truncation at the time limit makes RecurrentPPO evaluate the terminal observation with the critic core."""
-    model = tiny_model("ur", env=toy_vec_env(max_steps=3, terminate_prob=0.0))
-    calls = []
-    original = model.policy.predict_values
+    """At a truncation, RecurrentPPO adds gamma * V(terminal observation) to the reward, V from the critic core
+    carrying the episode's state."""
+    model = tiny_model("ur", env=toy_vec_env(max_steps=3, terminate_prob=0.0), learning_rate=0.0)
+    policy = model.policy
+    bootstraps = []  # (terminal obs, value the rollout used, value recomputed through the critic core)
+    original = policy.predict_values
 
-    def counting(obs, lstm_states, episode_starts):
-        calls.append(obs.shape[0])
-        return original(obs, lstm_states, episode_starts)
+    def recording(obs, lstm_states, episode_starts):
+        value = original(obs, lstm_states, episode_starts)
+        if obs.shape[0] == 1:  # the rollout's per-env call for a truncated episode
+            assert not episode_starts.any() and all(s.abs().sum() > 0 for s in lstm_states)  # the episode's state
+            out, _ = policy.lstm_critic(policy.extract_features(obs, policy.vf_features_extractor)[None], lstm_states)
+            bootstraps.append(
+                (obs.clone(), value.item(), policy.value_net(policy.mlp_extractor.forward_critic(out[0])))
+            )
+        return value
 
-    model.policy.predict_values = counting
-    model.learn(16)
-    # one rollout of 8 steps x 2 envs: each env truncates at steps 3 and 6 (the rollout's last call has batch 2)
-    assert calls.count(1) >= 4
+    class RawRewards(BaseCallback):
+        def _on_step(self):
+            raw.append(
+                (self.locals["rewards"].copy(), [i.get("TimeLimit.truncated", False) for i in self.locals["infos"]])
+            )
+            terminal.append([i.get("terminal_observation") for i in self.locals["infos"]])
+            return True
+
+    raw, terminal = [], []
+    policy.predict_values = recording
+    model.learn(16, callback=RawRewards())  # one rollout: 8 steps x 2 envs, each env truncated at steps 3 and 6
+    truncations = [(t, e) for t, (_, flags) in enumerate(raw) for e, flag in enumerate(flags) if flag]
+    assert len(truncations) == 4 and len(bootstraps) == 4
+    for (t, e), (obs, used, recomputed) in zip(truncations, bootstraps, strict=True):
+        np.testing.assert_array_equal(obs.numpy()[0], terminal[t][e])
+        assert used == pytest.approx(recomputed.item(), abs=1e-6)
+        assert model.rollout_buffer.rewards[t, e] == pytest.approx(raw[t][0][e] + model.gamma * used, abs=1e-5)
+    untouched = [(t, e) for t in range(8) for e in range(2) if (t, e) not in truncations]
+    assert all(model.rollout_buffer.rewards[t, e] == pytest.approx(raw[t][0][e]) for t, e in untouched)
 
 
 # --- saving, determinism, state handling -----------------------------------------------------------------------
@@ -392,6 +449,47 @@ def test_evaluate_actions_on_sequences_with_resets_matches_stock_semantics():
     th.testing.assert_close(values, v2, rtol=0, atol=1e-6)
     th.testing.assert_close(log_prob, lp2, rtol=0, atol=1e-6)
     th.testing.assert_close(entropy, e2, rtol=0, atol=1e-6)
+
+
+def test_reset_step_path_drops_out_between_layers_in_training_only(monkeypatch):
+    """The reset-step path applies the core's dropout to the second layer's inputs, as nn.LSTM does between
+    layers, only in training; checked against layer-by-layer stepping with a deterministic stand-in for dropout."""
+    th.manual_seed(3)
+    core = make_core("lstm", 3, 6, num_layers=2, dropout=0.4)
+    T, B = 7, 3
+    x = th.randn(T, B, 3)
+    starts = th.zeros(T, B)
+    starts[2, 0], starts[4, 1], starts[1, 2], starts[5, 2] = 1, 1, 1, 1
+    hx = (th.randn(2, B, 6), th.randn(2, B, 6))
+    calls = []
+
+    def dropout(inp, p, training):  # keeps the positive entries, scaled as dropout scales what it keeps
+        calls.append((p, training))
+        return th.where(inp > 0, inp / (1 - p), th.zeros_like(inp))
+
+    def layer(k):
+        single = nn.LSTM(6 if k else 3, 6)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(single, f"{name}_l0").data.copy_(getattr(core, f"{name}_l{k}"))
+        return single
+
+    def stepped(inp, k):
+        h, c, outs = hx[0][k : k + 1], hx[1][k : k + 1], []
+        for t in range(T):
+            keep = (1 - starts[t]).view(1, B, 1) if t else th.ones(1, B, 1)
+            out, (h, c) = layer(k)(inp[t : t + 1], (h * keep, c * keep))
+            outs.append(out[0])
+        return th.stack(outs)
+
+    monkeypatch.setattr(recurrent, "F", SimpleNamespace(dropout=dropout))
+    with th.no_grad():
+        for training, between in ((True, dropout), (False, lambda inp, p, training: inp)):
+            core.train(training)
+            calls.clear()
+            got = recurrent._outputs_with_reset_steps(core, x, hx, starts)
+            assert calls == ([(0.4, True)] if training else [])
+            want = stepped(between(stepped(x, 0), 0.4, True), 1)
+            th.testing.assert_close(got, want.transpose(0, 1).reshape(B * T, 6), rtol=0, atol=1e-6)
 
 
 def test_cores_are_the_registry_classes():
