@@ -1,0 +1,109 @@
+"""The compiled refine kernel of this checkout against the one of another git revision, in one process.
+
+Both kernels are built (the other revision's ``policies/csrc`` is taken with ``git show`` and its ops renamed to
+``torch.ops.urgate_base``) and run on the same inputs, forward (saving for backward) plus backward, alternating in
+a shuffled order. Times are thread CPU seconds, which other processes on a shared machine disturb far less than
+wall time; the table shows medians and the ratio this checkout / the other revision.
+
+Usage: ``PYTHONPATH=. python benchmarks/kernel_ab.py [--against 4f0b331] [--repeats 21]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policies import kernels  # noqa: E402
+
+SIZES = ((32, 8, 64), (64, 16, 128), (128, 32, 256), (128, 2, 256))  # (T, B, H); B = 2: the default T-maze job
+
+
+def base_extension(revision: str, folder: Path) -> kernels.CompiledExtension:
+    """The refine kernel of ``revision``, its sources written to ``folder``, registering ``torch.ops.urgate_base``."""
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", f"{revision}:policies/csrc"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in names:
+        text = subprocess.run(
+            ["git", "show", f"{revision}:policies/csrc/{name}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
+        for macro in ("TORCH_LIBRARY", "TORCH_LIBRARY_FRAGMENT"):
+            text = text.replace(f"{macro}(urgate, m)", f"{macro}(urgate_base, m)")
+        (folder / name).write_text(text)
+    return kernels.CompiledExtension(
+        "refine_base", ["refine.cpp"], description=f"refine kernel of {revision}", source_dir=folder
+    )
+
+
+def thread_seconds(fn, calls: int) -> float:
+    t0 = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - t0) / calls
+
+
+def time_size(ops: dict, T: int, B: int, H: int, repeats: int) -> dict[str, list[float]]:
+    """Thread CPU seconds per forward+backward call of each kernel in ``ops``, ``repeats`` samples each."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(T, B, 4 * H, generator=gen)
+    w = torch.randn(4 * H, H, generator=gen) / H**0.5
+    h0, c0, no_resets = torch.zeros(B, H), torch.zeros(B, H), torch.zeros(0)
+    grads = [torch.randn(T, B, H, generator=gen), torch.randn(B, H, generator=gen), torch.randn(B, H, generator=gen)]
+
+    def step(o) -> None:
+        _, _, _, acts, _, cprev, tanhc = o.refine_forward(x, w, h0, c0, no_resets, True)
+        o.refine_backward(*grads, w, acts, cprev, tanhc, no_resets)
+
+    runs = {label: (lambda o=o: step(o)) for label, o in ops.items()}
+    for run in runs.values():  # warm-up
+        run()
+    calls = max(1, round(0.05 / thread_seconds(runs[list(runs)[-1]], 1)))  # samples of ~50 ms
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    order, rng = list(runs), random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)  # neither kernel always runs right after the other
+        for label in order:
+            times[label].append(thread_seconds(runs[label], calls))
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument("--repeats", type=int, default=21, help="timed samples per kernel and size (median shown)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        base = base_extension(args.against, Path(folder))
+        if not base.load() or not kernels.REFINE.load():
+            sys.exit(f"error: a kernel did not build: {base.error or kernels.REFINE.error}")
+    ops = {args.against: torch.ops.urgate_base, "this checkout": torch.ops.urgate}
+    print(
+        f"torch {torch.__version__}, 1 thread, {torch.backends.cpu.get_cpu_capability()}; forward+backward, "
+        f"thread CPU time, median of {args.repeats}"
+    )
+    print(f"| T, B, H | {args.against} (ms) | this checkout (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for T, B, H in SIZES:
+        times = time_size(ops, T, B, H, args.repeats)
+        a, b = (statistics.median(times[label]) for label in ops)
+        print(f"| {T}, {B}, {H} | {1e3 * a:.3f} | {1e3 * b:.3f} | {b / a:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
