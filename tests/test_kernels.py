@@ -311,14 +311,24 @@ if mode == "killed":  # die mid-build, as under SIGKILL or the OOM killer, leavi
         (build_dir / "lock").touch()
         os.kill(os.getpid(), signal.SIGKILL)
     kernels.CompiledExtension._build = killed
-if mode == "together":  # start loading at the same moment as the other process; a build lasts > 1 s
-    print("ready", flush=True)
-    while not Path(sys.argv[3]).exists():
-        time.sleep(0.01)
-    def slow(self, build_dir):
-        time.sleep(1.0)
+if mode == "together":  # start loading with the other process; the builder builds once the other one waits
+    import logging
+    go = Path(sys.argv[3])
+    class Waiting(logging.Handler):  # prints as logging's last-resort handler would, and marks the wait
+        def emit(self, record):
+            print(record.getMessage(), file=sys.stderr, flush=True)
+            if "waiting for another process" in record.getMessage():
+                go.with_name("waiting").touch()
+    logging.getLogger("policies.kernels").addHandler(Waiting())
+    def when_the_other_waits(self, build_dir):
+        deadline = time.monotonic() + 30
+        while not go.with_name("waiting").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
         build(self, build_dir)
-    kernels.CompiledExtension._build = slow
+    kernels.CompiledExtension._build = when_the_other_waits
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.01)
 loaded = probe.load()
 answer = ctypes.CDLL(str(next(probe.build_directory().glob("*.so")))).urgate_probe_answer() if loaded else None
 print(json.dumps({"loaded": loaded, "error": probe.error, "answer": answer}))
