@@ -60,6 +60,18 @@ _STAMP = "urgate-built"  # written into a build folder once its library loaded: 
 _log = logging.getLogger(__name__)
 
 
+def refine_recurrence_reference(
+    xproj: torch.Tensor,
+    w_hh: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    resets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pure-torch refine recurrence: ``(out (T, B, H), h_T, c_T)``; see ``refine_recurrence``."""
+    out, h, c, _ = step_loop(refine_cell, xproj, w_hh, h0, c0, resets)
+    return out, h, c
+
+
 def kernel_disabled() -> bool:
     """True when the user forces the pure-torch path with ``URGATE_DISABLE_KERNEL=1`` (read at every call)."""
     return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
@@ -249,18 +261,6 @@ class CompiledExtension:
 
 REFINE = CompiledExtension("refine", ["refine.cpp"], description="refine-gate CPU kernel")
 _warned = False
-
-
-def refine_recurrence_reference(
-    xproj: torch.Tensor,
-    w_hh: torch.Tensor,
-    h0: torch.Tensor,
-    c0: torch.Tensor,
-    resets: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pure-torch refine recurrence: ``(out (T, B, H), h_T, c_T)``; see ``refine_recurrence``."""
-    out, h, c, _ = step_loop(refine_cell, xproj, w_hh, h0, c0, resets)
-    return out, h, c
 
 
 def kernel_available() -> bool:
