@@ -17,6 +17,7 @@ import io
 import os
 import shutil
 import signal
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -118,6 +119,65 @@ def _relocate_summary(run_dir: Path) -> None:
         rundir.write_summary(run_dir, summary)
 
 
+RAY_TOKEN_HELP = (
+    "set RAY_AUTH_TOKEN to the cluster's token (print it on the head node with `ray get-auth-token`) or "
+    "RAY_AUTH_TOKEN_PATH to a file holding it (default ~/.ray/auth_token); RAY_AUTH_MODE=disabled for a cluster "
+    "started without authentication"
+)
+
+
+def _ray_token_available() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN", "").strip()) or Path(path).is_file()
+
+
+def _use_cluster_token() -> None:
+    """Connect to a cluster with its token when one is at hand. ``ray start --head`` turns Ray's token
+    authentication on by default, but ``ray.init(address=...)`` connects with it off unless ``RAY_AUTH_MODE=token``
+    is set (Ray enables it by itself only for a local cluster it finds without an address). An explicit
+    ``RAY_AUTH_MODE`` is left as it is."""
+    if os.environ.get("RAY_AUTH_MODE") is not None or not _ray_token_available():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray reads its configuration once; refresh it, as Ray does when it enables token mode itself
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except (ImportError, AttributeError):
+        pass
+
+
+def _ray_init(ray, address: str | None, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` with Ray's own console output held back: a cluster that refuses the connection (a missing or
+    wrong token) makes Ray's core print one warning per second for 20 s; the user gets one line instead."""
+    where = address or "a local runtime"
+    with tempfile.TemporaryFile(mode="w+") as captured:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            ray.init(**kwargs)
+            failure = None
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            failure = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failure is None:
+            return
+        captured.seek(0)
+        output = captured.read()
+    if "InvalidAuthToken" in output or "Unauthenticated" in output or "AuthenticationError" in type(failure).__name__:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        raise UrgateError(
+            f"cannot reach Ray at {where}: the cluster refused the connection's authentication (RAY_AUTH_MODE "
+            f"{mode}, token {'found' if _ray_token_available() else 'not found'}): {RAY_TOKEN_HELP}"
+        ) from None
+    reason = " ".join(str(failure).split())
+    raise UrgateError(f"cannot start or reach Ray at {where}: {reason}") from None
+
+
 def run_ray(
     jobs: list[Job],
     *,
@@ -138,12 +198,10 @@ def run_ray(
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address:
             kwargs["address"] = address
+            _use_cluster_token()
         else:
             kwargs["num_cpus"] = workers
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UrgateError(f"cannot start or reach Ray at {address or 'a local runtime'}: {exc}") from None
+        _ray_init(ray, address, kwargs)
     task = ray.remote(_ray_task)
     refs = {}
     try:
