@@ -199,8 +199,8 @@ def run_ray(
         if address:
             kwargs["address"] = address
             _use_cluster_token()
-        else:
-            kwargs["num_cpus"] = workers
+        else:  # "local": a new runtime, even when `ray start` left a cluster (or its stale address) on this machine
+            kwargs.update(address="local", num_cpus=workers)
         _ray_init(ray, address, kwargs)
     task = ray.remote(_ray_task)
     refs = {}
