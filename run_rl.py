@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ def _report_run(summary: dict) -> int:
     run_dir = summary["run_dir"]
     status = summary["status"]
     head = f"{summary['core']} on {summary['env_id']}: {summary['timesteps']} steps, {summary['wall_time_s']:.0f} s"
+    session = summary.get("session_timesteps", summary["timesteps"])
+    if session != summary["timesteps"]:  # resumed: the speed is this session's, so say which steps it covers
+        head += f" in all; this session {session} steps"
     if summary.get("fps"):
         head += f", {summary['fps']:.0f} steps/s"
     if status == "finished":
@@ -104,6 +108,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:0, auto (default cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default 1: fastest for small recurrent models)")
     p.add_argument("--run-dir", type=Path, help="output directory (default runs/<env>-<core>-s<seed>-<time>)")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        metavar="N",
+        help="also keep the last N periodic checkpoints as checkpoints/step_<steps>.zip (default 0: only "
+        "checkpoints/latest.zip, replaced at every checkpoint)",
+    )
     _add_overrides(
         p,
         "override a config field, repeatable; dotted keys reach nested ones: ppo.n_steps=64, "
@@ -113,16 +124,37 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
+# config key -> the train option that sets it (and its attribute in the parsed arguments)
+TRAIN_FLAGS = {
+    "core": "--core",
+    "total_timesteps": "--timesteps",
+    "seed": "--seed",
+    "n_envs": "--n-envs",
+    "device": "--device",
+    "threads": "--threads",
+    "keep_checkpoints": "--keep-checkpoints",
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _cli_overrides(args: argparse.Namespace) -> list[str]:
-    named = {
-        "core": args.core,
-        "total_timesteps": args.timesteps,
-        "seed": args.seed,
-        "n_envs": args.n_envs,
-        "device": args.device,
-        "threads": args.threads,
-    }
+    named = {key: getattr(args, _dest(flag)) for key, flag in TRAIN_FLAGS.items()}
     return [f"{k}={v}" for k, v in named.items() if v is not None] + list(args.overrides)
+
+
+def _in_flag_terms(exc: Exception, args: argparse.Namespace, flags: dict[str, str]) -> Exception:
+    """A config value error restated with the option the user typed: ``--timesteps -5: must be an integer >= 1``
+    rather than ``config key 'total_timesteps' ...``; any other error as it is."""
+    from agents.errors import ConfigValueError, UrgateError
+
+    flag = flags.get(getattr(exc, "key", None))
+    if not isinstance(exc, ConfigValueError) or flag is None or getattr(args, _dest(flag), None) is None:
+        return exc
+    hint = f" ({exc.hint})" if exc.hint else ""
+    return UrgateError(f"{flag} {exc.value}: must be {exc.what}{hint}")
 
 
 def default_run_dir(env_id: str, core: str, seed: int) -> Path:
@@ -131,12 +163,20 @@ def default_run_dir(env_id: str, core: str, seed: int) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import envs
     from agents.config import load_config
     from agents.train import train
 
-    cfg = load_config(args.config, args.env, _cli_overrides(args))
-    run_dir = args.run_dir or default_run_dir(cfg.env_id, cfg.core, cfg.seed)
-    return _report_run(train(cfg, run_dir, overwrite=args.overwrite, progress_bar=not args.no_progress))
+    try:
+        cfg = load_config(args.config, args.env, _cli_overrides(args))
+        run_dir = args.run_dir or default_run_dir(cfg.env_id, cfg.core, cfg.seed)
+        return _report_run(train(cfg, run_dir, overwrite=args.overwrite, progress_bar=not args.no_progress))
+    except envs.EnvConfigError as exc:
+        if args.env is not None and str(exc).startswith("unknown environment id"):
+            raise envs.EnvConfigError(f"--env {args.env}: {exc}") from None
+        raise
+    except _user_errors() as exc:
+        raise _in_flag_terms(exc, args, TRAIN_FLAGS) from None
 
 
 # -- eval ------------------------------------------------------------------------------------------------------
@@ -153,6 +193,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the statistics as JSON here (default: eval.json in a run directory)")
 
 
+EVAL_FLAGS = {"n_episodes": "--episodes", "seed": "--seed", "device": "--device"}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -160,15 +203,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from agents.evaluate import evaluate
 
     torch.set_num_threads(1)
-    result = evaluate(
-        args.path,
-        env_id=args.env,
-        n_episodes=args.episodes,
-        deterministic=not args.stochastic,
-        seed=args.seed,
-        video_path=args.video,
-        device=args.device,
-    )
+    try:
+        result = evaluate(
+            args.path,
+            env_id=args.env,
+            n_episodes=args.episodes,
+            deterministic=not args.stochastic,
+            seed=args.seed,
+            video_path=args.video,
+            device=args.device,
+        )
+    except _user_errors() as exc:
+        raise _in_flag_terms(exc, args, EVAL_FLAGS) from None
     _print_eval(result, prefix=f"{result['env_id']} ({'greedy' if not args.stochastic else 'sampled'}): ")
     out = args.out or (args.path / rundir.EVAL_RESULT if args.path.is_dir() else None)
     if out is not None:
@@ -198,16 +244,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     for fam in envs.FAMILIES.values():
         ceiling = "n/a" if fam.memoryless_ceiling is None else f"{fam.memoryless_ceiling:.2f}"
         extra = f", needs: {fam.install_hint()}" if fam.extra else ""
+        video = "records video (eval --video)" if fam.records_video else "no video (renders no frames)"
         print(f"  {fam.name}: {fam.summary}")
-        print(f"    memoryless ceiling {ceiling}, config '{fam.config}'{extra}")
+        print(f"    memoryless ceiling {ceiling}, config '{fam.config}', {video}{extra}")
         for env_id in fam.ids:
             print(f"    {env_id}")
     print(f"\nconfigs (--config, in {CONFIG_DIR}):")
     for name in available_configs():
-        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()
-        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        print(f"  {name:<14} {about}")
+        about = config_summary((CONFIG_DIR / f"{name}.yaml").read_text())
+        lines = textwrap.wrap(about, width=100, initial_indent=f"  {name:<14} ", subsequent_indent=" " * 17)
+        print("\n".join(lines or [f"  {name}"]))
     return EXIT_OK
+
+
+def config_summary(text: str) -> str:
+    """The first sentence of a config file's leading comment block, however many lines it spans."""
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    joined = " ".join(comment)
+    end = re.search(r"[.!?](\s|$)", joined)
+    return joined[: end.start() + 1] if end else joined
 
 
 # -- resume ----------------------------------------------------------------------------------------------------
@@ -469,30 +528,79 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_rl.py",
-        description="Recurrent PPO with a selectable memory core (lstm, chrono, u, r, ur). Without a command, "
-        "trains: `python run_rl.py --core ur`. Model zips unpickle code when loaded: load only files you trust.",
+        description="Recurrent PPO with a selectable memory core (lstm, chrono, u, r, ur).\n"
+        "Without a command, trains: python run_rl.py --core ur\n"
+        "Model zips unpickle code when loaded: load only files you trust.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         command.arguments(p)
         p.set_defaults(run=command.run)
+        if name == DEFAULT_COMMAND:  # `run_rl.py --help` shows the options that work without a command
+            options = p.format_help().split("\noptions:\n", 1)[-1].splitlines()
+            options = [line for line in options if "show this help message" not in line]
+            parser.epilog = (
+                f"options of {name}, the default command:\n" + "\n".join(options) + "\n\nEvery command has its "
+                "own options: python run_rl.py COMMAND --help (e.g. python run_rl.py eval --help)"
+            )
     return parser
 
 
+class _PipeSafe:
+    """A text stream whose writes survive a reader that went away: ``run_rl.py list | head -3`` closes the pipe
+    early, and Ctrl-C under ``2>&1 | tee log`` kills ``tee``. After the first EPIPE the file descriptor is pointed
+    at /dev/null, so training carries on to its checkpoint and the interpreter's final flush stays quiet."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _silence(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no real descriptor (a test's capture): writes are dropped
+            self._stream = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 class _Stderr(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it), above a live progress bar if one is shown
+    (tqdm clears and redraws it), so notices such as the kernel build never land on the bar's line."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never stop a run (a closed stream, say)
+            self.handleError(record)
 
 
 def _announce_on_stderr() -> None:
-    """The library's progress lines ("training ... -> RUN_DIR") go to stderr, printed once validation passed."""
-    logger = logging.getLogger("urgate")
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        logger.addHandler(_Stderr())
-    logger.setLevel(logging.INFO)
+    """Log records reach stderr once validation passed: the library's progress lines ("training ... -> RUN_DIR",
+    one line per periodic evaluation) at INFO, other libraries' (the kernel build notice) at WARNING."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _Stderr) for h in root.handlers):
+        root.addHandler(_Stderr())
+    logging.getLogger("urgate").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,16 +608,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)
-    args = build_parser().parse_args(argv)
-    _announce_on_stderr()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
     try:
-        return args.run(args)
-    except _user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:  # outside training (which saves a checkpoint itself): nothing to save
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        args = build_parser().parse_args(argv)
+        _announce_on_stderr()
+        try:
+            return args.run(args)
+        except _user_errors() as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # outside training (which saves a checkpoint itself): nothing to save
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ resumes without losing or repeating data).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import signal
 import sys
@@ -23,10 +25,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_nor
 from tqdm import tqdm
 
 from . import rundir
-from .checkpoints import save_model, write_checkpoint
+from .checkpoints import keep_step_checkpoint, save_model, write_checkpoint
 from .evaluate import run_episodes
 from .gate_stats import gate_summary, rollout_gates, timescales
 
+log = logging.getLogger("urgate")
 GATE_SAMPLES = 20_000  # gate values kept per diagnostics (of num_layers * n_steps * n_envs * hidden)
 
 
@@ -38,36 +41,38 @@ class NonFiniteError(RuntimeError):
 
 
 class StopRequest:
-    """Turns the first Ctrl-C (SIGINT) into a request to stop after the current update; the second one aborts.
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (a scheduler's stop) into a request to stop at the next step and
+    save a checkpoint; the second one aborts (the trainer still saves what was trained on).
 
     Used as a context manager around ``model.learn``. Signal handlers can only be installed from the main thread;
-    elsewhere (e.g. a worker thread) Ctrl-C arrives as ``KeyboardInterrupt`` as usual.
+    elsewhere (e.g. a worker thread) Ctrl-C arrives as ``KeyboardInterrupt`` as usual. The notice is best effort:
+    under ``| tee log`` Ctrl-C also kills the reader of the pipe, and a failed write must not cost the checkpoint.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: list[tuple[int, Any]] = []
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = [(sig, signal.signal(sig, self._handle)) for sig in self.SIGNALS]
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous:
+            signal.signal(sig, previous)
+        self._previous = []
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print(
-            "\ninterrupt: stopping after the current update and saving a checkpoint (Ctrl-C again to abort "
-            "without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
+        name = signal.Signals(signum).name
+        notice = f"\n{name}: stopping and saving a checkpoint ({name} again to abort without waiting for the update)"
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (EPIPE) or a closed file
+            print(notice, file=sys.stderr, flush=True)
 
 
 class StopOnRequest(BaseCallback):
@@ -120,15 +125,17 @@ class NonFiniteGuard(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """Writes ``checkpoints/latest.zip`` every ``freq`` environment steps, at update boundaries.
+    """Writes ``checkpoints/latest.zip`` every ``freq`` environment steps, at update boundaries, and keeps the last
+    ``keep`` of them as step-numbered checkpoints (``checkpoints.keep_step_checkpoint``).
 
     :param run_dir: the run directory
     :param freq: steps between checkpoints (0: never; the trainer still writes one at the end)
+    :param keep: step-numbered checkpoints to keep besides ``latest.zip`` (0: none)
     """
 
-    def __init__(self, run_dir: Path, freq: int) -> None:
+    def __init__(self, run_dir: Path, freq: int, keep: int = 0) -> None:
         super().__init__()
-        self.run_dir, self.freq = run_dir, freq
+        self.run_dir, self.freq, self.keep = run_dir, freq, keep
         self.last = 0
 
     def _on_training_start(self) -> None:
@@ -137,6 +144,7 @@ class CheckpointCallback(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.freq and self.model.num_timesteps - self.last >= self.freq:
             write_checkpoint(self.model, self.run_dir)
+            keep_step_checkpoint(self.run_dir, self.keep)
             self.last = self.model.num_timesteps
 
     def _on_step(self) -> bool:
@@ -187,7 +195,7 @@ class EvalCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.model.num_timesteps >= self.next_at:
-            self.evaluate_now()
+            log.info(describe_evaluation(self.model.num_timesteps, self.evaluate_now()))
             self.next_at = (self.model.num_timesteps // self.freq + 1) * self.freq
 
     def _on_step(self) -> bool:
@@ -214,6 +222,14 @@ class EvalCallback(BaseCallback):
 
 
 # -- gate diagnostics ------------------------------------------------------------------------------------------
+
+
+def describe_evaluation(timesteps: int, result: dict[str, Any]) -> str:
+    """One line per periodic evaluation, printed above the progress bar: ``eval at 70,000 steps: success 0.96,
+    return 0.870 (50 episodes)``."""
+    sr = result.get("success_rate")
+    success = "" if sr is None else f"success {sr:.2f}, "
+    return f"eval at {timesteps:,} steps: {success}return {result['mean_return']:.3f} ({result['episodes']} episodes)"
 
 
 class GateDiagnostics(BaseCallback):
@@ -275,7 +291,19 @@ class GateDiagnostics(BaseCallback):
 
 
 class ProgressBar(BaseCallback):
-    """A tqdm bar on stderr: steps, fps (last few seconds), mean return and success rate of recent episodes."""
+    """A tqdm bar on stderr: steps, time left, fps (last few seconds), mean return and success rate of recent
+    episodes.
+
+    The bar's total is the step count the run will really end at (SB3 collects whole rollouts, so it can pass
+    ``total_timesteps``). The time left is measured over whole rollout + update cycles from the end of the first
+    update on: that first update can hold one-off costs (the kernel build), which tqdm's own estimate would turn
+    into an absurd time left. A stream that fails (a closed pipe) ends the bar, never the run.
+
+    :param total: the run's ``total_timesteps`` (the bar rounds it up to whole rollouts)
+    :param desc: the bar's label
+    """
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
     def __init__(self, total: int, desc: str = "") -> None:
         super().__init__()
@@ -283,44 +311,91 @@ class ProgressBar(BaseCallback):
         self.bar = None
         self._shown = 0
         self._window: list[tuple[float, int]] = []
+        self._rollouts = 0
+        self._clock: tuple[float, int] | None = None  # (time, steps) at the end of the first update
+        self._rate: float | None = None  # steps/s over whole cycles since then
 
     def _on_training_start(self) -> None:
+        start = self.model.num_timesteps
+        self.total = end_of_run(self.model, start)
         tty = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=self.total,
-            initial=self.model.num_timesteps,
-            desc=self.desc,
-            unit="step",
-            unit_scale=True,
-            dynamic_ncols=True,
-            mininterval=0.5 if tty else 15.0,
-            file=sys.stderr,
-        )
-        self._shown = self.model.num_timesteps
-        self._window = [(time.perf_counter(), self._shown)]
+        try:
+            self.bar = tqdm(
+                total=self.total,
+                initial=start,
+                desc=self.desc,
+                unit="step",
+                unit_scale=True,
+                dynamic_ncols=True,
+                mininterval=0.5 if tty else 15.0,
+                file=sys.stderr,
+                bar_format=self.BAR_FORMAT,
+            )
+        except (OSError, ValueError):  # stderr is already gone: train without a bar
+            self.bar = None
+        self._shown = start
+        self._window = [(time.perf_counter(), start)]
         self._last_postfix = 0.0
+        self._rollouts, self._clock, self._rate = 0, None, None
+
+    def _on_rollout_start(self) -> None:
+        self._rollouts += 1
+        now, t = time.perf_counter(), self.model.num_timesteps
+        if self._rollouts == 2:  # the first update is over
+            self._clock = (now, t)
+        elif self._clock is not None and now > self._clock[0]:
+            self._rate = (t - self._clock[1]) / (now - self._clock[0])
 
     def _on_step(self) -> bool:
         now = time.perf_counter()
-        if now - self._last_postfix >= 0.5:
-            t = self.model.num_timesteps
-            self._window.append((now, t))
-            while len(self._window) > 2 and now - self._window[0][0] > 10.0:
-                self._window.pop(0)
-            (t0, s0) = self._window[0]
-            post = {"fps": f"{(t - s0) / max(now - t0, 1e-9):.0f}"}
-            if self.model.ep_info_buffer:
-                post["return"] = f"{np.mean([e['r'] for e in self.model.ep_info_buffer]):.2f}"
-            if self.model.ep_success_buffer:
-                post["success"] = f"{np.mean(self.model.ep_success_buffer):.2f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(t - self._shown)
-            self._shown = t
-            self._last_postfix = now
+        if self.bar is not None and now - self._last_postfix >= 0.5:
+            self._guarded(self._refresh, now)
         return True
+
+    def _refresh(self, now: float) -> None:
+        t = self.model.num_timesteps
+        self._window.append((now, t))
+        while len(self._window) > 2 and now - self._window[0][0] > 10.0:
+            self._window.pop(0)
+        (t0, s0) = self._window[0]
+        post = {}
+        if self._rate:
+            post["left"] = format_duration(max(self.total - t, 0) / self._rate)
+        post["fps"] = f"{(t - s0) / max(now - t0, 1e-9):.0f}"
+        if self.model.ep_info_buffer:
+            post["return"] = f"{np.mean([e['r'] for e in self.model.ep_info_buffer]):.2f}"
+        if self.model.ep_success_buffer:
+            post["success"] = f"{np.mean(self.model.ep_success_buffer):.2f}"
+        if t > self.bar.total:  # never shown past 100 % (a budget changed under the bar)
+            self.bar.total = t
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(t - self._shown)
+        self._shown = t
+        self._last_postfix = now
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except (OSError, ValueError):  # stderr went away (EPIPE, closed file): stop drawing, keep training
+            self.bar = None
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.update(max(self.model.num_timesteps - self._shown, 0))
-            self.bar.close()
+            bar = self.bar
+            self._guarded(lambda: (bar.update(max(self.model.num_timesteps - self._shown, 0)), bar.close()))
             self.bar = None
+
+
+def end_of_run(model, start: int) -> int:
+    """The step count ``learn`` stops at: SB3 collects whole rollouts of ``n_steps * n_envs`` steps until
+    ``num_timesteps`` reaches the budget, so it ends at the first rollout boundary at or past it."""
+    rollout = getattr(model, "n_steps", 1) * model.n_envs
+    budget = model._total_timesteps
+    return start + max(-(-(budget - start) // rollout), 0) * rollout
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -32,3 +33,22 @@ def write_checkpoint(model, run_dir: Path, timesteps: int | None = None) -> Path
     save_model(model, path)
     rundir.write_checkpoint_meta(path.parent, model.num_timesteps, time.strftime("%Y-%m-%dT%H:%M:%S"))
     return path
+
+
+def keep_step_checkpoint(run_dir: Path, keep: int) -> None:
+    """Copy ``checkpoints/latest.zip`` (+ its VecNormalize statistics) to a step-numbered checkpoint and delete all
+    but the last ``keep`` of those, as SB3's CheckpointCallback users expect.
+
+    :param run_dir: the run directory, whose ``latest.zip`` was just written
+    :param keep: how many step-numbered checkpoints to keep (0: none, nothing is copied)
+    """
+    if keep <= 0:
+        return
+    latest = rundir.checkpoint_path(run_dir)
+    target = rundir.step_checkpoint_path(run_dir, rundir.checkpoint_timesteps(run_dir))
+    for src, dst in ((rundir.normalize_stats_path(latest), rundir.normalize_stats_path(target)), (latest, target)):
+        if src.is_file():
+            rundir.atomic_write(dst, lambda p, src=src: shutil.copyfile(src, p))
+    for old in rundir.step_checkpoints(run_dir)[:-keep]:
+        rundir.normalize_stats_path(old).unlink(missing_ok=True)
+        old.unlink(missing_ok=True)

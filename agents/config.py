@@ -22,7 +22,7 @@ import envs
 from policies import CORE_NAMES
 
 from .errors import UrgateError
-from .strict import Strict, did_you_mean, merge, parse_override, read_yaml, require, set_dotted
+from .strict import Strict, did_you_mean, merge, name_hint, parse_override, read_yaml, require, set_dotted
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "default"
@@ -75,22 +75,29 @@ class PPOConfig:
 
     def _validate(self, prefix: str) -> None:
         for key in ("n_steps", "batch_size", "n_epochs"):
-            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
+            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1", getattr(self, key))
         for key in ("learning_rate", "clip_range", "max_grad_norm"):
-            require(getattr(self, key) > 0, f"{prefix}{key}", "a number > 0")
+            require(getattr(self, key) > 0, f"{prefix}{key}", "a number > 0", getattr(self, key))
         for key in ("gamma", "gae_lambda"):
-            require(0 <= getattr(self, key) <= 1, f"{prefix}{key}", "a number in [0, 1]")
+            require(0 <= getattr(self, key) <= 1, f"{prefix}{key}", "a number in [0, 1]", getattr(self, key))
         for key in ("ent_coef", "vf_coef"):
-            require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0")
+            require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0", getattr(self, key))
         require(
             self.sequence_length is None or (self.sequence_length >= 1 and self.n_steps % self.sequence_length == 0),
             f"{prefix}sequence_length",
             f"null or a divisor of ppo.n_steps={self.n_steps}",
+            self.sequence_length,
         )
         for key in ("clip_range_vf", "target_kl"):
             v = getattr(self, key)
-            require(v is None or v > 0, f"{prefix}{key}", "a number > 0 or null")
-        require(self.lr_schedule in LR_SCHEDULES, f"{prefix}lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+            require(v is None or v > 0, f"{prefix}{key}", "a number > 0 or null", v)
+        require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"{prefix}lr_schedule",
+            f"one of {', '.join(LR_SCHEDULES)}",
+            self.lr_schedule,
+            name_hint(self.lr_schedule, LR_SCHEDULES),
+        )
 
 
 @dataclass
@@ -109,9 +116,9 @@ class EvalConfig:
     n_envs: int = 8
 
     def _validate(self, prefix: str) -> None:
-        require(self.freq >= 0, f"{prefix}freq", "an integer >= 0 (0 disables periodic evaluation)")
-        require(self.n_episodes >= 1, f"{prefix}n_episodes", "an integer >= 1")
-        require(self.n_envs >= 1, f"{prefix}n_envs", "an integer >= 1")
+        require(self.freq >= 0, f"{prefix}freq", "an integer >= 0 (0 disables periodic evaluation)", self.freq)
+        require(self.n_episodes >= 1, f"{prefix}n_episodes", "an integer >= 1", self.n_episodes)
+        require(self.n_envs >= 1, f"{prefix}n_envs", "an integer >= 1", self.n_envs)
 
 
 @dataclass
@@ -133,6 +140,8 @@ class RunConfig(Strict):
     :param eval: evaluation settings
     :param checkpoint_freq: write ``checkpoints/latest.zip`` every this many steps (0: only at the end or on
         interruption)
+    :param keep_checkpoints: also keep the last this many periodic checkpoints as ``checkpoints/step_<N>.zip``
+        (0: only ``latest.zip``, which each checkpoint replaces)
     :param gate_diagnostics: log forget-gate histograms every this many updates (0: off)
     """
 
@@ -149,18 +158,39 @@ class RunConfig(Strict):
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_freq: int = 50_000
+    keep_checkpoints: int = 0
     gate_diagnostics: int = 10
 
     def _validate(self, prefix: str) -> None:
-        require(bool(self.env_id), f"{prefix}env_id", "a non-empty environment id")
-        require(self.core in CORE_NAMES, f"{prefix}core", f"one of {', '.join(CORE_NAMES)}")
+        require(bool(self.env_id), f"{prefix}env_id", "a non-empty environment id", self.env_id)
+        require(
+            self.core in CORE_NAMES,
+            f"{prefix}core",
+            f"one of {', '.join(CORE_NAMES)}",
+            self.core,
+            name_hint(self.core, CORE_NAMES),
+        )
         for key in ("total_timesteps", "n_envs", "threads"):
-            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1")
-        for key in ("checkpoint_freq", "gate_diagnostics"):
-            require(getattr(self, key) >= 0, f"{prefix}{key}", "an integer >= 0 (0 disables it)")
-        require(self.vec_env in VEC_ENVS, f"{prefix}vec_env", f"one of {', '.join(VEC_ENVS)}")
-        require(_is_device(self.device), f"{prefix}device", "a torch device such as cpu, cuda, cuda:0 or auto")
-        require("core" not in self.policy_kwargs, f"{prefix}policy_kwargs.core", "set through the key 'core'")
+            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1", getattr(self, key))
+        require(self.seed >= 0, f"{prefix}seed", "an integer >= 0", self.seed)
+        for key in ("checkpoint_freq", "gate_diagnostics", "keep_checkpoints"):
+            require(getattr(self, key) >= 0, f"{prefix}{key}", "an integer >= 0 (0 disables it)", getattr(self, key))
+        require(
+            self.vec_env in VEC_ENVS,
+            f"{prefix}vec_env",
+            f"one of {', '.join(VEC_ENVS)}",
+            self.vec_env,
+            name_hint(self.vec_env, VEC_ENVS),
+        )
+        require(
+            _is_device(self.device), f"{prefix}device", "a torch device such as cpu, cuda, cuda:0 or auto", self.device
+        )
+        require(
+            "core" not in self.policy_kwargs,
+            f"{prefix}policy_kwargs.core",
+            "set through the key 'core'",
+            self.policy_kwargs.get("core"),
+        )
 
 
 # -- loading ---------------------------------------------------------------------------------------------------

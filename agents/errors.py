@@ -9,6 +9,21 @@ class UrgateError(ValueError):
     """
 
 
+class ConfigValueError(UrgateError):
+    """A config value out of its range: knows the key, the value and what is valid, so the command line can
+    restate it in terms of the flag the user typed (``--timesteps -5`` rather than ``total_timesteps``).
+
+    :param key: the dotted config key
+    :param value: the value given
+    :param what: what would be valid, as a phrase (``"an integer >= 1"``)
+    :param hint: an optional suggestion (``"did you mean 'ur'?"``)
+    """
+
+    def __init__(self, key: str, value: object, what: str, hint: str = "") -> None:
+        self.key, self.value, self.what, self.hint = key, value, what, hint
+        super().__init__(f"config key '{key}' must be {what}, got {value!r}{f' ({hint})' if hint else ''}")
+
+
 def one_line(exc: BaseException) -> str:
     """``"TypeName: first line of the message"``, for wrapping a library's exception in a one-line error."""
     text = str(exc).strip().splitlines()

@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from . import factory, loading, rundir
 from .config import RunConfig
-from .errors import UrgateError
+from .errors import ConfigValueError, UrgateError
 from .stats import bootstrap_ci, mean
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
@@ -146,7 +146,7 @@ def evaluate(
     :param env_id: environment id; default: the one the model was trained on (recorded in the zip / run)
     :param n_episodes: episodes to play
     :param deterministic: greedy actions (default) or sampled ones
-    :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``)
+    :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``), an integer >= 0 or None
     :param video_path: write the first episodes of the first env to this ``.gif`` or ``.mp4``
     :param env_kwargs: env keywords; default: those the model was trained with (none for another env)
     :param n_envs: envs stepped side by side (1 when recording a video)
@@ -155,7 +155,10 @@ def evaluate(
     :return: ``mean_return``, ``std_return``, ``ci95``, ``success_rate``, ``mean_length``, ``episodes``, ``env_id``
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-        raise UrgateError(f"the number of evaluation episodes must be an integer >= 1, got {n_episodes!r}")
+        raise ConfigValueError("n_episodes", n_episodes, "an integer >= 1 (episodes to play)")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigValueError("seed", seed, "an integer >= 0 (the seed of the evaluation envs)")
+    factory.check_device(device)
     if video_path is not None and Path(video_path).suffix.lower() not in VIDEO_SUFFIXES:
         raise UrgateError(f"video file {str(video_path)!r} must end in {' or '.join(VIDEO_SUFFIXES)}")
     if video_path is not None and Path(video_path).suffix.lower() == ".mp4":

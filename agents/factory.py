@@ -9,6 +9,8 @@ its observations (by name), and this module resolves those names in ``policies``
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,34 @@ import policies
 from policies.extractors import EXTRACTORS
 
 from .config import RunConfig
-from .errors import UrgateError, one_line
+from .errors import ConfigValueError, UrgateError, one_line
 from .fast_ppo import FastRecurrentPPO
 from .loading import RUN_INFO_ATTR, load_vecnormalize
+from .strict import did_you_mean, type_name
+
+
+def check_device(device: str) -> None:
+    """Fail with one line when ``device`` names hardware this machine lacks: SB3 would silently run on the CPU
+    while the run's config records the device asked for.
+
+    :param device: a torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``auto``)
+    """
+    if device == "auto":
+        return
+    try:
+        dev = th.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigValueError("device", device, "a torch device such as cpu, cuda, cuda:0 or auto") from None
+    if dev.type == "cuda":
+        count = th.cuda.device_count() if th.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigValueError(
+                "device", device, f"cpu or auto on this machine (torch {th.__version__} sees no CUDA device)"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ConfigValueError("device", device, f"cpu, auto or one of cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not th.backends.mps.is_available():
+        raise ConfigValueError("device", device, "cpu or auto on this machine (torch sees no MPS device)")
 
 
 def set_threads(threads: int) -> None:
@@ -111,6 +138,84 @@ def accepted_policy_kwargs(cls: type) -> list[str]:
     return names
 
 
+POSITIVE_POLICY_KWARGS = ("lstm_hidden_size", "n_lstm_layers")  # sizes: torch fails deep inside on 0 or less
+
+
+def policy_kwarg_types(cls: type) -> dict[str, Any]:
+    """The annotated type of each keyword a policy class accepts (the first class up the MRO that annotates it)."""
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            for name, hint in typing.get_type_hints(klass.__init__).items():
+                hints.setdefault(name, hint)
+    return hints
+
+
+def check_policy_kwargs(cls: type, policy_kwargs: dict[str, Any]) -> None:
+    """Fail with one line when a ``policy_kwargs`` value has the wrong type or is out of range, as ``ppo.*``
+    values are checked, instead of a torch error from deep inside the constructor.
+
+    Classes (``activation_fn``, ``features_extractor_class``, ``optimizer_class``) may be given by name; those
+    names are resolved and checked where they are turned into classes.
+
+    :param cls: the policy class
+    :param policy_kwargs: the config's ``policy_kwargs``
+    """
+    hints = policy_kwarg_types(cls)
+    for key, value in policy_kwargs.items():
+        hint = hints.get(key)
+        if hint is None or _is_class_hint(hint):
+            continue
+        what = type_name(hint)
+        if key == "net_arch":
+            what = "a list of layer sizes >= 1 ([64, 64]), a mapping of pi and vf to such lists, or null"
+        if key in POSITIVE_POLICY_KWARGS:
+            what += " >= 1"
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = _has_type(value, hint) and (key != "net_arch" or _positive_sizes(value))
+        if not ok:
+            raise ConfigValueError(f"policy_kwargs.{key}", value, what)
+
+
+def _is_class_hint(hint: Any) -> bool:
+    return typing.get_origin(hint) is type
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (parsed YAML) fits the annotation ``hint`` (unions, None, int, float, bool, str, list[X],
+    dict[K, V], Any)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is list or hint is list:
+        return (
+            isinstance(value, list) and all(_has_type(v, args[0]) for v in value) if args else isinstance(value, list)
+        )
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items())
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # an annotation this check does not know: the constructor decides
+
+
+def _positive_sizes(net_arch: Any) -> bool:
+    layers = net_arch.values() if isinstance(net_arch, dict) else [net_arch or []]
+    return all(size >= 1 for sizes in layers for size in sizes)
+
+
 def resolve_policy(cfg: RunConfig) -> tuple[type, dict[str, Any]]:
     """The policy class and constructor keywords for a run: the family's suggestions under the config's values.
 
@@ -129,7 +234,11 @@ def resolve_policy(cfg: RunConfig) -> tuple[type, dict[str, Any]]:
     valid = accepted_policy_kwargs(cls)
     for key in kwargs:
         if key not in valid:
-            raise UrgateError(f"unknown config key 'policy_kwargs.{key}' for {cls.__name__}; valid: {', '.join(valid)}")
+            raise UrgateError(
+                f"unknown config key 'policy_kwargs.{key}' for {cls.__name__}{did_you_mean(key, valid)}; valid: "
+                f"{', '.join(valid)}"
+            )
+    check_policy_kwargs(cls, cfg.policy_kwargs)
     if "activation_fn" in kwargs:
         kwargs["activation_fn"] = _activation(kwargs["activation_fn"])
     if "features_extractor_class" in kwargs:

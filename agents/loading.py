@@ -36,7 +36,7 @@ def load_vecnormalize(path: Path, venv: VecEnv, *, training: bool) -> VecNormali
 def check_model_file(path: Path) -> None:
     """Fail with one line unless ``path`` looks like an SB3 model zip (exists, complete, has data + weights)."""
     if not path.exists():
-        raise UrgateError(f"model file {str(path)!r} does not exist")
+        raise UrgateError(f"{str(path)!r} does not exist: give a run directory or a model .zip")
     if not path.is_file():
         raise UrgateError(f"{str(path)!r} is not a file (give a run directory or a model .zip)")
     if not zipfile.is_zipfile(path):

@@ -7,7 +7,8 @@ A run directory holds::
     evaluations.csv      one row per periodic evaluation (EVAL_COLUMNS)
     gates.npz            initial_gates / final_gates samples of the actor core's effective forget gates
     progress.csv, tb/    SB3's CSV and TensorBoard logs
-    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json)
+    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json); with keep_checkpoints N also
+                         the last N periodic ones, step_<steps>.zip (+ .vecnormalize.pkl)
     best_model.zip       best periodic evaluation;  final_model.zip  at the end of the budget
     eval.json            the statistics of the last ``run_rl.py eval`` of the run
 
@@ -36,6 +37,7 @@ TENSORBOARD = "tb"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.zip"
 LATEST_META = "latest.json"
+STEP_CHECKPOINT = "step_"  # + the step count, zero-padded: checkpoints/step_000000065536.zip
 BEST_MODEL = "best_model.zip"
 FINAL_MODEL = "final_model.zip"
 EVAL_RESULT = "eval.json"
@@ -106,6 +108,7 @@ def summary(
     total_timesteps: int,
     wall_time_s: float,
     fps: float | None,
+    session_timesteps: int | None = None,
     final_eval: dict[str, Any] | None,
     memoryless_ceiling: float | None,
     status: str,
@@ -121,6 +124,7 @@ def summary(
     :param total_timesteps: the run's budget
     :param wall_time_s: wall time of all sessions of the run, in seconds
     :param fps: environment steps per second of this session (None if it took no time)
+    :param session_timesteps: the steps this session trained (what ``fps`` covers; default: ``timesteps``)
     :param final_eval: the final evaluation's statistics (``EpisodeStats.summary()``), None unless ``finished``
     :param memoryless_ceiling: the env family's ceiling without memory (None if undefined)
     :param status: one of ``STATUSES``
@@ -136,6 +140,7 @@ def summary(
         "timesteps": int(timesteps),
         "total_timesteps": total_timesteps,
         "wall_time_s": round(float(wall_time_s), 2),
+        "session_timesteps": int(timesteps if session_timesteps is None else session_timesteps),
         "fps": fps,
         "final_eval": final_eval,
         "memoryless_ceiling": memoryless_ceiling,
@@ -259,8 +264,19 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def checkpoint_path(run_dir: Path) -> Path:
-    """``checkpoints/latest.zip``, the one checkpoint a run keeps."""
+    """``checkpoints/latest.zip``, the checkpoint a run resumes from (replaced at every checkpoint)."""
     return checkpoint_dir(run_dir) / LATEST
+
+
+def step_checkpoint_path(run_dir: Path, timesteps: int) -> Path:
+    """``checkpoints/step_<timesteps>.zip`` (zero-padded, so the names sort by step): a periodic checkpoint kept
+    beside ``latest.zip`` when the run's ``keep_checkpoints`` asks for it."""
+    return checkpoint_dir(run_dir) / f"{STEP_CHECKPOINT}{int(timesteps):012d}.zip"
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's step-numbered checkpoints, oldest first."""
+    return sorted(checkpoint_dir(run_dir).glob(f"{STEP_CHECKPOINT}*.zip"))
 
 
 def final_model_path(run_dir: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UrgateError
+from .errors import ConfigValueError, UrgateError
 
 
 class Strict:
@@ -70,16 +70,26 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def name_hint(name: Any, valid) -> str:
+    """``did you mean 'ur'?`` for a near miss of ``valid``, with a word on case when only the case is wrong, or an
+    empty string."""
+    valid = list(valid)
+    if isinstance(name, str) and name != name.lower() and name.lower() in valid:
+        return f"names are lower case: did you mean '{name.lower()}'?"
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
 def did_you_mean(name: str, valid) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``valid``, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` (``name_hint`` in parentheses), or an empty string."""
+    hint = name_hint(name, valid)
+    return f" ({hint})" if hint else ""
 
 
-def require(ok: bool, key: str, what: str) -> None:
-    """Raise ``config key 'KEY' must be WHAT`` unless ``ok``."""
+def require(ok: bool, key: str, what: str, value: Any = None, hint: str = "") -> None:
+    """Raise ``ConfigValueError``: ``config key 'KEY' must be WHAT, got VALUE (HINT)`` unless ``ok``."""
     if not ok:
-        raise UrgateError(f"config key '{key}' must be {what}")
+        raise ConfigValueError(key, value, what, hint)
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -123,7 +133,7 @@ def set_dotted(root: type, data: dict[str, Any], key: str, value: Any) -> None:
             cls = sub if dataclasses.is_dataclass(sub) else None
             if not last and cls is None and typing.get_origin(sub) is not dict:
                 raise UrgateError(
-                    f"config key '{prefix}{part}' is {_type_name(sub)}, it has no sub-key '{parts[i + 1]}'"
+                    f"config key '{prefix}{part}' is {type_name(sub)}, it has no sub-key '{parts[i + 1]}'"
                 )
         if last:
             if cls is not None and isinstance(value, dict):  # a whole section: merge, keep the other keys
@@ -137,10 +147,11 @@ def set_dotted(root: type, data: dict[str, Any], key: str, value: Any) -> None:
         prefix += part + "."
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
+    """How a type annotation reads in a message: ``an integer``, ``a number or null``, ``mapping``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+        return " or ".join(type_name(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "null"
     if origin is dict or hint is dict:
@@ -194,7 +205,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     elif hint is str and isinstance(value, str):
         return value
     raise UrgateError(
-        f"config key '{key}' must be {_type_name(hint)}, got {value!r} ({type(value).__name__}, from {source})"
+        f"config key '{key}' must be {type_name(hint)}, got {value!r} ({type(value).__name__}, from {source})"
     )
 
 

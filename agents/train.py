@@ -89,6 +89,7 @@ def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_ba
     """
     run_dir = Path(run_dir)
     check_run_dir(run_dir, overwrite)
+    factory.check_device(cfg.device)
     factory.set_threads(cfg.threads)
     env = factory.make_training_env(cfg)
     try:
@@ -122,8 +123,9 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
         raise UrgateError(f"run {str(run_dir)!r} has no checkpoint to resume from ({ckpt} is missing)")
     if total_timesteps is not None:
         if total_timesteps < 1:
-            raise UrgateError(f"--timesteps must be >= 1, got {total_timesteps}")
+            raise UrgateError(f"--timesteps {total_timesteps}: must be an integer >= 1 (the run's new total budget)")
         cfg.total_timesteps = total_timesteps
+    factory.check_device(cfg.device)
     factory.set_threads(cfg.threads)
     stats = rundir.normalize_stats_path(ckpt)
     if cfg.ppo.normalize and not stats.is_file():
@@ -136,9 +138,15 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
         raise
     if model.num_timesteps >= cfg.total_timesteps:
         env.close()
+        done = model.num_timesteps
+        if total_timesteps is not None:
+            raise UrgateError(
+                f"--timesteps {total_timesteps}: the run {str(run_dir)!r} already has {done} steps, and --timesteps "
+                f"is the new total budget: pass more than {done} (e.g. --timesteps {2 * done})"
+            )
         raise UrgateError(
-            f"run {str(run_dir)!r} already has {model.num_timesteps} of its {cfg.total_timesteps} steps; "
-            "pass --timesteps with a larger budget to continue it"
+            f"run {str(run_dir)!r} already has {done} of its {cfg.total_timesteps} steps; "
+            f"pass a larger total budget to continue it (e.g. --timesteps {2 * done})"
         )
     rundir.write_config(run_dir, cfg.to_yaml())
     log.info("resuming %s at step %d of %d", run_dir, model.num_timesteps, cfg.total_timesteps)
@@ -158,7 +166,13 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
     )
     gates = GateDiagnostics(cfg.gate_diagnostics, seed=cfg.seed)
     gates.load(run_dir)
-    callbacks = [stopper, guard, CheckpointCallback(run_dir, cfg.checkpoint_freq), evaluator, gates]
+    callbacks = [
+        stopper,
+        guard,
+        CheckpointCallback(run_dir, cfg.checkpoint_freq, cfg.keep_checkpoints),
+        evaluator,
+        gates,
+    ]
     bar = ProgressBar(cfg.total_timesteps, desc=f"{cfg.core} {cfg.env_id}") if progress_bar else None
     if bar is not None:
         callbacks.append(bar)
@@ -206,7 +220,8 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
         timesteps=model.num_timesteps,
         total_timesteps=cfg.total_timesteps,
         wall_time_s=float(previous.get("wall_time_s", 0.0)) + time.perf_counter() - t0,
-        fps=round(steps / learn_time, 1) if learn_time > 0 else None,
+        fps=round(steps / learn_time, 1) if learn_time > 0 else None,  # this session's, never the run's totals
+        session_timesteps=steps,
         final_eval=final_eval,
         memoryless_ceiling=envs.family_of(cfg.env_id).memoryless_ceiling,
         status=status,

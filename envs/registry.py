@@ -42,6 +42,7 @@ class EnvFamily:
     :param env_class: the env class whose constructor signature lists the accepted keywords and their defaults
         (the builder forwards ``**env_kwargs`` to it); None: the builder's own signature lists them
     :param set_by_id: keywords of ``env_class`` that the builder derives from the id (not accepted from users)
+    :param records_video: whether its envs render ``rgb_array`` frames, so that ``eval --video`` can record them
     """
 
     name: str
@@ -59,6 +60,7 @@ class EnvFamily:
     requires: str | None = field(default=None, repr=False)
     env_class: type | None = field(default=None, repr=False)
     set_by_id: tuple[str, ...] = field(default=(), repr=False)
+    records_video: bool = True
 
     def accepts(self, env_id: str) -> bool:
         """Whether ``env_id`` belongs to this family."""
@@ -166,6 +168,7 @@ FAMILIES: dict[str, EnvFamily] = {
             extra=None,
             builder=tmaze.make_tmaze,
             env_class=tmaze.TMazeEnv,
+            records_video=False,  # renders "ansi" text only
         ),
         _MEMORY_MAZE,
         dataclasses.replace(
@@ -190,6 +193,7 @@ FAMILIES: dict[str, EnvFamily] = {
             builder=popgym.make_popgym,
             pattern=popgym.PATTERN,
             requires="popgym",
+            records_video=False,  # POPGym games render text, if at all
         ),
     )
 }
@@ -217,7 +221,8 @@ def family_of(env_id: str) -> EnvFamily:
     close = difflib.get_close_matches(env_id, list_env_ids(), n=3, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else ""
     raise EnvConfigError(
-        f"unknown environment id {env_id!r}{hint}. Families: {', '.join(FAMILIES)} (envs.list_env_ids() lists every id)"
+        f"unknown environment id {env_id!r}{hint}. Families: {', '.join(FAMILIES)} "
+        "(`python run_rl.py list` or envs.list_env_ids() shows every id)"
     )
 
 

@@ -7,7 +7,10 @@ in-process ``main(argv)`` elsewhere, because each Python start costs seconds her
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+import torch
 import yaml
+from stable_baselines3.common.save_util import load_from_zip_file
 
 import envs
 import policies
@@ -101,6 +106,8 @@ def minigrid_run(tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stderr
     assert "final evaluation: success" in proc.stdout and str(run_dir) in proc.stdout
     assert "Traceback" not in proc.stderr
+    for steps in (0, 32):  # eval.freq=32 of 64 steps: one line per periodic evaluation
+        assert f"eval at {steps} steps: success " in proc.stderr
     return run_dir
 
 
@@ -144,7 +151,9 @@ def test_resume_continues_the_step_count(minigrid_run, tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["timesteps"] == 128 and summary["status"] == "finished"
     assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"] == 128
-    assert "128 steps" in capsys.readouterr().out
+    assert summary["session_timesteps"] == 64 and summary["fps"] > 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "128 steps" in head and "in all; this session 64 steps, " in head  # fps is the session's
 
 
 def _truncated(src: Path, dst: Path) -> Path:
@@ -167,10 +176,56 @@ def _other_core(run: Path, dst: Path) -> Path:
     return dst
 
 
+# A CUDA device this machine lacks: "cuda:0" without CUDA, one past the last GPU with it.
+MISSING_CUDA = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+
 # (argv builder taking (run_dir, tmp_path), fragment of the one-line message)
 USER_ERRORS = {
-    "unknown core": (lambda r, t: ["--core", "gru", "--run-dir", str(t / "new")], "config key 'core' must be one of"),
+    "unknown core": (lambda r, t: ["--core", "grux", "--run-dir", str(t / "new")], "--core grux: must be one of lstm"),
+    "core in capitals": (
+        lambda r, t: ["--core", "UR", "--run-dir", str(t / "new")],
+        "--core UR: must be one of lstm, chrono, u, r, ur",
+    ),
+    "core case hint": (lambda r, t: ["--core", "UR", "--run-dir", str(t / "new")], "lower case: did you mean 'ur'?"),
+    "negative timesteps": (
+        lambda r, t: ["--timesteps", "-5", "--run-dir", str(t / "new")],
+        "--timesteps -5: must be an integer >= 1",
+    ),
+    "negative seed": (lambda r, t: ["--seed", "-1", "--run-dir", str(t / "new")], "--seed -1: must be an integer >= 0"),
+    "negative keep": (
+        lambda r, t: ["--keep-checkpoints", "-1", "--run-dir", str(t / "new")],
+        "--keep-checkpoints -1: must be an integer >= 0",
+    ),
+    "missing cuda device": (
+        lambda r, t: ["--device", MISSING_CUDA, "--run-dir", str(t / "new")],
+        f"--device {MISSING_CUDA}: must be ",
+    ),
+    "negative policy size": (
+        lambda r, t: ["--set", "policy_kwargs.lstm_hidden_size=-1", "--run-dir", str(t / "new")],
+        "config key 'policy_kwargs.lstm_hidden_size' must be an integer >= 1, got -1",
+    ),
+    "policy size a word": (
+        lambda r, t: ["--set", "policy_kwargs.lstm_hidden_size=big", "--run-dir", str(t / "new")],
+        "config key 'policy_kwargs.lstm_hidden_size' must be an integer >= 1, got 'big'",
+    ),
+    "policy flag a word": (
+        lambda r, t: ["--set", "policy_kwargs.shared_lstm=maybe", "--run-dir", str(t / "new")],
+        "'policy_kwargs.shared_lstm' must be a boolean (true/false), got 'maybe'",
+    ),
+    "policy layer size": (
+        lambda r, t: ["--set", "policy_kwargs.net_arch=[64, 0]", "--run-dir", str(t / "new")],
+        "'policy_kwargs.net_arch' must be a list of layer sizes >= 1",
+    ),
+    "misspelt policy kwarg": (
+        lambda r, t: ["--set", "policy_kwargs.lstm_hiden_size=8", "--run-dir", str(t / "new")],
+        "'policy_kwargs.lstm_hiden_size' for MlpGatedPolicy (did you mean 'lstm_hidden_size'?)",
+    ),
     "unknown env": (lambda r, t: ["--env", "MiniGrid-MemoryS8-v0", "--run-dir", str(t / "new")], "MiniGrid-MemoryS8"),
+    "env of another library": (
+        lambda r, t: ["--env", "CartPole-v1", "--run-dir", str(t / "new")],
+        "--env CartPole-v1: unknown environment id 'CartPole-v1'",
+    ),
+    "env list pointer": (lambda r, t: ["--env", "CartPole-v1", "--run-dir", str(t / "new")], "python run_rl.py list"),
     "unknown config key": (lambda r, t: ["--set", "ppo.n_step=8", "--run-dir", str(t / "new")], "'ppo.n_step'"),
     "wrong type": (lambda r, t: ["--set", "ppo.n_steps=many", "--run-dir", str(t / "new")], "must be an integer"),
     "unknown config": (lambda r, t: ["--config", "tmazes", "--run-dir", str(t / "new")], "unknown config 'tmazes'"),
@@ -192,6 +247,13 @@ USER_ERRORS = {
     ),
     "existing run dir": (lambda r, t: [*TINY_MINIGRID, "--run-dir", str(r)], "already exists: pass --overwrite"),
     "eval missing": (lambda r, t: ["eval", str(t / "nothing.zip")], "does not exist"),
+    "eval missing run dir": (
+        lambda r, t: ["eval", str(t / "runs" / "does-not-exist")],
+        "does-not-exist' does not exist: give a run directory or a model .zip",
+    ),
+    "eval negative seed": (lambda r, t: ["eval", str(r), "--seed", "-1"], "--seed -1: must be an integer >= 0"),
+    "eval no episodes": (lambda r, t: ["eval", str(r), "--episodes", "0"], "--episodes 0: must be an integer >= 1"),
+    "eval missing cuda device": (lambda r, t: ["eval", str(r), "--device", MISSING_CUDA], f"--device {MISSING_CUDA}: "),
     "eval text file": (
         lambda r, t: ["eval", str((t / "m.zip").write_text("no") and t / "m.zip")],
         "not a model zip",
@@ -209,7 +271,11 @@ USER_ERRORS = {
     "eval bad video": (lambda r, t: ["eval", str(r), "--video", str(t / "v.avi")], ".gif or .mp4"),
     "eval no frames": (lambda r, t: ["eval", str(r), "--video", str(t / "v.gif"), "--env", "urgate/TMaze-v0"], ""),
     "resume not a run": (lambda r, t: ["resume", str(t)], "not a run directory"),
-    "resume finished": (lambda r, t: ["resume", str(r)], "pass --timesteps"),
+    "resume finished": (lambda r, t: ["resume", str(r)], "already has 64 of its 64 steps; pass a larger total budget"),
+    "resume smaller budget": (
+        lambda r, t: ["resume", str(r), "--timesteps", "10"],
+        "already has 64 steps, and --timesteps is the new total budget: pass more than 64",
+    ),
     "resume other core": (
         lambda r, t: ["resume", str(_other_core(r, t / "oc")), "--timesteps", "999"],
         "has core 'ur', but the run's config says core 'lstm'",
@@ -233,17 +299,60 @@ def test_user_errors_exit_2_with_one_line_and_write_nothing(case, minigrid_run, 
     assert {p: p.stat().st_mtime_ns for p in minigrid_run.rglob("*")} == before_run  # the run is untouched
 
 
-def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
-    proc = run_cli("--core", "gru", "--run-dir", str(tmp_path / "new"), cwd=tmp_path, timeout=60)
+@pytest.mark.parametrize(
+    "argv",
+    [["--core", "grux"], ["--seed", "-1"], ["--set", "policy_kwargs.lstm_hidden_size=big"]],
+    ids=["core", "seed", "policy-kwarg"],
+)
+def test_user_error_in_a_real_process_has_no_traceback(argv, tmp_path):
+    proc = run_cli(*argv, "--run-dir", str(tmp_path / "new"), cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: config key 'core' must be one of lstm, chrono, u, r, ur"]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and argv[-1].split("=")[-1] in lines[0], proc.stderr
     assert not (tmp_path / "new").exists()
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
+def test_eval_bad_seed_in_a_real_process_has_no_traceback(minigrid_run, tmp_path):
+    proc = run_cli("eval", str(minigrid_run), "--seed", "-1", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --seed -1: must be an integer >= 0 (the seed of the evaluation envs)"
+    ]
+
+
+def _train_until_trained(run_dir: Path, proc: subprocess.Popen, ready) -> None:
+    """Wait (at most 90 s) until ``ready()`` says training is under way; the process must not end before."""
+    deadline = time.time() + 90
+    while time.time() < deadline and not ready():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert ready(), "training did not get under way within 90 s"
+
+
+def _progress_rows(run_dir: Path) -> int:
+    progress = run_dir / "progress.csv"
+    return len(progress.read_text().splitlines()) if progress.is_file() else 0
+
+
+def _assert_resumable_after_stop(run_dir: Path) -> None:
+    saved = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"]
+    assert saved >= 64 and saved % 64 == 0  # an update boundary: no collected-but-untrained steps are counted
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["timesteps"] == saved
+    assert not (run_dir / "final_model.zip").exists()
+    assert run_rl.main(["resume", str(run_dir), "--timesteps", str(saved + 64), "--no-progress"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["timesteps"] == saved + 64
+
+
+TRAIN_FOREVER = [sys.executable, str(ROOT / "run_rl.py"), *TINY_TMAZE, "--timesteps", "10000000"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_save_a_resumable_checkpoint(sig, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run_rl.py"), *TINY_TMAZE, "--timesteps", "10000000", "--run-dir", str(run_dir)],
+        [*TRAIN_FOREVER, "--run-dir", str(run_dir)],
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -251,12 +360,8 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
         text=True,
     )
     try:
-        deadline = time.time() + 90
-        progress = run_dir / "progress.csv"
-        while time.time() < deadline and not (progress.is_file() and len(progress.read_text().splitlines()) >= 2):
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        _train_until_trained(run_dir, proc, lambda: _progress_rows(run_dir) >= 2)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -264,15 +369,55 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, capsys):
     assert proc.returncode == 130, err
     assert f"continue with: python run_rl.py resume {run_dir}" in err
     assert "Traceback" not in err
-    saved = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["timesteps"]
-    assert saved >= 64 and saved % 64 == 0  # an update boundary: no collected-but-untrained steps are counted
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["timesteps"] == saved
-    assert not (run_dir / "final_model.zip").exists()
+    _assert_resumable_after_stop(run_dir)
 
+
+def test_ctrl_c_under_tee_saves_a_checkpoint(tmp_path):
+    """``python run_rl.py ... 2>&1 | tee log`` and Ctrl-C in the terminal: the whole process group gets SIGINT, so
+    tee dies with it and every later write to the pipe fails; the checkpoint must not depend on those writes."""
+    run_dir = tmp_path / "run"
+    train = " ".join(shlex.quote(a) for a in [*TRAIN_FOREVER, "--run-dir", str(run_dir)])
+    pipeline = f"{{ {train} 2>&1; echo $? > {tmp_path / 'rc'}; }} | tee {tmp_path / 'log'} > /dev/null"
+    shell = subprocess.Popen(["bash", "-c", pipeline], cwd=tmp_path, env=cli_env(), start_new_session=True)
+    try:
+        _train_until_trained(run_dir, shell, lambda: _progress_rows(run_dir) >= 2)
+        os.killpg(shell.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        shell.wait(timeout=60)  # bash waits for the pipeline, whose first half writes python's exit code
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+    assert (tmp_path / "rc").read_text().strip() == "130", (tmp_path / "log").read_text()
+    _assert_resumable_after_stop(run_dir)
+
+
+def test_after_sigkill_resume_continues_from_the_last_periodic_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    latest = run_dir / "checkpoints" / "latest.json"
+    proc = subprocess.Popen(
+        [*TRAIN_FOREVER, "--set", "checkpoint_freq=64", "--run-dir", str(run_dir), "--no-progress"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _train_until_trained(
+            run_dir, proc, lambda: latest.is_file() and json.loads(latest.read_text())["timesteps"] >= 128
+        )
+    finally:
+        proc.kill()  # SIGKILL: nothing runs after it, so only the periodic checkpoint is there
+        proc.wait(timeout=30)
+    assert not (run_dir / "summary.json").exists()
+    # The step count the checkpoint holds: the zip's own (a kill between the zip and latest.json leaves the json
+    # one checkpoint behind; resume reads the zip).
+    saved = load_from_zip_file(str(run_dir / "checkpoints" / "latest.zip"))[0]["num_timesteps"]
+    assert saved >= 128
+    capsys.readouterr()
     assert run_rl.main(["resume", str(run_dir), "--timesteps", str(saved + 64), "--no-progress"]) == 0
+    assert f"resuming {run_dir} at step {saved} of {saved + 64}" in capsys.readouterr().err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["timesteps"] == saved + 64
+    assert summary["session_timesteps"] == 64
 
 
 def test_help_documents_every_option(capsys):
@@ -282,6 +427,9 @@ def test_help_documents_every_option(capsys):
     top = capsys.readouterr().out
     for command in ("train", "eval", "list", "resume"):
         assert command in top
+    for option in ("--core", "--timesteps", "--run-dir", "--set"):  # train, the default command, needs no name
+        assert option in top
+    assert "python run_rl.py COMMAND --help" in top
     with pytest.raises(SystemExit):
         run_rl.main(["train", "--help"])
     train_help = capsys.readouterr().out
@@ -305,8 +453,55 @@ def test_list_shows_cores_families_and_configs(capsys):
         assert env_id in out
     for family in envs.FAMILIES.values():
         assert f"  {family.name}: " in out
+        video = "records video (eval --video)" if family.records_video else "no video (renders no frames)"
+        assert f"config '{family.config}', {video}" in out
+    configs = out.split("\nconfigs (--config")[1]
     for name in available_configs():
         assert f"  {name} " in out
+        # the whole first sentence, not the first line of a sentence that goes on
+        entry = re.split(r"\n  (?=\S)", configs.split(f"  {name} ", 1)[1])[0]
+        assert " ".join(entry.split()).endswith("."), entry
+
+
+def test_config_summary_is_the_first_sentence_across_lines():
+    text = "# MiniGrid tasks: symbolic view through the\n# extractor, ceiling 0.5. Measured: more.\nenv_id: x\n"
+    assert run_rl.config_summary(text) == "MiniGrid tasks: symbolic view through the extractor, ceiling 0.5."
+    assert run_rl.config_summary("env_id: x\n") == ""
+
+
+def test_output_to_a_closed_pipe_is_no_traceback(tmp_path):
+    """``run_rl.py list | head -3``: the reader goes away before the output is written."""
+    read, write = os.pipe()
+    os.close(read)  # every write now fails with EPIPE, as after head has its three lines
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "run_rl.py"), "list"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=cli_env(),
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_log_lines_are_printed_above_the_progress_bar(capsys):
+    """The kernel build notice (another library's logger) and the evaluation lines start their own line: tqdm
+    clears the bar, prints the line, redraws the bar."""
+    from tqdm import tqdm
+
+    run_rl._announce_on_stderr()
+    bar = tqdm(total=10, file=sys.stderr, mininterval=0)
+    bar.update(3)
+    logging.getLogger("policies.kernels").warning("urgate: building the refine-gate CPU kernel")
+    logging.getLogger("urgate").info("eval at 3 steps: success 1.00, return 0.500 (2 episodes)")
+    bar.close()
+    segments = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert "urgate: building the refine-gate CPU kernel" in segments
+    assert "eval at 3 steps: success 1.00, return 0.500 (2 episodes)" in segments
 
 
 def test_default_run_dir_names_env_core_seed():

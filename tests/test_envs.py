@@ -25,6 +25,19 @@ def test_registry_fields_are_consistent():
     assert len(set(list_env_ids())) == len(list_env_ids())
 
 
+@pytest.mark.parametrize("family", [f for f in FAMILIES.values() if f.extra is None], ids=lambda f: f.name)
+def test_records_video_says_whether_the_family_renders_frames(family):
+    """``run_rl.py list`` tells users which families ``eval --video`` can record: it must be true."""
+    try:
+        env = make_env(family.ids[0], seed=0, render_mode="rgb_array")
+        env.reset(seed=0)
+        frame = env.render()
+    except EnvConfigError:
+        frame = None
+    renders = isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[-1] == 3
+    assert renders == family.records_video
+
+
 @pytest.mark.parametrize("env_id", CORE_IDS)
 def test_core_ids_pass_gymnasium_and_sb3_checks(env_id):
     with warnings.catch_warnings():
