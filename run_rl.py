@@ -382,11 +382,15 @@ def experiment_from_args(
     from agents.config import load_config
     from agents.errors import UrgateError
     from agents.experiments import Experiment
+    from agents.strict import did_you_mean
 
     core_list = parse_list(cores, "--cores")
     for c in core_list:
         if c not in policies.CORE_NAMES:
-            raise UrgateError(f"unknown core {c!r} in --cores; valid: {', '.join(policies.CORE_NAMES)}")
+            raise UrgateError(
+                f"unknown core {c!r} in --cores{did_you_mean(c, policies.CORE_NAMES)}; valid: "
+                f"{', '.join(policies.CORE_NAMES)}"
+            )
     if timesteps is not None and timesteps < 1:
         raise UrgateError(f"--timesteps must be >= 1, got {timesteps}")
     env_ids = parse_list(env, "--env") if env else [load_config(config, None, list(overrides)).env_id]

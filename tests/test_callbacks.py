@@ -1,9 +1,8 @@
-"""agents.callbacks: the progress bar (total, time left, a dead stream), step-numbered checkpoints, stop signals."""
+"""agents.callbacks: the progress bar (total, time left, a dead stream) and the stop signals."""
 
 from __future__ import annotations
 
 import io
-import json
 import signal
 from types import SimpleNamespace
 
@@ -11,8 +10,6 @@ import pytest
 
 from agents import callbacks
 from agents.callbacks import ProgressBar, StopRequest, end_of_run
-from agents.config import load_config
-from agents.train import train
 
 
 class FakeModel(SimpleNamespace):
@@ -128,33 +125,3 @@ def test_stop_request_notice_to_a_closed_pipe_does_not_raise(monkeypatch):
     assert stop.requested
     with pytest.raises(KeyboardInterrupt):  # the second one aborts
         stop._handle(signal.SIGTERM, None)
-
-
-def test_keep_checkpoints_keeps_the_last_n_step_numbered_ones(tmp_path):
-    cfg = load_config(
-        None,
-        "urgate/TMaze-v0",
-        [
-            "n_envs=2",
-            "ppo.n_steps=32",
-            "ppo.batch_size=64",
-            "ppo.n_epochs=1",
-            "policy_kwargs.lstm_hidden_size=8",
-            "env_kwargs.length=3",
-            "eval.freq=0",
-            "eval.n_episodes=2",
-            "eval.n_envs=2",
-            "checkpoint_freq=64",
-            "keep_checkpoints=2",
-            "gate_diagnostics=0",
-            "total_timesteps=320",
-        ],
-    )
-    train(cfg, tmp_path / "run", progress_bar=False)
-    ckpt = tmp_path / "run" / "checkpoints"
-    kept = sorted(p.name for p in ckpt.glob("step_*.zip"))
-    assert kept == ["step_000000000192.zip", "step_000000000256.zip"]  # periodic ones at 64, 128, 192, 256
-    assert json.loads((ckpt / "latest.json").read_text())["timesteps"] == 320  # latest.zip: the end of the run
-    from agents.loading import load_model
-
-    assert load_model(ckpt / kept[-1]).num_timesteps == 256

@@ -351,3 +351,11 @@ def test_cli_reports_divergence_with_the_kept_checkpoint(tmp_path, monkeypatch, 
     assert "training diverged:" in err and "non-finite" in err
     assert f"the last good checkpoint (step 128) is kept in {run_dir / 'checkpoints' / 'latest.zip'}" in err
     assert "Traceback" not in err
+
+
+def test_keep_checkpoints_keeps_the_last_n_step_numbered_ones(tmp_path):
+    train(tiny("keep_checkpoints=2", "eval.freq=0", "gate_diagnostics=0", "total_timesteps=320"), tmp_path / "run")
+    kept = [p.name for p in rundir.step_checkpoints(tmp_path / "run")]
+    assert kept == ["step_000000000192.zip", "step_000000000256.zip"]  # periodic ones at 64, 128, 192, 256
+    assert rundir.checkpoint_timesteps(tmp_path / "run") == 320  # latest.zip: the end of the run
+    assert loading.load_model(rundir.checkpoint_dir(tmp_path / "run") / kept[-1]).num_timesteps == 256
