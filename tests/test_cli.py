@@ -188,24 +188,12 @@ def _new_run(*argv: str):
 # (argv builder taking (run_dir, tmp_path), fragment of the one-line message)
 USER_ERRORS = {
     "unknown core": (_new_run("--core", "grux"), "--core grux: must be one of lstm"),
-    "core in capitals": (
-        _new_run("--core", "UR"),
-        "--core UR: must be one of lstm, chrono, u, r, ur",
-    ),
+    "core in capitals": (_new_run("--core", "UR"), "--core UR: must be one of lstm, chrono, u, r, ur"),
     "core case hint": (_new_run("--core", "UR"), "lower case: did you mean 'ur'?"),
-    "negative timesteps": (
-        _new_run("--timesteps", "-5"),
-        "--timesteps -5: must be an integer >= 1",
-    ),
+    "negative timesteps": (_new_run("--timesteps", "-5"), "--timesteps -5: must be an integer >= 1"),
     "negative seed": (_new_run("--seed", "-1"), "--seed -1: must be an integer >= 0"),
-    "negative keep": (
-        _new_run("--keep-checkpoints", "-1"),
-        "--keep-checkpoints -1: must be an integer >= 0",
-    ),
-    "missing cuda device": (
-        _new_run("--device", MISSING_CUDA),
-        f"--device {MISSING_CUDA}: must be ",
-    ),
+    "negative keep": (_new_run("--keep-checkpoints", "-1"), "--keep-checkpoints -1: must be an integer >= 0"),
+    "missing cuda device": (_new_run("--device", MISSING_CUDA), f"--device {MISSING_CUDA}: must be "),
     "negative policy size": (
         _new_run("--set", "policy_kwargs.lstm_hidden_size=-1"),
         "config key 'policy_kwargs.lstm_hidden_size' must be an integer >= 1, got -1",
@@ -239,18 +227,9 @@ USER_ERRORS = {
         _new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.length=1"),
         "length must be an integer >= 2",
     ),
-    "unknown env kwarg": (
-        _new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.size=3"),
-        "does not take keyword",
-    ),
-    "unknown policy kwarg": (
-        _new_run("--set", "policy_kwargs.hidden=3"),
-        "'policy_kwargs.hidden'",
-    ),
-    "bad core kwarg": (
-        _new_run("--core", "chrono", "--set", "policy_kwargs.core_kwargs.t_max=1"),
-        "t_max",
-    ),
+    "unknown env kwarg": (_new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.size=3"), "does not take keyword"),
+    "unknown policy kwarg": (_new_run("--set", "policy_kwargs.hidden=3"), "'policy_kwargs.hidden'"),
+    "bad core kwarg": (_new_run("--core", "chrono", "--set", "policy_kwargs.core_kwargs.t_max=1"), "t_max"),
     "existing run dir": (lambda r, t: [*TINY_MINIGRID, "--run-dir", str(r)], "already exists: pass --overwrite"),
     "eval missing": (lambda r, t: ["eval", str(t / "nothing.zip")], "does not exist"),
     "eval missing run dir": (
