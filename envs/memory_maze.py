@@ -9,13 +9,35 @@ separates good agents from random walkers. Episodes always end by truncation (9x
 13x13: 3000, 15x15: 4000 at the default 4 Hz control); success is not defined, so there is no ``is_success``.
 
 Rendering is headless: ``MUJOCO_GL=egl`` (set here when unset) works on a CPU-only machine through Mesa's llvmpipe;
-``MUJOCO_GL=osmesa`` also works once the Debian package ``libosmesa6`` is installed (about 10 % faster).
-Costs on a 2-core machine: ~40 steps/s (9x9), ~1.4 GB of memory per env process, and seconds per maze build,
-so use ``make_vec_env(..., subprocess=True)`` for several envs.
+``MUJOCO_GL=osmesa`` also works once the Debian package ``libosmesa6`` is installed.
+
+Speed and memory fixes (``FIXED_UPSTREAM``; measured on memory-maze 1.0.3, dm-control 1.0.50, mujoco 3.17.0). The task
+is upstream's own, built by upstream's own code; four things are changed on the instance we build, none of them
+touching a class or module that a user's own ``memory_maze.tasks.memory_maze_9x9()`` would see:
+
+- Target contact checks. dm_control's ``TargetSphere.after_substep`` loops in Python over ``physics.data.contact``;
+  mujoco 3's contact list has no ``__iter__``, so every loop ends in an IndexError raised and caught inside the C++
+  binding, whose cost grows with the number of loaded shared libraries (65 us bare, 124 us with torch loaded), and it
+  runs for 3-6 targets at each of the 50 physics substeps of an env step: 19 of 27 ms per step. Every dm_control task
+  with such contact hooks pays it on mujoco 3. Our targets make the same test with numpy over the contact arrays.
+- Cameras. dm_control builds a new ``Camera`` (and its scene) for every image; ours builds one per episode and reuses
+  it. The -Top variant no longer renders the egocentric camera whose image it throws away.
+- Textures. ``memory_maze.tasks`` makes a separate ``WallTextures('style_01')`` for each of its 10 wall characters,
+  so the model holds 88 textures (279 MB; llvmpipe keeps a ~590 MB copy, and old and new models briefly coexist at
+  each reset). Ours shares one entity between the characters: 16 textures, the same random draws, the same images.
+- Buffers. No light casts shadows (the maze is lit by the headlight only), so a 1-pixel shadow map; the offscreen
+  framebuffer is the camera's size instead of 640x480.
+
+The images, positions and rewards are bit-identical to the unpatched task (``tests/test_memory_maze_identity.py``
+compares them, the upstream task running in a separate process). With other upstream versions the fixes are not
+applied (a warning says so) and the task runs as upstream ships it: the internals they rely on may have changed.
+Costs on a 2-core machine with the fixes: ~180 steps/s (9x9) and ~0.6 GB per env process (upstream: ~36 steps/s and
+1.5-1.9 GB), and about 0.4 s per maze build; use ``make_vec_env(..., subprocess=True)`` for several envs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -86,6 +108,163 @@ def _drop_free_joint_warning(record: logging.LogRecord) -> bool:
     return record.getMessage() != "Cannot set velocity on Entity with no free joint."
 
 
+# The upstream versions the fixes below were written against and proven bit-identical on; a test fails when the
+# installed ones differ, and the fixes are then left out (see ``fixes_apply``).
+FIXED_UPSTREAM = {"memory-maze": "1.0.3", "dm-control": "1.0.50", "mujoco": "3.17.0"}
+
+
+def installed_upstream() -> dict[str, str | None]:
+    """The installed versions of the packages in ``FIXED_UPSTREAM`` (None for a missing one)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in FIXED_UPSTREAM:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def fixes_apply() -> bool:
+    """Whether the installed upstream versions are those the speed and memory fixes were proven on; warns once when
+    they are not (the task then runs unpatched, as upstream ships it)."""
+    installed = installed_upstream()
+    if installed == FIXED_UPSTREAM:
+        return True
+    import warnings
+
+    warnings.warn(
+        f"Memory Maze runs unpatched (about 5x slower, 3x the memory): its fixes were proven on {FIXED_UPSTREAM}, "
+        f"installed are {installed}",
+        RuntimeWarning,
+    )
+    return False
+
+
+def build_task(size: int, seed: int, fixed: bool = True, **task_kwargs):
+    """One Memory Maze dm_env task, as ``memory_maze.tasks.memory_maze_{size}x{size}(seed=seed, **task_kwargs)``
+    builds it, with the speed and memory fixes of this module's docstring when ``fixed``.
+
+    :param size: maze size, one of ``SIZES``
+    :param seed: the task's seed (it fixes the whole sequence of mazes)
+    :param fixed: apply the fixes (they assume the versions in ``FIXED_UPSTREAM``); False builds upstream's task as is
+    :param task_kwargs: keywords of upstream's task builders (``image_only_obs``, ``top_camera``, ...)
+    """
+    tasks = _import_tasks()
+    name = f"memory_maze_{size}x{size}"
+    if not fixed:
+        return getattr(tasks, name)(seed=seed, **task_kwargs)
+    env = _with_shared_wall_textures(tasks, name)(seed=seed, **task_kwargs)
+    _fix_built_task(env, top_camera=task_kwargs.get("top_camera", False))
+    return env
+
+
+def _with_shared_wall_textures(tasks: types.ModuleType, name: str):
+    """Upstream's task builder ``tasks.<name>``, run from its own code objects but with a module namespace of its own
+    in which ``labmaze_textures.WallTextures(style)`` returns one entity per style and build instead of a new one per
+    wall character. No module is modified, so nothing leaks into other users of memory_maze."""
+    from dm_control.locomotion.arenas import labmaze_textures
+
+    shared: dict[str, Any] = {}
+
+    def wall_textures(style: str):
+        if style not in shared:
+            shared[style] = labmaze_textures.WallTextures(style)
+        return shared[style]
+
+    namespace = dict(vars(tasks), labmaze_textures=types.SimpleNamespace(WallTextures=wall_textures))
+
+    def rebound(function: types.FunctionType) -> types.FunctionType:
+        copy = types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__)
+        copy.__kwdefaults__ = function.__kwdefaults__
+        return copy
+
+    namespace["_memory_maze"] = rebound(tasks._memory_maze)
+    return rebound(getattr(tasks, name))
+
+
+def _fix_built_task(env, top_camera: bool) -> None:
+    """Swap the built task's targets and cameras for the faster subclasses below and shrink its render buffers; done
+    on this one instance before its first reset (when its model is compiled again and its hooks and observation
+    callables are collected again)."""
+    from dm_control import composer
+    from dm_control.composer.observation.observable import MJCFCamera
+    from dm_control.locomotion.props.target_sphere import TargetSphere
+
+    numpy_contact_target, reused_camera = _fixed_classes()
+    inner = env
+    while not isinstance(inner, composer.Environment):
+        inner = inner.env  # memory_maze's wrappers
+    task = inner.task
+    for target in task._targets:
+        if type(target) is not TargetSphere:
+            raise RuntimeError(f"Memory Maze fix: expected upstream's TargetSphere, found {type(target)}")
+        target.__class__ = numpy_contact_target
+    cameras = (task._walker.observables.egocentric_camera, task._maze_arena.observables.top_camera)
+    for camera in cameras:
+        if type(camera) is not MJCFCamera:
+            raise RuntimeError(f"Memory Maze fix: expected dm_control's MJCFCamera, found {type(camera)}")
+        camera.__class__ = reused_camera
+    if top_camera:
+        cameras[0].enabled = False  # its image is not part of the observation
+    visual = task.root_entity.mjcf_model.visual
+    visual.quality.shadowsize = 1  # the maze has no lights (only the headlight, which casts no shadows)
+    framebuffer = getattr(visual, "global")
+    framebuffer.offwidth = max(camera.width for camera in cameras)
+    framebuffer.offheight = max(camera.height for camera in cameras)
+
+
+@functools.cache
+def _fixed_classes() -> tuple[type, type]:
+    """The subclasses that ``_fix_built_task`` gives to upstream's targets and cameras (defined on first use:
+    dm_control is an optional dependency, and importing it costs time)."""
+    from dm_control.composer.observation.observable import MJCFCamera
+    from dm_control.locomotion.props.target_sphere import TargetSphere
+    from dm_control.mujoco.engine import Camera
+
+    class NumpyContactTarget(TargetSphere):
+        """``TargetSphere`` whose touch test reads the contact arrays with numpy instead of looping over contacts."""
+
+        def _update_activation(self, physics):
+            if self._activated:
+                return
+            contact = physics.data.contact
+            geom1, geom2 = contact.geom1, contact.geom2
+            touches = (geom1 == self._geom_id) | (geom2 == self._geom_id)
+            if self._specific_collision_geom_ids:
+                specific = list(self._specific_collision_geom_ids)
+                touches &= np.isin(geom1, specific) | np.isin(geom2, specific)
+            if touches.any():
+                self._activated = True
+                physics.bind(self._material).rgba[-1] = 0
+
+    class ReusedCamera(MJCFCamera):
+        """``MJCFCamera`` that renders with one ``Camera`` per observation callable (one per episode) instead of
+        building a new one, with its scene, for every image."""
+
+        def _callable(self, physics):
+            camera = None
+
+            def get_observation():
+                nonlocal camera
+                if camera is None:
+                    camera = Camera(
+                        physics, height=self._height, width=self._width, camera_id=self._mjcf_element.full_identifier
+                    )
+                pixels = camera.render(
+                    depth=self._depth,
+                    segmentation=self._segmentation,
+                    scene_option=self._scene_option,
+                    render_flag_overrides=self._render_flag_overrides,
+                )
+                return np.atleast_3d(pixels).copy()  # the camera's buffer is overwritten by the next render
+
+            return get_observation
+
+    return NumpyContactTarget, ReusedCamera
+
+
 def _space(spec) -> spaces.Space:
     """A gymnasium space for a dm_env spec (Array, BoundedArray, DiscreteArray, or a dict of them)."""
     from dm_env import specs
@@ -142,6 +321,9 @@ class MemoryMazeEnv(gym.Env):
     :param control_freq: control steps per simulated second (4 in the benchmark); the episode lasts a fixed
         simulated time, so lower values give shorter episodes (used by the fast tests)
     :param render_mode: ``None`` or ``"rgb_array"`` (returns the current image observation, for videos)
+    :param fixes: build the task with this module's speed and memory fixes (bit-identical observations; left out,
+        with a warning, when the installed upstream versions differ from ``FIXED_UPSTREAM``); False runs upstream's
+        task exactly as it ships
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -155,6 +337,7 @@ class MemoryMazeEnv(gym.Env):
         good_visibility: bool = False,
         control_freq: float = 4.0,
         render_mode: str | None = None,
+        fixes: bool = True,
     ) -> None:
         if size not in SIZES:
             raise EnvConfigError(f"Memory Maze size must be one of {SIZES}, got {size!r}")
@@ -165,7 +348,8 @@ class MemoryMazeEnv(gym.Env):
         if not control_freq > 0:
             raise EnvConfigError(f"Memory Maze control_freq must be > 0, got {control_freq!r}")
         self.size, self.extra_obs, self.render_mode = size, extra_obs, render_mode
-        self._task_fn = getattr(_import_tasks(), f"memory_maze_{size}x{size}")
+        _import_tasks()  # fails here, in the constructor, when memory_maze cannot be imported
+        self._task_fn = functools.partial(build_task, size, fixed=fixes and fixes_apply())
         self._task_kwargs = {
             "image_only_obs": not extra_obs,
             "global_observables": extra_obs,
