@@ -11,14 +11,15 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from . import memory_maze, minigrid, popgym, tmaze, visual_match
 from .errors import EnvConfigError
+
+if TYPE_CHECKING:  # SB3 is imported where it is used: env worker processes import this module, never SB3 or torch
+    from stable_baselines3.common.vec_env import VecEnv
 
 
 @dataclass(frozen=True)
@@ -268,13 +269,20 @@ def make_vec_env(
     :param env_id: environment id, as for ``make_env``
     :param n_envs: number of copies
     :param seed: env ``i`` is seeded with ``seed + i`` on its first reset
-    :param subprocess: one process per env (``SubprocVecEnv``); worth it only for expensive envs such as Memory
-        Maze: on few cores in-process stepping (``DummyVecEnv``, the default) is faster for cheap envs
+    :param subprocess: one process per env (``envs.subproc.LeanSubprocVecEnv``: SB3's ``SubprocVecEnv`` with
+        children that import neither torch nor SB3, inside SB3's ``VecMonitor`` for the episode statistics); worth it
+        only for expensive envs such as Memory Maze: on few cores in-process stepping (``DummyVecEnv``, the default)
+        is faster for cheap envs
     :param env_kwargs: family-specific keywords, as for ``make_env``
     :raises EnvConfigError: as ``make_env``, raised here in the calling process
     """
     if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
         raise EnvConfigError(f"n_envs must be a positive integer, got {n_envs!r}")
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from .subproc import LeanSubprocVecEnv
+
     family = family_of(env_id)
     if not subprocess:
         # The first env is built here, so that a bad keyword raises EnvConfigError in the caller's frame.
@@ -284,19 +292,29 @@ def make_vec_env(
     if family.requires is not None and importlib.util.find_spec(family.requires) is None:
         family.build(env_id, **env_kwargs)  # raises the install hint
     family.check_kwargs(env_id, env_kwargs)
-    return sb3_make_vec_env(_Builder(env_id, env_kwargs), n_envs=n_envs, seed=seed, vec_env_cls=SubprocVecEnv)
+    # As SB3's make_vec_env: env i's action space is seeded with seed + i, its first reset with seed + i.
+    venv = LeanSubprocVecEnv(
+        [_Builder(env_id, env_kwargs, action_seed=None if seed is None else seed + i) for i in range(n_envs)]
+    )
+    venv.seed(seed)
+    return VecMonitor(venv)
 
 
 @dataclass
 class _Builder:
-    """An env factory for SB3's ``make_vec_env``: hands out ``first`` once, then builds; picklable for subprocesses."""
+    """An env factory for SB3's ``make_vec_env``: hands out ``first`` once, then builds (seeding the action space with
+    ``action_seed`` if given); picklable for subprocesses."""
 
     env_id: str
     env_kwargs: dict
     first: gym.Env | None = None
+    action_seed: int | None = None
 
     def __call__(self) -> gym.Env:
         if self.first is not None:
             env, self.first = self.first, None
             return env
-        return family_of(self.env_id).build(self.env_id, **self.env_kwargs)
+        env = family_of(self.env_id).build(self.env_id, **self.env_kwargs)
+        if self.action_seed is not None:
+            env.action_space.seed(self.action_seed)
+        return env

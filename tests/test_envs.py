@@ -103,7 +103,7 @@ def test_make_vec_env_seeds_each_copy_and_matches_make_env():
 def test_make_vec_env_subprocess():
     vec = make_vec_env("urgate/TMaze-v0", n_envs=2, seed=0, subprocess=True, length=3)
     try:
-        assert isinstance(vec, SubprocVecEnv)
+        assert isinstance(vec.unwrapped, SubprocVecEnv)  # envs.subproc.LeanSubprocVecEnv, in a VecMonitor
         obs = vec.reset()
         assert obs.shape == (2, 2)
         vec.step(np.zeros(2, dtype=np.int64))
