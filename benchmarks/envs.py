@@ -2,20 +2,36 @@
 
     PYTHONPATH=. python benchmarks/envs.py                 # every family that is installed
     PYTHONPATH=. python benchmarks/envs.py --families tmaze visual_match --seconds 3
+    PYTHONPATH=. python benchmarks/envs.py --families --memory-maze --worker-rss --train-steps 4096
 
 Two columns: one env from ``envs.make_env`` (the family's wrappers included, stepped in a plain loop with resets),
 and ``envs.make_vec_env`` with ``--n-envs`` in-process copies (SB3's DummyVecEnv + Monitor: what a rollout pays
-per env step). Memory Maze is measured as one env only (each copy costs ~1.4 GB), after its maze is built.
+per env step). Memory Maze is measured as one env only here, after its maze is built.
 Requirements from issue 4: T-maze >= 50,000 steps/s and Visual Match >= 5,000 steps/s for one env.
+
+``--memory-maze``: upstream's raw dm_env task (``memory_maze.tasks``, unpatched) against ours (``envs.make_env``,
+with ``envs.memory_maze``'s fixes), each cell in a fresh process that imports neither torch nor SB3 (as an env
+worker), the two sides alternating: steps/s (random actions; resets, every 1000-4000 steps, off the clock), the peak RSS of
+the process (``ru_maxrss``, after three maze builds: old and new models coexist during a rebuild) and the time of a
+reset (a new maze). Targets from issue 15: ours >= 5x upstream's steps/s, <= 0.8 GB per env process.
+``--worker-rss``: the RSS of each child of SB3's ``SubprocVecEnv`` against ``envs.subproc.LeanSubprocVecEnv``, per
+family, after a reset and 50 steps. ``--train-steps N``: ``run_rl.py train`` on Memory Maze 9x9 with
+``configs/memory_maze.yaml`` and 8 subprocess envs for N steps: steps/s (summary.json's fps) and the peak RSS of
+each env process and of the learner.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import json
 import os
 import platform
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,12 +89,187 @@ def vec_env_rate(env_id: str, kwargs: dict, n_envs: int, seconds: float) -> floa
     return rate
 
 
+MAZE_CASES = {  # label -> (size, id suffix)
+    "9x9": (9, ""),
+    "15x15": (15, ""),
+    "9x9-Top": (9, "-Top"),
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def maze_cell(side: str, size: int, variant: str, seconds: float) -> dict:
+    """One Memory Maze measurement in this process (called in a fresh one by ``memory_maze_table``)."""
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    if side == "upstream":
+        from envs.memory_maze import build_task  # imports memory_maze.tasks only; fixed=False is upstream's own task
+
+        env = build_task(size, seed=1, fixed=False, image_only_obs=True, top_camera=variant == "-Top")
+        env.reset()
+
+        def step(action):
+            return env.step(action).last()
+
+        reset = env.reset
+    else:
+        env = envs.make_env(f"urgate/MemoryMaze-{size}x{size}{variant}-v0", seed=1)
+        env.reset()
+
+        def step(action):
+            return any(env.step(action)[2:4])
+
+        reset = env.reset
+    build_s = time.perf_counter() - start
+    steps, stepping = 0, 0.0
+    while stepping < seconds:
+        start = time.perf_counter()
+        for action in rng.integers(6, size=16):
+            if step(int(action)):
+                stepping += time.perf_counter() - start
+                reset()  # off the clock: resets are measured below
+                start = time.perf_counter()
+        stepping += time.perf_counter() - start
+        steps += 16
+    rate = steps / stepping
+    start = time.perf_counter()
+    for _ in range(2):
+        reset()
+        step(1)
+    reset_s = (time.perf_counter() - start) / 2
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "stable_baselines3"})
+    return {
+        "steps_per_s": rate,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "build_s": build_s,
+        "reset_s": reset_s,
+        "heavy": heavy,
+    }
+
+
+def _in_fresh_process(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def memory_maze_table(seconds: float) -> None:
+    print()
+    print(
+        "| Memory Maze | steps/s upstream | steps/s ours | ratio | peak RSS upstream | peak RSS ours | "
+        "reset upstream | reset ours |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, (size, variant) in MAZE_CASES.items():
+        cells = {}
+        for side in ("upstream", "ours") if size == 9 else ("ours", "upstream"):
+            cells[side] = _in_fresh_process(
+                "--maze-cell", side, str(size), variant.lstrip("-") or "plain", str(seconds)
+            )
+            assert not cells[side]["heavy"], f"the measuring process imported {cells[side]['heavy']}"
+        up, ours = cells["upstream"], cells["ours"]
+        print(
+            f"| {label} | {up['steps_per_s']:.1f} | {ours['steps_per_s']:.1f} | "
+            f"{ours['steps_per_s'] / up['steps_per_s']:.1f}x | {up['peak_rss_gb']:.2f} GB | {ours['peak_rss_gb']:.2f} GB | "
+            f"{up['reset_s']:.2f} s | {ours['reset_s']:.2f} s |",
+            flush=True,
+        )
+
+
+def _rss_gb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def worker_rss_table() -> None:
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from envs.registry import _Builder
+
+    print()
+    print("| family | id | RSS per child, SB3 SubprocVecEnv | RSS per child, LeanSubprocVecEnv | saved |")
+    print("|---|---|---:|---:|---:|")
+    for name, (env_id, kwargs) in CASES.items():
+        family = envs.family_of(env_id)
+        if name.endswith("(active)") or (
+            family.requires is not None and importlib.util.find_spec(family.requires) is None
+        ):
+            continue
+        rss = {}
+        for side in ("sb3", "lean"):
+            if side == "sb3":
+                venv = sb3_make_vec_env(_Builder(env_id, kwargs), n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+            else:
+                venv = envs.make_vec_env(env_id, n_envs=2, seed=0, subprocess=True, **kwargs)
+            venv.reset()
+            for _ in range(50):
+                venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
+            rss[side] = np.mean([_rss_gb(p.pid) for p in venv.unwrapped.processes]) * 1024
+            venv.close()
+        print(
+            f"| {name} | `{env_id}` | {rss['sb3']:.0f} MB | {rss['lean']:.0f} MB | {rss['sb3'] - rss['lean']:.0f} MB |",
+            flush=True,
+        )
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def training_throughput(steps: int, n_envs: int = 8) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable, str(ROOT / "run_rl.py"), "train", "--config", "memory_maze", "--n-envs", str(n_envs),
+            "--timesteps", str(steps), "--run-dir", f"{tmp}/run", "--no-progress",
+            "--set", "eval.freq=100000000", "--set", f"checkpoint_freq={10**9}",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        peaks: dict[int, float] = {}
+        while process.poll() is None:
+            for pid in [process.pid, *_children(process.pid)]:
+                with contextlib.suppress(OSError):  # a process that has just exited
+                    peaks[pid] = _rss_gb(pid, "VmHWM")
+            time.sleep(1.0)
+        if process.returncode != 0:
+            raise SystemExit(f"run_rl.py train failed with exit code {process.returncode}")
+        summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
+    learner = peaks.pop(process.pid, float("nan"))
+    workers = sorted(peaks.values())[-n_envs:]  # the env processes (the evaluation envs, if any, are built later)
+    print()
+    print(f"| training (FastRecurrentPPO, ur, configs/memory_maze.yaml) | {n_envs} subprocess envs |")
+    print("|---|---:|")
+    print(f"| steps | {summary.get('timesteps')} |")
+    print(f"| steps/s (summary.json fps) | {summary.get('fps')} |")
+    print(f"| peak RSS per env process | {min(workers):.2f}-{max(workers):.2f} GB |")
+    print(f"| peak RSS of the learner | {learner:.2f} GB |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="*", default=list(CASES), help=f"subset of {list(CASES)}")
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell")
     parser.add_argument("--n-envs", type=int, default=8, help="copies in the vectorised column")
+    parser.add_argument("--memory-maze", action="store_true", help="the Memory Maze table: upstream against ours")
+    parser.add_argument("--maze-seconds", type=float, default=20.0, help="stepping time per Memory Maze cell")
+    parser.add_argument("--worker-rss", action="store_true", help="RSS per subprocess child, SB3's against ours")
+    parser.add_argument("--train-steps", type=int, default=0, help="Memory Maze training steps (0: not measured)")
+    parser.add_argument("--maze-cell", nargs=4, help=argparse.SUPPRESS)  # side size variant seconds
     args = parser.parse_args()
+    if args.maze_cell:
+        side, size, variant, seconds = args.maze_cell
+        print(json.dumps(maze_cell(side, int(size), "" if variant == "plain" else "-" + variant, float(seconds))))
+        return
     unknown = set(args.families) - set(CASES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {list(CASES)}")
@@ -99,11 +290,17 @@ def main() -> None:
         slow = family.name == "memory_maze"
         single = single_env_rate(env_id, kwargs, args.seconds * (5 if slow else 1), chunk=4 if slow else 256)
         vec = (
-            "n/a (1.4 GB per env)"
+            "n/a (see --memory-maze)"
             if family.name == "memory_maze"
             else f"{vec_env_rate(env_id, kwargs, args.n_envs, args.seconds):,.0f}"
         )
         print(f"| {name} | `{shown}` | {single:,.0f} | {vec} |", flush=True)
+    if args.memory_maze:
+        memory_maze_table(args.maze_seconds)
+    if args.worker_rss:
+        worker_rss_table()
+    if args.train_steps:
+        training_throughput(args.train_steps)
 
 
 if __name__ == "__main__":
