@@ -11,7 +11,9 @@ Requirements from issue 4: T-maze >= 50,000 steps/s and Visual Match >= 5,000 st
 
 ``--memory-maze``: upstream's raw dm_env task (``memory_maze.tasks``, unpatched) against ours (``envs.make_env``,
 with ``envs.memory_maze``'s fixes), each cell in a fresh process that imports neither torch nor SB3 (as an env
-worker), the two sides alternating: steps/s (random actions; resets, every 1000-4000 steps, off the clock), the peak RSS of
+worker), the two sides alternating: steps per wall second and per CPU second of the process, render threads
+included (random actions; resets, every 1000-4000 steps, off the clock; the CPU rate is what an idle core would
+give, robust on a shared machine), the peak RSS of
 the process (``ru_maxrss``, after three maze builds: old and new models coexist during a rebuild) and the time of a
 reset (a new maze). Targets from issue 15: ours >= 5x upstream's steps/s, <= 0.8 GB per env process.
 ``--worker-rss``: the RSS of each child of SB3's ``SubprocVecEnv`` against ``envs.subproc.LeanSubprocVecEnv``, per
@@ -120,17 +122,18 @@ def maze_cell(side: str, size: int, variant: str, seconds: float) -> dict:
 
         reset = env.reset
     build_s = time.perf_counter() - start
-    steps, stepping = 0, 0.0
+    steps, stepping, cpu = 0, 0.0, 0.0
     while stepping < seconds:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for action in rng.integers(6, size=16):
             if step(int(action)):
                 stepping += time.perf_counter() - start
+                cpu += time.process_time() - cpu_start
                 reset()  # off the clock: resets are measured below
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
         stepping += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
         steps += 16
-    rate = steps / stepping
     start = time.perf_counter()
     for _ in range(2):
         reset()
@@ -138,7 +141,8 @@ def maze_cell(side: str, size: int, variant: str, seconds: float) -> dict:
     reset_s = (time.perf_counter() - start) / 2
     heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "stable_baselines3"})
     return {
-        "steps_per_s": rate,
+        "steps_per_s": steps / stepping,
+        "steps_per_cpu_s": steps / cpu,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "build_s": build_s,
         "reset_s": reset_s,
@@ -155,25 +159,24 @@ def _in_fresh_process(*args: str) -> dict:
 
 def memory_maze_table(seconds: float) -> None:
     print()
-    print(
-        "| Memory Maze | steps/s upstream | steps/s ours | ratio | peak RSS upstream | peak RSS ours | "
-        "reset upstream | reset ours |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| Memory Maze | steps/s upstream | steps/s ours | ratio | steps per CPU s upstream | ours | ratio | "
+          "peak RSS upstream | peak RSS ours | reset upstream | reset ours |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, (size, variant) in MAZE_CASES.items():
         cells = {}
         for side in ("upstream", "ours") if size == 9 else ("ours", "upstream"):
-            cells[side] = _in_fresh_process(
-                "--maze-cell", side, str(size), variant.lstrip("-") or "plain", str(seconds)
-            )
+            args = ("--maze-cell", side, str(size), variant.lstrip("-") or "plain", str(seconds))
+            cells[side] = _in_fresh_process(*args)
             assert not cells[side]["heavy"], f"the measuring process imported {cells[side]['heavy']}"
         up, ours = cells["upstream"], cells["ours"]
         print(
             f"| {label} | {up['steps_per_s']:.1f} | {ours['steps_per_s']:.1f} | "
-            f"{ours['steps_per_s'] / up['steps_per_s']:.1f}x | {up['peak_rss_gb']:.2f} GB | {ours['peak_rss_gb']:.2f} GB | "
-            f"{up['reset_s']:.2f} s | {ours['reset_s']:.2f} s |",
+            f"{ours['steps_per_s'] / up['steps_per_s']:.1f}x | {up['steps_per_cpu_s']:.1f} | "
+            f"{ours['steps_per_cpu_s']:.1f} | {ours['steps_per_cpu_s'] / up['steps_per_cpu_s']:.1f}x | "
+            f"{up['peak_rss_gb']:.2f} GB | {ours['peak_rss_gb']:.2f} GB | {up['reset_s']:.2f} s | {ours['reset_s']:.2f} s |",
             flush=True,
         )
+    print(f"\nload average (1 min) after the table: {os.getloadavg()[0]:.1f}")
 
 
 def _rss_gb(pid: int, field: str = "VmRSS") -> float:
@@ -227,32 +230,49 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def training_throughput(steps: int, n_envs: int = 8) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable, str(ROOT / "run_rl.py"), "train", "--config", "memory_maze", "--n-envs", str(n_envs),
             "--timesteps", str(steps), "--run-dir", f"{tmp}/run", "--no-progress",
-            "--set", "eval.freq=100000000", "--set", f"checkpoint_freq={10**9}",
+            # no periodic evaluation (it would count in fps), a final one of one episode, no periodic checkpoint
+            "--set", "eval.freq=0", "--set", "eval.n_episodes=1", "--set", "eval.n_envs=1",
+            "--set", f"checkpoint_freq={10**9}",
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         peaks: dict[int, float] = {}
+        cpu: dict[int, float] = {}
+        loads = []
         while process.poll() is None:
             for pid in [process.pid, *_children(process.pid)]:
                 with contextlib.suppress(OSError):  # a process that has just exited
-                    peaks[pid] = _rss_gb(pid, "VmHWM")
+                    peak, cpu_s = _rss_gb(pid, "VmHWM"), _cpu_s(pid)
+                    if peak == peak:  # a zombie's status has no memory lines (nan)
+                        peaks[pid], cpu[pid] = peak, cpu_s
+            loads.append(os.getloadavg()[0])
             time.sleep(1.0)
         if process.returncode != 0:
             raise SystemExit(f"run_rl.py train failed with exit code {process.returncode}")
         summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
-    learner = peaks.pop(process.pid, float("nan"))
-    workers = sorted(peaks.values())[-n_envs:]  # the env processes (the evaluation envs, if any, are built later)
+    learner, learner_cpu = peaks.pop(process.pid), cpu.pop(process.pid)
+    workers = list(peaks.values())
     print()
-    print(f"| training (FastRecurrentPPO, ur, configs/memory_maze.yaml) | {n_envs} subprocess envs |")
+    print(f"| training (FastRecurrentPPO, ur, configs/memory_maze.yaml), {n_envs} subprocess envs | |")
     print("|---|---:|")
-    print(f"| steps | {summary.get('timesteps')} |")
-    print(f"| steps/s (summary.json fps) | {summary.get('fps')} |")
-    print(f"| peak RSS per env process | {min(workers):.2f}-{max(workers):.2f} GB |")
+    print(f"| steps | {summary['timesteps']} |")
+    print(f"| steps/s (summary.json fps: learn() only) | {summary['fps']} |")
+    print(f"| CPU s per 1,000 steps, learner (whole process: imports, model, final evaluation) | "
+          f"{1000 * learner_cpu / summary['timesteps']:.1f} |")  # fmt: skip
+    print(f"| CPU s per 1,000 steps, all env processes (builds included) | "
+          f"{1000 * sum(cpu.values()) / summary['timesteps']:.1f} |")  # fmt: skip
+    print(f"| peak RSS per env process | {min(workers):.2f}-{max(workers):.2f} GB ({len(workers)} processes) |")
     print(f"| peak RSS of the learner | {learner:.2f} GB |")
+    print(f"| load average during the run | {min(loads):.1f}-{max(loads):.1f} |")
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ class LeanSubprocVecEnv(SubprocVecEnv):
     """SB3's ``SubprocVecEnv`` with children that run ``envs.env_worker`` in a fresh interpreter.
 
     Episode statistics come from SB3's ``VecMonitor`` around it (``envs.make_vec_env`` adds it), not from a
-    ``Monitor`` in each child, which would import SB3 there.
+    ``Monitor`` in each child, which would import SB3 there. A child gets the parent's ``sys.path``, and exits when
+    the parent closes it or goes away. POSIX only (the socket is passed as an inherited file descriptor).
 
     :param env_fns: env factories, one per child; cloudpickled, so closures and lambdas work, and every module they
         refer to is imported in the child
