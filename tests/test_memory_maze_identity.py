@@ -82,6 +82,37 @@ def test_fixes_change_only_the_task_we_build():
     env.close()
 
 
+def test_numpy_contact_test_equals_dm_controls_loop_at_every_substep():
+    memory_maze._import_tasks()
+    from dm_control.locomotion.props.target_sphere import TargetSphere
+
+    from tests.memory_maze_runs import drive
+
+    env = memory_maze.build_task(9, seed=1, global_observables=True)
+    calls = []
+
+    def both(target, physics):
+        """Ours and upstream's loop from the same state; the target ends as ours leaves it."""
+        was = target._activated
+        target._activated = False
+        type(target)._update_activation(target, physics)
+        ours = target._activated
+        target._activated = False
+        TargetSphere._update_activation(target, physics)
+        calls.append((ours, target._activated))
+        target._activated = was or ours
+
+    for target in env.task._targets:
+        target._update_activation = lambda physics, target=target: both(target, physics)
+    observation = env.reset().observation
+    for _ in range(120):
+        observation = env.step(drive(observation)).observation
+    env.close()
+    ours, upstream = np.array(calls).T
+    assert len(calls) >= 120 * 50 * 3 and upstream.any()  # every substep of every target; some touches
+    np.testing.assert_array_equal(ours, upstream)
+
+
 def test_fixed_task_is_upstreams_task_bit_for_bit(tmp_path):
     # 160 driven steps reach targets; the reset after step 99 builds a new maze (an episode boundary).
     driven = [dict(size=9, seed=1, n_steps=160, fixed=False, resets=[99], extra_obs=True)]
