@@ -209,8 +209,10 @@ def _fix_built_task(env, top_camera: bool) -> None:
         camera.__class__ = reused_camera
     if top_camera:
         cameras[0].enabled = False  # its image is not part of the observation
-    visual = task.root_entity.mjcf_model.visual
-    visual.quality.shadowsize = 1  # the maze has no lights (only the headlight, which casts no shadows)
+    model = task.root_entity.mjcf_model
+    visual = model.visual
+    if not model.find_all("light"):  # lit by the headlight only, which casts no shadows: the shadow map is unused
+        visual.quality.shadowsize = 1
     framebuffer = getattr(visual, "global")
     framebuffer.offwidth = max(camera.width for camera in cameras)
     framebuffer.offheight = max(camera.height for camera in cameras)
@@ -348,6 +350,8 @@ class MemoryMazeEnv(gym.Env):
             raise EnvConfigError(f"Memory Maze camera_resolution must be an integer >= 16, got {camera_resolution!r}")
         if not control_freq > 0:
             raise EnvConfigError(f"Memory Maze control_freq must be > 0, got {control_freq!r}")
+        if not isinstance(fixes, bool):
+            raise EnvConfigError(f"Memory Maze fixes must be True or False, got {fixes!r}")
         self.size, self.extra_obs, self.render_mode = size, extra_obs, render_mode
         _import_tasks()  # fails here, in the constructor, when memory_maze cannot be imported
         self._task_fn = functools.partial(build_task, size, fixed=fixes and fixes_apply())

@@ -66,6 +66,12 @@ def test_other_upstream_versions_run_unpatched_with_a_warning(monkeypatch):
     assert env._task_fn.keywords["fixed"] is False
 
 
+def test_fixes_keyword_is_checked():
+    with pytest.raises(memory_maze.EnvConfigError, match="fixes must be True or False, got 'no'"):
+        memory_maze.MemoryMazeEnv(size=9, fixes="no")
+    assert memory_maze.MemoryMazeEnv(size=9, fixes=False)._task_fn.keywords["fixed"] is False
+
+
 def test_fixes_change_only_the_task_we_build():
     tasks = memory_maze._import_tasks()  # first: it sets MUJOCO_GL before dm_control is imported
     from dm_control.composer.observation.observable import MJCFCamera
