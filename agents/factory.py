@@ -64,7 +64,8 @@ def set_threads(threads: int) -> None:
 def make_vec_env(
     env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int | None, *, subprocess: bool = False
 ) -> VecEnv:
-    """``envs.make_vec_env`` (each env in SB3's Monitor, so episode returns reach the logger) with a kwargs dict."""
+    """``envs.make_vec_env`` (SB3's Monitor per env, or a VecMonitor around subprocess envs, so episode returns reach
+    the logger) with a kwargs dict."""
     return envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
 
 
