@@ -11,6 +11,7 @@ methods import the parent's main script there too (``run_rl.py``: agents, polici
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -39,11 +40,12 @@ class LeanSubprocVecEnv(SubprocVecEnv):
         self.closed = False
         self.remotes, self.processes = [], []
         worker_code = "import envs.env_worker as w, sys; w.main(int(sys.argv[1]))"
+        # The parent's import path from the first import on, so that the child finds the same ``envs`` package.
+        environ = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
         for env_fn in env_fns:
             ours, theirs = socket.socketpair()
-            process = subprocess.Popen(
-                [sys.executable, "-c", worker_code, str(theirs.fileno())], pass_fds=[theirs.fileno()]
-            )
+            command = [sys.executable, "-c", worker_code, str(theirs.fileno())]
+            process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=environ)
             theirs.close()
             remote = Connection(ours.detach())
             remote.send(list(sys.path))

@@ -115,3 +115,24 @@ def test_children_import_neither_torch_nor_sb3():
         assert venv.env_method("heavy_modules") == [[]]
     finally:
         venv.close()
+
+
+def test_children_import_the_parents_envs_package(monkeypatch, tmp_path):
+    # pytest puts the repository root on sys.path at run time (pythonpath = ["."]); without PYTHONPATH and away from
+    # the root, a child that did not get the parent's path would import whatever `envs` is installed (an editable
+    # install of another checkout, a wheel), not this one.
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def make():
+        import envs as child_envs
+
+        env = child_envs.make_env("urgate/TMaze-v0", length=3)
+        env.envs_file = lambda: child_envs.__file__
+        return env
+
+    venv = LeanSubprocVecEnv([make])
+    try:
+        assert venv.env_method("envs_file") == [envs.__file__]
+    finally:
+        venv.close()
