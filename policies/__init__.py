@@ -1,17 +1,21 @@
 """Memory cores and SB3 policies. Knows torch and stable-baselines3, never an environment."""
 
-from .cores import CORE_NAMES, CORES, GatedLSTM, RefineLSTM, make_core
+from .cores import GatedLSTM, RefineLSTM
 from .errors import PolicyConfigError
+from .gru import GatedGRU, RefineGRU
 from .recurrent import CnnGatedPolicy, MlpGatedPolicy, MultiInputGatedPolicy
+from .registry import CORE_NAMES, CORES, make_core
 
 __all__ = [
     "CORE_NAMES",
     "CORES",
     "CnnGatedPolicy",
+    "GatedGRU",
     "GatedLSTM",
     "MlpGatedPolicy",
     "MultiInputGatedPolicy",
     "PolicyConfigError",
+    "RefineGRU",
     "RefineLSTM",
     "make_core",
 ]

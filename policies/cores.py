@@ -4,16 +4,14 @@ Every core follows nn.LSTM's contract (sequence-first input (T, B, F), states ``
 (num_layers, B, H), parameters ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``) and adds
 one keyword, ``episode_starts`` (T, B): where it is 1 the state of every layer is zeroed before that step.
 
-Cores are built by name through ``make_core``; adding a variant is one ``CoreSpec`` entry in ``CORES``.
+Cores are built by name through ``policies.registry.make_core``; adding a variant is one ``CoreSpec`` entry in
+``policies.registry.CORES``. The GRU family (``policies.gru``) builds on the classes here.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +25,60 @@ from .recurrence import step_loop
 State = tuple[torch.Tensor, torch.Tensor]
 
 DEFAULT_T_MAX = 500
+
+
+REFINE_BIASES = ("neg_forget", "zero")
+
+
+def _frozen_block(t: torch.Tensor, gate: str, order: tuple[str, ...]) -> torch.Tensor:
+    """``t`` with one gate block detached: that block takes part in the forward pass but receives no gradient."""
+    block = gate_block(t, gate, order)
+    start = order.index(gate) * block.shape[0]
+    return torch.cat([t[:start], block.detach(), t[start + block.shape[0] :]])
+
+
+def _refine_options(core_name: str, init: str, refine_bias: str | None, freeze_ugi: bool) -> str:
+    """Check the refine cores' options; return ``refine_bias`` with None resolved to the init's convention."""
+    if init not in ("default", "ugi"):
+        raise PolicyConfigError(f"unknown init {init!r} for a refine core; valid: default, ugi")
+    if refine_bias is None:
+        refine_bias = "neg_forget" if init == "ugi" else "zero"
+    if refine_bias not in REFINE_BIASES:
+        raise PolicyConfigError(
+            f"core '{core_name}': unknown refine_bias {refine_bias!r}; valid: {', '.join(REFINE_BIASES)}"
+        )
+    if not isinstance(freeze_ugi, bool):
+        raise PolicyConfigError(f"core '{core_name}': freeze_ugi must be true or false, got {freeze_ugi!r}")
+    if freeze_ugi and init != "ugi":
+        raise PolicyConfigError(f"core '{core_name}': freeze_ugi needs init='ugi' (there is no UGI offset to freeze)")
+    return refine_bias
+
+
+@torch.no_grad()
+def _init_refine_biases(
+    b_ih: torch.Tensor,
+    b_hh: torch.Tensor,
+    *,
+    order: tuple[str, ...],
+    keep_gate: str,
+    init: str,
+    refine_bias: str,
+) -> None:
+    """UGI of the keep gate's bias (the LSTM's forget gate, the GRU's update gate) and the refine gate's bias, in
+    place on one layer's bias vectors laid out in ``order`` (``gates.*_GATE_ORDER``).
+
+    UGI goes into ``b_ih``'s keep block with ``b_hh``'s zeroed (so a frozen offset sits in one vector and the
+    trainable remainder in the other); ``"neg_forget"`` sets ``b_r = -b_f`` the same way; ``"zero"`` leaves the
+    refine block at torch's default init (as for an order without a refine gate).
+    """
+    if init == "ugi":
+        b_f = gate_block(b_ih, keep_gate, order)
+        b_f.copy_(ugi_forget_bias(b_f.shape[0], dtype=b_ih.dtype))
+        gate_block(b_hh, keep_gate, order).zero_()
+    if "refine" in order and refine_bias == "neg_forget":
+        b_f = gate_block(b_ih, keep_gate, order) + gate_block(b_hh, keep_gate, order)
+        gate_block(b_ih, "refine", order).copy_(-b_f)
+        gate_block(b_hh, "refine", order).zero_()
 
 
 class _CoreContract:
@@ -67,12 +119,16 @@ class _CoreContract:
             episode_starts = episode_starts.to(dtype=x.dtype, device=x.device)
         return hx, episode_starts
 
+    def _bias_ih(self, k: int) -> torch.Tensor:
+        """``bias_ih`` of layer k as the forward pass uses it (a core with a frozen block detaches it here)."""
+        return getattr(self, f"bias_ih_l{k}")
+
     def _layer_weights(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(W_ih, W_hh, b_ih + b_hh) of layer k."""
         return (
             getattr(self, f"weight_ih_l{k}"),
             getattr(self, f"weight_hh_l{k}"),
-            getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}"),
+            self._bias_ih(k) + getattr(self, f"bias_hh_l{k}"),
         )
 
     @torch.no_grad()
@@ -89,12 +145,53 @@ class _CoreContract:
         hx, starts = self._check(x, hx, episode_starts)
         traces, inp = [], x
         for k in range(self.num_layers):
-            w_ih, w_hh, b = self._layer_weights(k)
-            inp, _, _, g = step_loop(
-                self._cell, F.linear(inp, w_ih, b), w_hh, hx[0][k], hx[1][k], starts, keep_gates=True
-            )
+            inp, g = self._trace_layer(k, inp, hx[0][k], hx[1][k], starts)
             traces.append(g)
         return torch.stack(traces)
+
+    def _trace_layer(self, k: int, inp, h0, c0, starts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and gate values of layer k by the plain step loop (LSTM-layout cores; GRU cores override)."""
+        w_ih, w_hh, b = self._layer_weights(k)
+        out, _, _, g = step_loop(self._cell, F.linear(inp, w_ih, b), w_hh, h0, c0, starts, keep_gates=True)
+        return out, g
+
+
+def stacked_layers(core, x: torch.Tensor, hx: State, starts: torch.Tensor | None):
+    """``core._layer(k, ...)`` layer by layer, with dropout on the outputs of every layer but the last in training,
+    as nn.LSTM: ``(out, (h_n, c_n))``."""
+    h_n, c_n, inp = [], [], x
+    for k in range(core.num_layers):
+        if k > 0 and core.dropout > 0.0 and core.training:
+            inp = F.dropout(inp, core.dropout, training=True)
+        inp, h, c = core._layer(k, inp, hx[0][k], hx[1][k], starts)
+        h_n.append(h)
+        c_n.append(c)
+    return inp, (torch.stack(h_n), torch.stack(c_n))
+
+
+def fused_with_resets(
+    run: Callable[[torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, tuple[torch.Tensor, ...]]],
+    x: torch.Tensor,
+    state: tuple[torch.Tensor, ...],
+    starts: torch.Tensor | None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """A fused torch recurrence ``run(x, state) -> (out, state)`` (nn.LSTM's, nn.GRU's) with episode starts.
+
+    One call per stretch between resets, each starting from the state zeroed where that step starts an episode;
+    resets only at step 0 (the training case) make one call. (A PackedSequence of episode segments would be a
+    single call, but torch runs packed input through its unfused per-step loop on CPU: measured 3-5x slower than
+    these calls with one reset per column.)
+    """
+    if starts is None:
+        return run(x, state)
+    reset_steps = torch.nonzero(starts[1:].any(dim=1)).flatten().add(1).tolist()
+    bounds = [0, *reset_steps, x.shape[0]]
+    outs = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        keep = (1.0 - starts[a]).view(1, -1, 1)
+        out, state = run(x[a:b], tuple(s * keep for s in state))
+        outs.append(out)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), state
 
 
 class GatedLSTM(_CoreContract, nn.LSTM):
@@ -143,43 +240,43 @@ class GatedLSTM(_CoreContract, nn.LSTM):
 
     def forward(self, x: torch.Tensor, hx: State | None = None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)
-        if starts is None:
-            return super().forward(x, hx)
-        # One fused call per stretch between resets; resets only at step 0 (the training case) make one call.
-        # (A PackedSequence of episode segments would be a single call, but torch runs packed input through its
-        # unfused per-step LSTM on CPU: measured 3-5x slower than these calls with one reset per column.)
-        reset_steps = torch.nonzero(starts[1:].any(dim=1)).flatten().add(1).tolist()
-        bounds = [0, *reset_steps, x.shape[0]]
-        h, c = hx
-        outs = []
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            keep = (1.0 - starts[a]).view(1, -1, 1)
-            out, (h, c) = super().forward(x[a:b], (h * keep, c * keep))
-            outs.append(out)
-        return (outs[0] if len(outs) == 1 else torch.cat(outs)), (h, c)
+        return fused_with_resets(super().forward, x, tuple(hx), starts)
 
     def extra_repr(self) -> str:
         s = f"core={self.core_name!r}, {super().extra_repr()}, init={self.init!r}"
         return s + (f", t_max={self.t_max}" if self.init == "chrono" else "")
 
 
-class RefineLSTM(_CoreContract, nn.Module):
-    """LSTM whose input gate is tied to ``1 - g``, with ``g`` the refine-gated forget gate (R- / UR-LSTM).
-
-    Parameters are laid out as nn.LSTM's (4 blocks: refine, forget, candidate, output), so an R/UR core has
-    exactly the parameter count and state-dict shapes of an nn.LSTM of the same sizes. Each layer's input projection
-    is one product over the whole sequence; the recurrence runs in ``policies.kernels.refine_recurrence`` (a compiled
-    CPU kernel, built on first use; pure torch on CUDA or where it cannot be built).
-
+_REFINE_OPTIONS_DOC = """
     :param input_size: features per step
     :param hidden_size: units per layer
     :param num_layers: stacked layers
     :param dropout: dropout on the outputs of every layer but the last, as nn.LSTM
-    :param init: ``"default"`` (nn.LSTM's uniform +-1/sqrt(H)) or ``"ugi"`` (uniform gate initialisation of the
-        forget bias and ``b_r = -b_f``, as the paper's pseudo-code)
+    :param init: ``"default"`` (torch's uniform +-1/sqrt(H)) or ``"ugi"`` (uniform gate initialisation of the
+        forget (keep) gate's bias)
+    :param refine_bias: ``"neg_forget"`` (``b_r = -b_f``, as three ports read the paper's pseudo-code: at
+        initialisation ``g`` is about ``f^2``, halving the timescales near 1) or ``"zero"`` (the refine bias keeps
+        torch's default init, so ``r`` is about 1/2 and ``g`` about ``f``, as Gu's later ``Gate('UR')`` in
+        state-spaces); None takes ``"neg_forget"`` with ``init="ugi"`` and ``"zero"`` with ``init="default"``
+        (the original R- and UR-LSTM initialisations)
+    :param freeze_ugi: keep the UGI offset fixed, as state-spaces does (needs ``init="ugi"``): it lives in
+        ``bias_ih``'s forget block, which then receives no gradient, while ``bias_hh``'s forget block (0 at
+        initialisation) trains on top of it, so parameter names and state-dict shapes do not change. An
+        optimizer's weight decay would still move the offset (Adam without weight decay, SB3's default, leaves it
+        exactly)
     """
 
-    _cell = staticmethod(refine_cell)
+
+class RefineCoreBase(_CoreContract, nn.Module):
+    """Four gate blocks per layer, one of them a refine gate; the options and initialisation of every refine core.
+
+    Subclasses give the block order (``_ORDER``, with the keep gate ``_KEEP_GATE``) and one layer's recurrence
+    (``_layer``). Parameters are named and shaped as nn.LSTM's (``weight_ih_l{k}`` (4H, in), ``weight_hh_l{k}``
+    (4H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H)).
+    """
+
+    _ORDER = REFINE_GATE_ORDER
+    _KEEP_GATE = "forget"
 
     def __init__(
         self,
@@ -189,13 +286,14 @@ class RefineLSTM(_CoreContract, nn.Module):
         dropout: float = 0.0,
         *,
         init: str = "ugi",
+        refine_bias: str | None = None,
+        freeze_ugi: bool = False,
         core_name: str = "ur",
     ) -> None:
         super().__init__()
-        if init not in ("default", "ugi"):
-            raise PolicyConfigError(f"unknown init {init!r} for a refine core; valid: default, ugi")
+        self.refine_bias = _refine_options(core_name, init, refine_bias, freeze_ugi)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.dropout, self.init, self.core_name = float(dropout), init, core_name
+        self.dropout, self.init, self.core_name, self.freeze_ugi = float(dropout), init, core_name, freeze_ugi
         for k in range(num_layers):
             width = input_size if k == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, width)))
@@ -209,92 +307,48 @@ class RefineLSTM(_CoreContract, nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-bound, bound)
-            if self.init == "ugi":
-                for k in range(self.num_layers):
-                    b_ih, b_hh = getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
-                    b_f = ugi_forget_bias(self.hidden_size, dtype=b_ih.dtype)
-                    gate_block(b_ih, "forget", REFINE_GATE_ORDER).copy_(b_f)
-                    gate_block(b_ih, "refine", REFINE_GATE_ORDER).copy_(-b_f)
-                    gate_block(b_hh, "forget", REFINE_GATE_ORDER).zero_()
-                    gate_block(b_hh, "refine", REFINE_GATE_ORDER).zero_()
+        for k in range(self.num_layers):
+            _init_refine_biases(
+                getattr(self, f"bias_ih_l{k}"),
+                getattr(self, f"bias_hh_l{k}"),
+                order=self._ORDER,
+                keep_gate=self._KEEP_GATE,
+                init=self.init,
+                refine_bias=self.refine_bias,
+            )
+
+    def _bias_ih(self, k: int) -> torch.Tensor:
+        b = getattr(self, f"bias_ih_l{k}")
+        return _frozen_block(b, self._KEEP_GATE, self._ORDER) if self.freeze_ugi else b
+
+    def _layer(self, k: int, inp, h0, c0, starts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(out, h_T, c_T)`` of layer k."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, hx: State | None = None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)
-        h_n, c_n, inp = [], [], x
-        for k in range(self.num_layers):
-            if k > 0 and self.dropout > 0.0 and self.training:
-                inp = F.dropout(inp, self.dropout, training=True)
-            w_ih, w_hh, b = self._layer_weights(k)
-            inp, h, c = refine_recurrence(F.linear(inp, w_ih, b), w_hh, hx[0][k], hx[1][k], starts)
-            h_n.append(h)
-            c_n.append(c)
-        return inp, (torch.stack(h_n), torch.stack(c_n))
+        return stacked_layers(self, x, hx, starts)
 
     def extra_repr(self) -> str:
         s = f"core={self.core_name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
-        return s + (f", dropout={self.dropout}" if self.dropout else "") + f", init={self.init!r}"
+        s += (f", dropout={self.dropout}" if self.dropout else "") + f", init={self.init!r}"
+        return s + f", refine_bias={self.refine_bias!r}" + (", freeze_ugi=True" if self.freeze_ugi else "")
 
 
-@dataclass(frozen=True)
-class CoreSpec:
-    """A registered core: how to build it, what it is, and which keyword arguments it accepts."""
+class RefineLSTM(RefineCoreBase):
+    __doc__ = (
+        """LSTM whose input gate is tied to ``1 - g``, with ``g`` the refine-gated forget gate (R- / UR-LSTM).
 
-    builder: Callable[..., nn.Module]
-    summary: str
-    fixed: dict[str, Any] = field(default_factory=dict)
-    options: tuple[str, ...] = ()  # the builder's keywords that mean something for this core (e.g. t_max)
-
-    def accepted_kwargs(self) -> tuple[str, ...]:
-        """Keywords a user may pass through ``core_kwargs``."""
-        return self.options
-
-
-CORES: dict[str, CoreSpec] = {
-    "lstm": CoreSpec(GatedLSTM, "standard LSTM, torch's default init (stock RecurrentPPO)", {"init": "default"}),
-    "chrono": CoreSpec(
-        GatedLSTM, "LSTM with chrono init of forget/input biases (t_max=500)", {"init": "chrono"}, ("t_max",)
-    ),
-    "u": CoreSpec(GatedLSTM, "LSTM with uniform gate init of the forget bias (U-LSTM)", {"init": "ugi"}),
-    "r": CoreSpec(RefineLSTM, "refine-gate LSTM, input gate tied to 1-g, default init (R-LSTM)", {"init": "default"}),
-    "ur": CoreSpec(RefineLSTM, "refine gate + uniform gate init: the paper's UR-LSTM", {"init": "ugi"}),
-}
-CORE_NAMES: tuple[str, ...] = tuple(CORES)
-
-
-def _unknown(kind: str, name: str, valid) -> PolicyConfigError:
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return PolicyConfigError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid) or '(none)'}")
-
-
-def make_core(
-    name: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, **core_kwargs: Any
-) -> nn.Module:
-    """Build the memory core registered as ``name`` (one of ``CORE_NAMES``).
-
-    :param name: core name, e.g. ``"ur"``
-    :param input_size: features per step
-    :param hidden_size: units per layer
-    :param num_layers: stacked layers
-    :param dropout: dropout between layers (training mode only), as nn.LSTM
-    :param core_kwargs: the core's own keywords, e.g. ``t_max`` for ``"chrono"``
+    Parameters are laid out as nn.LSTM's (4 blocks: refine, forget, candidate, output), so an R/UR core has
+    exactly the parameter count and state-dict shapes of an nn.LSTM of the same sizes. Each layer's input projection
+    is one product over the whole sequence; the recurrence runs in ``policies.kernels.refine_recurrence`` (a compiled
+    CPU kernel, built on first use; pure torch on CUDA or where it cannot be built).
     """
-    if name not in CORES:
-        raise _unknown("core", name, CORE_NAMES)
-    spec = CORES[name]
-    accepted = spec.accepted_kwargs()
-    for key in core_kwargs:
-        if key not in accepted:
-            raise _unknown(f"keyword for core '{name}':", key, accepted)
-    for what, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise PolicyConfigError(f"core '{name}': {what} must be a positive integer, got {v!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise PolicyConfigError(f"core '{name}': dropout must be in [0, 1), got {dropout!r}")
-    if "t_max" in core_kwargs:
-        t_max = core_kwargs["t_max"]
-        if isinstance(t_max, bool) or not isinstance(t_max, int | float) or not t_max > 2:
-            raise PolicyConfigError(
-                f"core '{name}': t_max must be a number > 2 (longest delay in steps), got {t_max!r}"
-            )
-    return spec.builder(input_size, hidden_size, num_layers, dropout, core_name=name, **spec.fixed, **core_kwargs)
+        + _REFINE_OPTIONS_DOC
+    )
+
+    _cell = staticmethod(refine_cell)
+
+    def _layer(self, k: int, inp, h0, c0, starts):
+        w_ih, w_hh, b = self._layer_weights(k)
+        return refine_recurrence(F.linear(inp, w_ih, b), w_hh, h0, c0, starts)

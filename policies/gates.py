@@ -15,14 +15,17 @@ import torch
 # below unpack pre-activations in these orders, and ``gate_block`` finds a gate's block in a parameter.
 LSTM_GATE_ORDER = ("input", "forget", "cell", "output")
 REFINE_GATE_ORDER = ("refine", "forget", "cell", "output")
+# nn.GRU packs (reset, update, new); the refine GRU appends one block for the refine gate of the update gate.
+GRU_GATE_ORDER = ("reset", "update", "new")
+REFINE_GRU_GATE_ORDER = ("reset", "update", "new", "refine")
 
 
 def gate_block(t: torch.Tensor, gate: str, order: tuple[str, ...] = LSTM_GATE_ORDER) -> torch.Tensor:
-    """The rows of a packed (4H, ...) parameter that belong to ``gate`` (a view: writing to it writes ``t``).
+    """The rows of a packed (nH, ...) parameter that belong to ``gate`` (a view: writing to it writes ``t``).
 
-    :param t: ``weight_ih_l{k}``, ``bias_hh_l{k}``, ... with the four gate blocks stacked along dim 0
+    :param t: ``weight_ih_l{k}``, ``bias_hh_l{k}``, ... with the gate blocks stacked along dim 0
     :param gate: a name in ``order``
-    :param order: ``LSTM_GATE_ORDER`` or ``REFINE_GATE_ORDER``
+    :param order: ``LSTM_GATE_ORDER``, ``REFINE_GATE_ORDER``, ``GRU_GATE_ORDER`` or ``REFINE_GRU_GATE_ORDER``
     """
     h = t.shape[0] // len(order)
     slot = order.index(gate)
@@ -63,6 +66,42 @@ def refine_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor
     g = effective_gate(torch.sigmoid(f), torch.sigmoid(r))
     c = g * c_prev + (1.0 - g) * torch.tanh(u)
     return torch.sigmoid(o) * torch.tanh(c), c, g
+
+
+def _gru_gates(x_gates: torch.Tensor, h_gates: torch.Tensor, h_prev: torch.Tensor):
+    """Reset-gated candidate ``n`` and update gate ``z`` of torch's nn.GRU, from blocks ordered (r, z, n, ...)."""
+    H = h_prev.shape[-1]
+    r = torch.sigmoid(x_gates[..., :H] + h_gates[..., :H])
+    z = torch.sigmoid(x_gates[..., H : 2 * H] + h_gates[..., H : 2 * H])
+    n = torch.tanh(x_gates[..., 2 * H : 3 * H] + r * h_gates[..., 2 * H : 3 * H])
+    return n, z
+
+
+def gru_cell(x_gates: torch.Tensor, h_gates: torch.Tensor, h_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of torch's nn.GRU: ``r = sigma(x_r + h_r)``, ``z = sigma(x_z + h_z)``, ``n = tanh(x_n + r h_n)``,
+    ``h = (1 - z) n + z h_prev``.
+
+    ``x_gates = W_i x + b_i`` and ``h_gates = W_h h_prev + b_h`` are (B, 3H) in nn.GRU's order (r, z, n); the
+    recurrent bias of ``n`` sits inside the reset gate's product, so the two projections cannot be summed first.
+    The update gate ``z`` keeps the old state: it plays the LSTM forget gate's role (UGI goes on its bias).
+    Returns ``(h, z)``.
+    """
+    n, z = _gru_gates(x_gates, h_gates, h_prev)
+    return (1.0 - z) * n + z * h_prev, z
+
+
+def refine_gru_cell(
+    x_gates: torch.Tensor, h_gates: torch.Tensor, h_prev: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the refine-gate GRU (UR-GRU): nn.GRU with its update gate replaced by the effective gate.
+
+    Blocks (B, 4H) ordered (r, z, n, refine): ``g = effective_gate(z, sigma(x_refine + h_refine))``,
+    ``h = (1 - g) n + g h_prev``. Returns ``(h, g)``.
+    """
+    H = h_prev.shape[-1]
+    n, z = _gru_gates(x_gates, h_gates, h_prev)
+    g = effective_gate(z, torch.sigmoid(x_gates[..., 3 * H :] + h_gates[..., 3 * H :]))
+    return (1.0 - g) * n + g * h_prev, g
 
 
 def ugi_forget_bias(

@@ -1,7 +1,11 @@
-"""The refine-gate recurrence over a whole sequence: a compiled CPU kernel where available, else pure torch; and the
-loader that builds every compiled extension of the package.
+"""The refine-gate and GRU recurrences over a whole sequence: a compiled CPU kernel where available, else pure torch;
+and the loader that builds every compiled extension of the package.
 
-``refine_recurrence`` is the one entry point the refine cores call. The pure-torch path is the plain loop of
+``refine_recurrence`` (R/UR-LSTM) and ``gru_recurrence`` (GRU and UR-GRU, ``csrc/gru.cpp``, built into the same
+extension and loaded with it) are the entry points the cores call; what follows describes the first, and the
+second is built the same way around ``recurrence.gru_step_loop``. The gru/ugru cores use ``gru_recurrence`` only
+where it is compiled (torch's CPU GRU steps through composite ops and is slow) and torch's nn.GRU elsewhere.
+The pure-torch path of ``refine_recurrence`` is the plain loop of
 ``recurrence.step_loop`` over ``gates.refine_cell`` (autograd through the loop). The compiled path
 (``csrc/refine.cpp``) fuses each step's elementwise work into one loop next to one matrix product, and has a
 hand-written backward pass whose recurrent weight gradient is one matrix product over all steps. It must match the
@@ -39,8 +43,8 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-from .gates import refine_cell
-from .recurrence import step_loop
+from .gates import gru_cell, refine_cell, refine_gru_cell
+from .recurrence import gru_step_loop, step_loop
 
 try:
     import fcntl
@@ -259,7 +263,8 @@ class CompiledExtension:
         (build_dir / _STAMP).write_text(f"torch {torch.__version__}\n")
 
 
-REFINE = CompiledExtension("refine", ["refine.cpp"], description="refine-gate CPU kernel")
+# One extension: the refine LSTM and the GRU / refine GRU kernels (each file registers its ops in urgate's namespace).
+REFINE = CompiledExtension("refine", ["refine.cpp", "gru.cpp"], description="refine-gate and GRU CPU kernels")
 _warned = False
 
 
@@ -328,14 +333,101 @@ def refine_recurrence(
     :param resets: (T, B), 1 where both states are zeroed before step t; None for no resets
     :return: ``(out, h_T, c_T)``
     """
+    return _dispatch(
+        lambda *a: refine_recurrence_reference(*a),
+        RefineRecurrence.apply,
+        lambda *a: torch.ops.urgate.refine_forward(*a, False)[:3],
+        (xproj, w_hh, h0, c0),
+        resets,
+    )
+
+
+def _dispatch(reference, train, inference, tensors: tuple[torch.Tensor, ...], resets: torch.Tensor | None):
+    """The one rule of every compiled recurrence: the pure-torch ``reference`` when the kernel is disabled (silently)
+    or cannot take these tensors (after the one warning), else the compiled autograd pass ``train`` when a gradient
+    is needed and the compiled ``inference`` pass (nothing saved for backward) when not.
+
+    :param tensors: the recurrence's tensor arguments, ``xproj`` first
+    :param resets: (T, B) or None, passed last
+    """
     if kernel_disabled():
-        return refine_recurrence_reference(xproj, w_hh, h0, c0, resets)
-    reason = _kernel_reason(xproj, (w_hh, h0, c0))
+        return reference(*tensors, resets)
+    reason = _kernel_reason(tensors[0], tensors[1:])
     if reason is not None:
         _warn_fallback(reason)
-        return refine_recurrence_reference(xproj, w_hh, h0, c0, resets)
-    rs = resets.to(xproj.dtype) if resets is not None else xproj.new_empty(0)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (xproj, w_hh, h0, c0)):
-        return RefineRecurrence.apply(xproj, w_hh, h0, c0, rs)
-    out, h, c, *_ = torch.ops.urgate.refine_forward(xproj, w_hh, h0, c0, rs, False)
-    return out, h, c
+        return reference(*tensors, resets)
+    rs = resets.to(tensors[0].dtype) if resets is not None else tensors[0].new_empty(0)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return train(*tensors, rs)
+    return tuple(inference(*tensors, rs))
+
+
+def gru_recurrence_reference(
+    xproj: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    h0: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    *,
+    refine: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch GRU / refine-GRU recurrence: ``(out (T, B, H), h_T)``; see ``gru_recurrence``."""
+    out, h, _ = gru_step_loop(refine_gru_cell if refine else gru_cell, xproj, w_hh, b_hh, h0, resets)
+    return out, h
+
+
+class GruRecurrence(torch.autograd.Function):
+    """Autograd wrapper of the compiled GRU / refine-GRU forward and backward passes (first-order gradients only)."""
+
+    @staticmethod
+    def forward(ctx, refine, xproj, w_hh, b_hh, h0, resets):
+        out, h, acts, hprev, a_n = torch.ops.urgate.gru_forward(xproj, w_hh, b_hh, h0, resets, refine, True)
+        ctx.refine = refine
+        ctx.save_for_backward(w_hh, acts, hprev, a_n, resets)
+        return out, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h):
+        w_hh, acts, hprev, a_n, resets = ctx.saved_tensors
+        d_x, d_a, dh0 = torch.ops.urgate.gru_backward(grad_out, grad_h, w_hh, acts, a_n, hprev, resets, ctx.refine)
+        d_flat = d_a.flatten(0, 1)
+        # The recurrent weight and bias gradients of all steps as one product and one sum.
+        d_w = d_flat.t().mm(hprev.flatten(0, 1)) if ctx.needs_input_grad[2] else None
+        d_b = d_flat.sum(0) if ctx.needs_input_grad[3] else None
+        return None, d_x, d_w, d_b, dh0, None
+
+
+def gru_recurrence(
+    xproj: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    h0: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    *,
+    refine: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRU (``refine=False``, nn.GRU's cell) or refine-gate GRU recurrence for one layer: compiled on CPU, else
+    pure torch after the one warning.
+
+    :param xproj: ``W_ih x_t + b_ih`` for every step, (T, B, 3H) ordered (r, z, n), or (T, B, 4H) ordered
+        (r, z, n, refine) with ``refine``
+    :param w_hh: recurrent weights (3H or 4H, H)
+    :param b_hh: recurrent bias (3H or 4H,)
+    :param h0: initial hidden state (B, H)
+    :param resets: (T, B), 1 where the state is zeroed before step t; None for no resets
+    :param refine: whether the update gate is refined (UR-GRU)
+    :return: ``(out, h_T)``
+    """
+    return _dispatch(
+        lambda *a: gru_recurrence_reference(*a, refine=refine),
+        lambda *a: GruRecurrence.apply(refine, *a),
+        lambda *a: torch.ops.urgate.gru_forward(*a, refine, False)[:2],
+        (xproj, w_hh, b_hh, h0),
+        resets,
+    )
+
+
+def compiled_kernel_takes(x: torch.Tensor) -> bool:
+    """Whether the compiled kernel is enabled, built and able to take tensors like ``x`` (CPU, float32/64)."""
+    return not kernel_disabled() and _kernel_reason(x, ()) is None

@@ -9,8 +9,8 @@ new parameters. ``core="lstm"`` therefore reproduces ``MlpLstmPolicy``'s paramet
 A training minibatch makes one core call per network (``_process_sequence``) where stock loops over time steps:
 the initial state of a sequence that begins an episode is zeroed, and a reset later in a sequence goes through the
 core's ``episode_starts``. Inside ``evaluate_actions``, where the final states are not used (it says so with
-``final_states_unused``), an nn.LSTM core (whose fused kernel cannot reset mid-call) instead gets one inserted reset
-step per reset (``_outputs_with_reset_steps``).
+``final_states_unused``), a core running torch's nn.LSTM or nn.GRU kernel (which cannot reset mid-call) instead gets
+one inserted reset step per reset (``_outputs_with_reset_steps``).
 Outputs equal stock's per-step loop; gradients agree to float rounding (tests/test_recurrent.py).
 """
 
@@ -28,9 +28,10 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.nn import functional as F
 
-from .cores import CORE_NAMES, make_core
 from .errors import PolicyConfigError
-from .gates import gate_block
+from .gates import GRU_GATE_ORDER, LSTM_GATE_ORDER, gate_block
+from .gru import GatedGRU
+from .registry import CORE_NAMES, make_core
 
 DEFAULT_CORE = "ur"
 
@@ -130,7 +131,7 @@ class _GatedCoreMixin:
 
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
         """Stock's ``evaluate_actions``, telling ``_process_sequence`` that the cores' final states are unused
-        (training discards them), which lets an nn.LSTM core run with inserted reset steps instead of splitting its
+        (training discards them), which lets a core on torch's nn.LSTM/GRU kernel run with inserted reset steps instead of splitting its
         fused call at every reset (see ``_outputs_with_reset_steps``)."""
         features = self.extract_features(obs)
         pi_features, vf_features = (features, features) if self.share_features_extractor else features
@@ -165,10 +166,10 @@ class _GatedCoreMixin:
         :param lstm_states: ``(h, c)`` at the start of each sequence, each (num_layers, n_seq, hidden)
         :param episode_starts: (n_seq * T,), 1 where the state is reset before that step
         :param lstm: the core
-        :param final_states_unused: the caller discards the final states (``evaluate_actions``): an nn.LSTM core
-            may then run resets as inserted steps, and returns None for them
+        :param final_states_unused: the caller discards the final states (``evaluate_actions``): a core on torch's
+            nn.LSTM/GRU kernel may then run resets as inserted steps, and returns None for them
         :return: the core's output (n_seq * T, hidden) and the final states (None when ``final_states_unused``, the
-            sequences hold resets and the core is an nn.LSTM)
+            sequences hold resets and the core runs torch's nn.LSTM/GRU kernel)
         """
         n_seq = lstm_states[0].shape[1]
         if features.shape[0] == n_seq:  # one step per sequence (rollouts, predict): no reshaping needed
@@ -180,7 +181,7 @@ class _GatedCoreMixin:
         keep = (1.0 - starts[0]).view(1, n_seq, 1)
         hx = (lstm_states[0] * keep, lstm_states[1] * keep)
         if x.shape[0] > 1 and bool(starts[1:].any()):
-            if isinstance(lstm, nn.LSTM) and final_states_unused:
+            if final_states_unused and _runs_torch_kernel(lstm, x):
                 return _outputs_with_reset_steps(lstm, x, hx, starts), None
             out, hx = lstm(x, hx, episode_starts=starts)
         else:
@@ -188,21 +189,48 @@ class _GatedCoreMixin:
         return th.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), hx
 
 
-# Added to the input- and forget-gate pre-activations at an inserted reset step: sigmoid saturates to exactly 0.
+# Added to the pre-activations of the gates that must close at an inserted reset step: sigmoid saturates to exactly 0.
 _RESET_DRIVE = -1.0e4
 
 
-def _outputs_with_reset_steps(
-    lstm: nn.LSTM, x: th.Tensor, hx: tuple[th.Tensor, th.Tensor], starts: th.Tensor
-) -> th.Tensor:
-    """Outputs of an nn.LSTM core over sequences with resets inside, one fused call per layer.
+def _runs_torch_kernel(core: nn.Module, x: th.Tensor) -> bool:
+    """Whether ``core`` runs torch's nn.LSTM / nn.GRU kernel on ``x``, which cannot reset mid-call (the GRU cores
+    run the compiled kernel on CPU, which can)."""
+    if isinstance(core, GatedGRU):
+        return not core.uses_compiled_kernel(x)
+    return isinstance(core, nn.LSTM | nn.GRU)
 
-    torch's fused LSTM cannot zero its state mid-call, so before every reset inside a column one extra step is
-    inserted whose only input is a reset flag, fed through an extra input column of weight ``_RESET_DRIVE`` on the
-    input and forget gates: both gates are exactly 0 there, so ``c = f c' + i g = 0`` and ``h = o tanh(c) = 0``,
-    and no gradient crosses the step (the gates' derivatives are 0 too). Each column thus grows by its number of
-    resets; shorter columns are padded at the end, which leaves their real steps untouched but makes the call's
-    final states meaningless, hence none are returned.
+
+def _reset_drive(core: nn.Module, k: int) -> th.Tensor:
+    """The weight column of the reset flag for layer k: at a flagged step every state of the cell becomes exactly 0.
+
+    nn.LSTM (gate blocks i, f, g, o): i = f = 0, so ``c = f c' + i g = 0`` and ``h = o tanh(c) = 0``; nothing else
+    depends on the step. nn.GRU (blocks r, z, n): r = z = 0, and the new gate's column is ``-b_in`` so that its
+    pre-activation ``x_n + b_in + r (W_hn h + b_hn)`` is exactly 0: ``h = (1 - z) n + z h' = tanh(0) = 0``. Only the
+    new gate's derivative is not 0 there; its gradient reaches ``b_in`` once through the bias and once, negated,
+    through this column, and cancels (to rounding).
+    """
+    b_ih = getattr(core, f"bias_ih_l{k}")
+    drive = b_ih.new_zeros(b_ih.shape[0], 1)
+    gru = isinstance(core, nn.GRU)
+    order, closed = (GRU_GATE_ORDER, ("reset", "update")) if gru else (LSTM_GATE_ORDER, ("input", "forget"))
+    for gate in closed:
+        gate_block(drive, gate, order).fill_(_RESET_DRIVE)
+    if gru:  # differentiable: the column's gradient flows back to b_in
+        gate_block(drive, "new", order).copy_(-gate_block(b_ih, "new", order).unsqueeze(1))
+    return drive
+
+
+def _outputs_with_reset_steps(
+    core: nn.Module, x: th.Tensor, hx: tuple[th.Tensor, th.Tensor], starts: th.Tensor
+) -> th.Tensor:
+    """Outputs of an nn.LSTM or nn.GRU core over sequences with resets inside, one fused call per layer.
+
+    torch's fused LSTM and GRU cannot zero their state mid-call, so before every reset inside a column one extra
+    step is inserted whose only input is a reset flag, fed through an extra input column (``_reset_drive``) that
+    makes the cell's new states exactly 0 and lets no gradient cross the step. Each column thus grows by its
+    number of resets; shorter columns are padded at the end, which leaves their real steps untouched but makes the
+    call's final states meaningless, hence none are returned.
 
     :param x: (T, B, F) inputs
     :param hx: states at step 0, each (num_layers, B, H) (already zeroed where ``starts[0]`` is set)
@@ -215,25 +243,27 @@ def _outputs_with_reset_steps(
     row = th.arange(T, device=x.device).unsqueeze(1) + shift  # step t of column b moves to row t + resets so far
     n_rows = int(row[-1].max()) + 1
     dest = row * B + th.arange(B, device=x.device)  # (T, B) flat index in the (n_rows, B) layout
-    n_in, H = x.shape[-1], lstm.hidden_size
+    n_in, H = x.shape[-1], core.hidden_size
     inp = x.new_zeros(n_rows * B, n_in).index_copy(0, dest.flatten(), x.reshape(T * B, n_in)).view(n_rows, B, n_in)
     flag = x.new_zeros(n_rows * B, 1)
     flag[dest[1:][inner] - B] = 1.0  # the inserted row just before each reset
     flag = flag.view(n_rows, B, 1)
-    drive = x.new_zeros(4 * H, 1)
-    for gate in ("input", "forget"):
-        gate_block(drive, gate).fill_(_RESET_DRIVE)
-    for k in range(lstm.num_layers):
-        if k > 0 and lstm.dropout > 0 and lstm.training:
-            inp = F.dropout(inp, lstm.dropout, training=True)
+    gru = isinstance(core, nn.GRU)
+    for k in range(core.num_layers):
+        if k > 0 and core.dropout > 0 and core.training:
+            inp = F.dropout(inp, core.dropout, training=True)
         weights = [
-            th.cat([getattr(lstm, f"weight_ih_l{k}"), drive], dim=1),
-            getattr(lstm, f"weight_hh_l{k}"),
-            getattr(lstm, f"bias_ih_l{k}"),
-            getattr(lstm, f"bias_hh_l{k}"),
+            th.cat([getattr(core, f"weight_ih_l{k}"), _reset_drive(core, k)], dim=1),
+            getattr(core, f"weight_hh_l{k}"),
+            getattr(core, f"bias_ih_l{k}"),
+            getattr(core, f"bias_hh_l{k}"),
         ]
-        h0, c0 = hx[0][k : k + 1], hx[1][k : k + 1]
-        inp, _, _ = th.lstm(th.cat([inp, flag], dim=-1), (h0, c0), weights, True, 1, 0.0, lstm.training, False, False)
+        inp_k = th.cat([inp, flag], dim=-1)
+        if gru:
+            inp, _ = th.gru(inp_k, hx[0][k : k + 1], weights, True, 1, 0.0, core.training, False, False)
+        else:
+            state = (hx[0][k : k + 1], hx[1][k : k + 1])
+            inp, _, _ = th.lstm(inp_k, state, weights, True, 1, 0.0, core.training, False, False)
     return inp.reshape(n_rows * B, H)[dest.t().flatten()]
 
 
@@ -243,8 +273,9 @@ _CORE_DOC = """
     ``enable_critic_lstm``, ``lstm_kwargs``, ``net_arch``, ...; all but the first three passed by keyword) it takes:
 
     :param core: memory core name, one of ``policies.CORE_NAMES`` (``"lstm"``, ``"chrono"``, ``"u"``, ``"r"``,
-        ``"ur"``); saved with the model, so loading rebuilds the same core
-    :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``
+        ``"ur"``, ``"gru"``, ``"ugru"``, ``"urgru"``); saved with the model, so loading rebuilds the same core
+    :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``, ``{"refine_bias":
+        "zero"}`` for ``"ur"``
     :param lstm_kwargs: as stock, but only ``dropout`` (between stacked layers) has a meaning for a core
     """
 

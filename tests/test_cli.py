@@ -230,6 +230,10 @@ USER_ERRORS = {
     "unknown env kwarg": (_new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.size=3"), "does not take keyword"),
     "unknown policy kwarg": (_new_run("--set", "policy_kwargs.hidden=3"), "'policy_kwargs.hidden'"),
     "bad core kwarg": (_new_run("--core", "chrono", "--set", "policy_kwargs.core_kwargs.t_max=1"), "t_max"),
+    "bad refine_bias": (
+        _new_run("--set", "policy_kwargs.core_kwargs.refine_bias=nope"),
+        "unknown refine_bias 'nope'; valid: neg_forget, zero",
+    ),
     "existing run dir": (lambda r, t: [*TINY_MINIGRID, "--run-dir", str(r)], "already exists: pass --overwrite"),
     "eval missing": (lambda r, t: ["eval", str(t / "nothing.zip")], "does not exist"),
     "eval missing run dir": (
@@ -523,3 +527,8 @@ def test_compare_rejects_an_unknown_core_in_its_list():
         run_rl.experiment_from_args(cores="lstn,ur", seeds="2", env="urgate/TMaze-v0")
     with pytest.raises(UrgateError, match=r"unknown core 'UR' in --cores \(names are lower case: did you mean 'ur'"):
         run_rl.experiment_from_args(cores="lstm,UR", seeds="2", env="urgate/TMaze-v0")
+
+
+def test_compare_accepts_every_registered_core():
+    exp = run_rl.experiment_from_args(cores="gru,ugru,urgru,ur", seeds="1", env="urgate/TMaze-v0")
+    assert exp.cores == ["gru", "ugru", "urgru", "ur"]

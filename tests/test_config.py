@@ -100,7 +100,7 @@ def test_later_override_wins_and_null_clears():
         ("ppo.n_steps=0", ["'ppo.n_steps'", ">= 1"]),
         ("ppo.gamma=1.5", ["'ppo.gamma'", "[0, 1]"]),
         ("ppo.lr_schedule=cosine", ["'ppo.lr_schedule'", "constant, linear"]),
-        ("core=gru", ["'core'", "lstm, chrono, u, r, ur"]),
+        ("core=gruu", ["'core'", "lstm, chrono, u, r, ur"]),
         ("device=tpu9", ["'device'", "cpu"]),
         ("policy_kwargs.core=lstm", ["policy_kwargs.core", "'core'"]),
         ("ppo", ["key=value"]),

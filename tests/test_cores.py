@@ -1,4 +1,7 @@
-"""Every memory core against PAPER.md's equations (and nn.LSTM itself), and the nn.LSTM contract they share."""
+"""Every memory core against PAPER.md's equations (and nn.LSTM / nn.GRU itself), and the contract they share.
+
+GRU-only properties (nn.GRU's layout, the refine GRU's blocks) are in tests/test_gru.py.
+"""
 
 import io
 import math
@@ -14,11 +17,19 @@ from policies.kernels import DISABLE_ENV
 
 LSTM_FAMILY = ("lstm", "chrono", "u")
 REFINE = ("r", "ur")
+GRU_FUSED = ("gru", "ugru")
+GRU_FAMILY = (*GRU_FUSED, "urgru")
+REFINE_ALL = (*REFINE, "urgru")  # cores with a refine gate
+COMPILED = (*REFINE, *GRU_FAMILY)  # cores with a compiled CPU path (gru/ugru: nn.GRU's own on the other path)
+LSTM_LAYOUT = tuple(n for n in CORE_NAMES if n not in GRU_FAMILY)  # nn.LSTM's parameter names and shapes
+REFINE_SLOT = {"r": 0, "ur": 0, "urgru": 3}  # block of the refine gate; the forget/update gate is block 1
+TORCH_TWIN = {**{n: nn.LSTM for n in LSTM_LAYOUT}, "gru": nn.GRU, "ugru": nn.GRU}  # a checkpoint of it loads
 
 
 @pytest.fixture(params=["compiled", "pure_torch"])
 def path(request, monkeypatch):
-    """Which implementation of the refine recurrence runs; "nn.LSTM" for the cores that have only torch's."""
+    """Which implementation runs: the compiled kernel, or its fallback (the pure-torch loop; nn.GRU for gru/ugru);
+    "fused" for the cores that have only torch's."""
     if request.param == "compiled":
         monkeypatch.delenv(DISABLE_ENV, raising=False)
         assert kernels.kernel_available(), f"compiled refine kernel is unavailable: {kernels.REFINE.error}"
@@ -28,15 +39,20 @@ def path(request, monkeypatch):
 
 
 # Every core on every path it has.
-CORE_PATHS = [(n, "nn.LSTM") for n in LSTM_FAMILY] + [(n, p) for n in REFINE for p in ("compiled", "pure_torch")]
+CORE_PATHS = [(n, "fused") for n in LSTM_FAMILY] + [(n, p) for n in COMPILED for p in ("compiled", "pure_torch")]
 on_every_path = pytest.mark.parametrize("name,path", CORE_PATHS, indirect=["path"])
 
 
 def paper_reference(core, x, hx=None, starts=None):
     """Step-by-step, unit-by-unit from PAPER.md's equations, time-major (every layer at step t, then t + 1).
 
-    :return: (out (T, B, H), (h_n, c_n), gates (L, T, B, H)) with gates the effective forget gate (g or f)
+    GRU cores follow torch's nn.GRU documentation (``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``,
+    ``h = (1 - z) n + z h``), with ``z`` refined into ``g`` for urgru; their ``c`` is zeros.
+
+    :return: (out (T, B, H), (h_n, c_n), gates (L, T, B, H)) with gates the effective forget (keep) gate
     """
+    if core.core_name in GRU_FAMILY:
+        return gru_reference(core, x, hx, starts)
     T, B, _ = x.shape
     L, H = core.num_layers, core.hidden_size
     refine = core.core_name in REFINE
@@ -70,6 +86,34 @@ def paper_reference(core, x, hx=None, starts=None):
             inp = h[k]
         outs.append(inp)
     return torch.stack(outs), (torch.stack(h), torch.stack(c)), torch.stack([torch.stack(g) for g in gates])
+
+
+def gru_reference(core, x, hx=None, starts=None):
+    T, B, _ = x.shape
+    L, H = core.num_layers, core.hidden_size
+    hx = hx if hx is not None else (x.new_zeros(L, B, H), x.new_zeros(L, B, H))
+    h = list(hx[0])
+    sigma = torch.sigmoid
+    outs, gates = [], [[] for _ in range(L)]
+    for t in range(T):
+        if starts is not None:
+            h = [s * (1 - starts[t]).unsqueeze(-1) for s in h]
+        inp = x[t]
+        for k in range(L):
+            A = inp @ getattr(core, f"weight_ih_l{k}").T + getattr(core, f"bias_ih_l{k}")
+            C = h[k] @ getattr(core, f"weight_hh_l{k}").T + getattr(core, f"bias_hh_l{k}")
+            r = sigma(A[:, :H] + C[:, :H])
+            z = sigma(A[:, H : 2 * H] + C[:, H : 2 * H])
+            n = torch.tanh(A[:, 2 * H : 3 * H] + r * C[:, 2 * H : 3 * H])
+            if core.core_name == "urgru":
+                q = sigma(A[:, 3 * H :] + C[:, 3 * H :])  # the refine gate of z
+                z = q * (1 - (1 - z) ** 2) + (1 - q) * z**2
+            h[k] = (1 - z) * n + z * h[k]
+            gates[k].append(z)
+            inp = h[k]
+        outs.append(inp)
+    h_n = torch.stack(h)
+    return torch.stack(outs), (h_n, torch.zeros_like(h_n)), torch.stack([torch.stack(g) for g in gates])
 
 
 def random_case(T, B, I, H, L, seed=0, dtype=torch.float64, starts="inner"):
@@ -122,9 +166,9 @@ def test_lstm_family_is_nn_lstm(name, L):
     close(c, ref_c, 1e-12)
 
 
-@pytest.mark.parametrize("name", REFINE)
+@pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("starts", [None, "inner"])
-def test_refine_core_gradcheck(name, path, starts):
+def test_compiled_core_gradcheck(name, path, starts):
     core = build(name, 3, 4, L=2)
     x, hx, s = random_case(5, 2, 3, 4, 2, seed=1, starts=starts)
     names = [n for n, _ in core.named_parameters()]
@@ -173,16 +217,18 @@ def test_episode_starts_equal_stepwise_calls_with_manual_zeroing(name, path):
         close(a, b, 1e-11)
 
 
-@pytest.mark.parametrize("name", LSTM_FAMILY)
-def test_lstm_family_resets_at_start_make_one_fused_call(name, monkeypatch):
+@pytest.mark.parametrize("name", (*LSTM_FAMILY, *GRU_FUSED))
+def test_fused_cores_resets_at_start_make_one_fused_call(name, monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "1")  # gru/ugru: nn.GRU's path
     calls = []
-    original = nn.LSTM.forward
+    torch_class = TORCH_TWIN[name]
+    original = torch_class.forward
 
     def counting(self, *a, **k):
         calls.append(a[0].shape[0])
         return original(self, *a, **k)
 
-    monkeypatch.setattr(nn.LSTM, "forward", counting)
+    monkeypatch.setattr(torch_class, "forward", counting)
     core = build(name, 3, 4, L=2, dtype=torch.float32)
     x = torch.randn(12, 5, 3)
     s = torch.zeros(12, 5)
@@ -198,7 +244,7 @@ def test_lstm_family_resets_at_start_make_one_fused_call(name, monkeypatch):
 # --- the nn.LSTM contract -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CORE_NAMES)
+@pytest.mark.parametrize("name", LSTM_LAYOUT)
 @pytest.mark.parametrize("L", [1, 3])
 def test_parameters_and_state_dict_match_nn_lstm(name, L):
     core = make_core(name, 7, 6, num_layers=L)
@@ -245,7 +291,7 @@ def test_dropout_honours_train_and_eval(name):
     assert not torch.allclose(a, b) and not torch.allclose(a, no_drop(x, hx, s)[0])
 
 
-@pytest.mark.parametrize("name", REFINE)
+@pytest.mark.parametrize("name", REFINE_ALL)
 def test_refine_dropout_is_between_layers_as_nn_lstm(name, path):
     # nn.LSTM drops the outputs of every layer but the last: reproduce that with the same random stream.
     core = build(name, 3, 5, L=3, dropout=0.4).train()
@@ -288,8 +334,8 @@ def test_state_dict_round_trip(name):
     b.load_state_dict(torch.load(buf, weights_only=True))
     x, hx, s = random_case(5, 2, 3, 6, 2)
     assert torch.equal(a(x, hx, s)[0], b(x, hx, s)[0])
-    # and a plain nn.LSTM checkpoint loads into any core of the same sizes
-    b.load_state_dict(nn.LSTM(3, 6, num_layers=2).double().state_dict())
+    if name in TORCH_TWIN:  # and a plain nn.LSTM (nn.GRU) checkpoint loads into any core of that layout
+        b.load_state_dict(TORCH_TWIN[name](3, 6, num_layers=2).double().state_dict())
 
 
 # --- initialisations ------------------------------------------------------------------------------------------
@@ -303,14 +349,20 @@ def ks_uniform(samples, lo, hi):
     return max((i / n - cdf).max().item(), (cdf - (i - 1) / n).max().item())
 
 
+def _slot(b, slot, n_blocks=4):
+    h = b.shape[0] // n_blocks
+    return b[slot * h : (slot + 1) * h]
+
+
 def bias_block(core, k, slot):
-    H = core.hidden_size
+    """Block ``slot`` of layer k's summed bias ``b_ih + b_hh`` (a GRU's new-gate biases do not add up: not used)."""
     b = getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}")
-    return b[slot * H : (slot + 1) * H].detach()
+    return _slot(b, slot, b.shape[0] // core.hidden_size).detach()
 
 
-@pytest.mark.parametrize("name", ["u", "ur"])
+@pytest.mark.parametrize("name", ["u", "ur", "ugru", "urgru"])
 def test_ugi_on_forget_bias(name):
+    """UGI on the gate that keeps the old state: the LSTM's forget gate, the GRU's update gate (block 1)."""
     H = 256
     core = build(name, 8, H, L=3, seed=0, dtype=torch.float32)
     f = torch.cat([torch.sigmoid(bias_block(core, k, 1).double()) for k in range(3)])
@@ -318,11 +370,111 @@ def test_ugi_on_forget_bias(name):
     frac = (1 / (1 - f) > 10).double().mean().item()
     assert frac == pytest.approx(0.097, abs=4 * math.sqrt(0.097 * 0.903 / f.numel()))
     for k in range(3):
-        b_a = bias_block(core, k, 0)
-        if name == "ur":
-            torch.testing.assert_close(b_a, -bias_block(core, k, 1))  # b_r = -b_f
+        if name in REFINE_SLOT:
+            torch.testing.assert_close(bias_block(core, k, REFINE_SLOT[name]), -bias_block(core, k, 1))  # b_r = -b_f
         else:
-            assert b_a.abs().max() <= 2 / math.sqrt(H)  # the input gate keeps torch's init
+            assert bias_block(core, k, 0).abs().max() <= 2 / math.sqrt(H)  # input / reset gate: torch's init
+    other = torch.sigmoid(bias_block(build(name, 8, H, L=1, seed=1), 0, 1))
+    assert not torch.equal(other, f[:H].float())  # drawn from the seed, not fixed
+
+
+def gates_from_biases(core):
+    """(f, r, g) of every unit of every layer at initialisation, from the biases alone (zero input and state)."""
+    slot = REFINE_SLOT[core.core_name]
+    f = torch.cat([torch.sigmoid(bias_block(core, k, 1).double()) for k in range(core.num_layers)])
+    r = torch.cat([torch.sigmoid(bias_block(core, k, slot).double()) for k in range(core.num_layers)])
+    x = torch.zeros(1, 1, core.input_size, dtype=core.weight_ih_l0.dtype)
+    trace = core.gate_trace(x)  # goes through the core's own forward for layer 0
+    return f, r, trace[0, 0, 0].double()
+
+
+@pytest.mark.parametrize("name", ["ur", "urgru"])
+def test_refine_bias_neg_forget_makes_g_about_f_squared(name):
+    H = 256
+    core = build(name, 8, H, L=3, seed=0, dtype=torch.float32, refine_bias="neg_forget")
+    f, r, g0 = gates_from_biases(core)
+    torch.testing.assert_close(r, 1 - f, atol=1e-6, rtol=0)  # b_r = -b_f
+    torch.testing.assert_close(g0, (f + (2 * r - 1) * f * (1 - f))[:H], atol=1e-6, rtol=0)
+    g = f + (2 * r - 1) * f * (1 - f)
+    slow = f > 0.9  # near 1, g = f + (1 - 2f) f (1 - f) ~ f^2: the timescale 1 / (1 - g) is about halved
+    assert slow.sum() > 50
+    torch.testing.assert_close(g[slow], f[slow] ** 2, atol=2e-2, rtol=0)
+    ratio = (1 - f[slow]) / (1 - g[slow])
+    assert ratio.min() > 0.5 and ratio.median() < 0.56
+
+
+@pytest.mark.parametrize("name", REFINE_ALL)
+def test_refine_bias_zero_keeps_torch_default_so_g_is_about_f(name):
+    H = 256
+    core = build(name, 8, H, L=3, seed=0, dtype=torch.float32, refine_bias="zero")
+    assert core.refine_bias == "zero"
+    f, r, g0 = gates_from_biases(core)
+    bound = 1 / math.sqrt(H)
+    for k in range(3):
+        for vec in ("bias_ih", "bias_hh"):
+            b = _slot(getattr(core, f"{vec}_l{k}"), REFINE_SLOT[name]).detach()
+            assert b.abs().max() <= bound and ks_uniform(b, -bound, bound) < 1.95 / math.sqrt(H)
+    g = f + (2 * r - 1) * f * (1 - f)
+    torch.testing.assert_close(g0, g[:H], atol=1e-6, rtol=0)
+    # |2r - 1| <= |b_r| / 2 <= 1/sqrt(H): g stays within f (1 - f) / sqrt(H) of f, centred on it
+    assert ((g - f).abs() <= f * (1 - f) * bound + 1e-7).all()
+    assert abs((g - f).mean().item()) < 4 * (g - f).std().item() / math.sqrt(g.numel())
+    if name != "r":  # the forget gate keeps UGI
+        assert ks_uniform(f, 1 / H, 1 - 1 / H) < 1.95 / math.sqrt(f.numel())
+
+
+def test_refine_bias_defaults_keep_each_core_as_it_was():
+    assert make_core("ur", 3, 4).refine_bias == make_core("urgru", 3, 4).refine_bias == "neg_forget"
+    assert make_core("r", 3, 4).refine_bias == "zero"
+    torch.manual_seed(3)
+    r_default = make_core("r", 3, 8)
+    torch.manual_seed(3)
+    r_neg = make_core("r", 3, 8, refine_bias="neg_forget")
+    f_b = bias_block(r_neg, 0, 1)
+    torch.testing.assert_close(_slot(r_neg.bias_ih_l0, 0).detach(), -f_b)
+    assert torch.equal(_slot(r_default.bias_ih_l0, 1), _slot(r_neg.bias_ih_l0, 1))
+
+
+@pytest.mark.parametrize("name", ["ur", "urgru"])
+def test_freeze_ugi_keeps_the_offset_and_the_layout(name):
+    torch.manual_seed(0)
+    plain = make_core(name, 3, 8, num_layers=2)
+    torch.manual_seed(0)
+    frozen = make_core(name, 3, 8, num_layers=2, freeze_ugi=True)
+    assert {k: v.shape for k, v in frozen.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    for a, b in zip(plain.state_dict().values(), frozen.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the same initialisation; only training differs
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    opt = torch.optim.Adam(frozen.parameters(), lr=1e-2)
+    x = torch.randn(6, 4, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        out, _ = frozen(x, episode_starts=torch.zeros(6, 4))
+        out.square().sum().backward()
+        opt.step()
+    for k in range(2):
+        assert torch.equal(_slot(frozen.state_dict()[f"bias_ih_l{k}"], 1), _slot(before[f"bias_ih_l{k}"], 1))
+        for vec, slot in (("bias_hh", 1), ("bias_ih", 0), ("bias_ih", 2), ("bias_ih", 3)):
+            name = f"{vec}_l{k}"
+            assert not torch.equal(_slot(frozen.state_dict()[name], slot), _slot(before[name], slot)), name
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(refine_bias="zeros"), r"core 'ur': unknown refine_bias 'zeros'; valid: neg_forget, zero"),
+        (dict(freeze_ugi="yes"), r"core 'ur': freeze_ugi must be true or false, got 'yes'"),
+    ],
+)
+def test_bad_refine_options(kwargs, match):
+    with pytest.raises(PolicyConfigError, match=match):
+        make_core("ur", 3, 4, **kwargs)
+    with pytest.raises(PolicyConfigError, match=match.replace("'ur'", "'urgru'")):
+        make_core("urgru", 3, 4, **kwargs)
+    with pytest.raises(PolicyConfigError, match=r"keyword for core 'ugru': 'refine_bias'; valid: \(none\)"):
+        make_core("ugru", 3, 4, refine_bias="zero")
+    with pytest.raises(PolicyConfigError, match=r"keyword for core 'r': 'freeze_ugi'; valid: refine_bias"):
+        make_core("r", 3, 4, freeze_ugi=True)
 
 
 @pytest.mark.parametrize("t_max", [500, 50])
@@ -341,7 +493,7 @@ def test_chrono_init(t_max):
         torch.testing.assert_close(i, 1 - torch.sigmoid(bias_block(core, k, 1).double()), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["lstm", "r"])
+@pytest.mark.parametrize("name", ["lstm", "r", "gru"])
 def test_default_init_is_torch_uniform(name):
     H = 64
     core = build(name, 8, H, L=2, dtype=torch.float32)
@@ -362,7 +514,9 @@ def test_unknown_core_name_suggests():
 def test_unknown_kwarg_lists_valid():
     with pytest.raises(PolicyConfigError, match=r"'t_maxx' \(did you mean 't_max'\?\); valid: t_max"):
         make_core("chrono", 3, 4, t_maxx=100)
-    with pytest.raises(PolicyConfigError, match=r"core 'ur'.*'t_max'; valid: \(none\)"):
+    with pytest.raises(PolicyConfigError, match=r"core 'u'.*'t_max'; valid: \(none\)"):
+        make_core("u", 3, 4, t_max=100)
+    with pytest.raises(PolicyConfigError, match=r"core 'ur'.*'t_max'; valid: refine_bias, freeze_ugi"):
         make_core("ur", 3, 4, t_max=100)
 
 

@@ -88,7 +88,7 @@ def test_fast_trains_the_stock_lstm_policy_and_stock_loads_it(tmp_path):
     assert_same_rollout(deterministic_rollout(model), deterministic_rollout(RecurrentPPO.load(tmp_path / "fast.zip")))
 
 
-@pytest.mark.parametrize("core", ["lstm", "ur"])
+@pytest.mark.parametrize("core", ["lstm", "ur", "gru", "urgru"])
 def test_two_seeded_fast_runs_are_bit_identical(core):
     runs = []
     for _ in range(2):
@@ -230,7 +230,9 @@ def assert_fast_train_equals_stock_train(core, options, policy=MlpGatedPolicy, e
     return stock
 
 
-@pytest.mark.parametrize("core", [None, "lstm", "ur"], ids=["stock_policy", "lstm", "ur"])
+@pytest.mark.parametrize(
+    "core", [None, "lstm", "ur", "gru", "urgru"], ids=["stock_policy", "lstm", "ur", "gru", "urgru"]
+)
 @pytest.mark.parametrize(
     "options",
     [
@@ -259,8 +261,9 @@ BOX_2X2 = spaces.Box(-1.0, 1.0, (2, 2), np.float32)
     ],
     ids=["dict_obs", "box2x2", "multidiscrete", "gsde_value_clipping"],
 )
-def test_fast_train_equals_stock_train_on_every_space_and_option(core, options, policy, env_kwargs):
-    assert_fast_train_equals_stock_train(core, options, policy=policy, env_kwargs=env_kwargs)
+@pytest.mark.parametrize("other_core", [None, "gru", "urgru"], ids=["case_core", "gru", "urgru"])
+def test_fast_train_equals_stock_train_on_every_space_and_option(core, options, policy, env_kwargs, other_core):
+    assert_fast_train_equals_stock_train(other_core or core, options, policy=policy, env_kwargs=env_kwargs)
 
 
 def test_a_one_transition_minibatch_is_not_normalised():

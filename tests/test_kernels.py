@@ -1,7 +1,8 @@
-"""The compiled refine-gate recurrence against its plain definition, and the fallback rules around it.
+"""The compiled refine-gate recurrences against their plain definitions, and the fallback rules around them.
 
-The reference is ``policies.recurrence.step_loop`` over ``policies.gates.refine_cell`` (exposed as
-``kernels.refine_recurrence_reference``), differentiated by autograd.
+The references are ``policies.recurrence.step_loop`` over ``policies.gates.refine_cell`` (exposed as
+``kernels.refine_recurrence_reference``) and ``gru_step_loop`` over ``gru_cell`` / ``refine_gru_cell``
+(``kernels.gru_recurrence_reference``), differentiated by autograd.
 """
 
 import os
@@ -15,7 +16,13 @@ import pytest
 import torch
 
 from policies import kernels, make_core
-from policies.kernels import DISABLE_ENV, refine_recurrence, refine_recurrence_reference
+from policies.kernels import (
+    DISABLE_ENV,
+    gru_recurrence,
+    gru_recurrence_reference,
+    refine_recurrence,
+    refine_recurrence_reference,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=2e-5, rtol=1e-4)}
@@ -180,7 +187,7 @@ def test_compiled_accepts_non_contiguous_inputs(compiled):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", ["r", "ur"])
+@pytest.mark.parametrize("name", ["r", "ur", "urgru", "gru", "ugru"])
 def test_multilayer_core_compiled_equals_pure_torch(name, dtype, monkeypatch):
     torch.manual_seed(0)
     core = make_core(name, 5, 6, num_layers=3).to(dtype)
@@ -438,3 +445,88 @@ def test_a_stuck_builder_is_waited_for_boundedly_then_pure_torch_with_one_warnin
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- the GRU and refine GRU kernel ----------------------------------------------------------------------------
+
+
+def make_gru_inputs(T, B, H, dtype, resets="none", seed=0, refine=True):
+    xproj, w_hh, h0, _, rs = make_inputs(T, B, H, dtype, resets, seed)
+    n = 4 if refine else 3
+    xproj = xproj.detach()[..., : n * H].clone().requires_grad_()
+    w_hh = w_hh.detach()[: n * H].clone().requires_grad_()
+    b_hh = torch.randn(n * H, generator=torch.Generator().manual_seed(seed + 100), dtype=torch.float64) * 0.5
+    return xproj, w_hh, b_hh.to(dtype).requires_grad_(), h0, rs
+
+
+def gru_outputs_and_grads(fn, xproj, w_hh, b_hh, h0, rs, refine, seed=1):
+    out, h = fn(xproj, w_hh, b_hh, h0, rs, refine=refine)
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t)).sum() for t in (out, h))
+    return (out, h), torch.autograd.grad(loss, (xproj, w_hh, b_hh, h0))
+
+
+@pytest.mark.parametrize("refine", [True, False], ids=["refine_gru", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("resets", ["none", "inner", "start"])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 1), (1, 3, 8), (7, 4, 5), (12, 3, 13), (20, 2, 16)])
+def test_compiled_gru_matches_reference(compiled, refine, dtype, resets, T, B, H, monkeypatch):
+    args = make_gru_inputs(T, B, H, dtype, resets, refine=refine)
+    ref_outs, ref_grads = gru_outputs_and_grads(gru_recurrence_reference, *args, refine)
+
+    def forbidden(*a, **k):
+        raise AssertionError("gru_recurrence fell back to the pure-torch path")
+
+    monkeypatch.setattr(kernels, "gru_recurrence_reference", forbidden)
+    outs, grads = gru_outputs_and_grads(gru_recurrence, *args, refine)
+    for name, a, b in zip(("out", "h_T"), outs, ref_outs, strict=True):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=f"{name} differs")
+    for name, a, b in zip(("xproj", "w_hh", "b_hh", "h0"), grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=f"gradient of {name} differs")
+
+
+@pytest.mark.parametrize("refine", [True, False], ids=["refine_gru", "gru"])
+@pytest.mark.parametrize("resets", ["none", "inner", "start"])
+def test_gru_gradcheck(path, refine, resets):
+    xproj, w_hh, b_hh, h0, rs = make_gru_inputs(5, 3, 4, torch.float64, resets, seed=2, refine=refine)
+    assert torch.autograd.gradcheck(
+        lambda *a: gru_recurrence(*a, rs, refine=refine), (xproj, w_hh, b_hh, h0), fast_mode=True
+    )
+
+
+def test_gru_gradcheck_compiled_partial_inputs(compiled):
+    xproj, w_hh, b_hh, h0, rs = make_gru_inputs(4, 2, 3, torch.float64, "inner", seed=3)
+    w_hh, h0 = w_hh.detach(), h0.detach()
+    assert torch.autograd.gradcheck(lambda x, b: gru_recurrence(x, w_hh, b, h0, rs, refine=True), (xproj, b_hh))
+
+
+@pytest.mark.parametrize("refine", [True, False], ids=["refine_gru", "gru"])
+def test_compiled_gru_inference_path_equals_training_path_and_accepts_strides(compiled, refine):
+    args = make_gru_inputs(9, 4, 6, torch.float32, "inner", refine=refine)
+    train = gru_recurrence(*args, refine=refine)
+    with torch.no_grad():
+        infer = gru_recurrence(*args, refine=refine)
+        xproj, w_hh = args[0], args[1]
+        x_nc = xproj.transpose(0, 1).contiguous().transpose(0, 1)
+        w_nc = w_hh.t().contiguous().t()
+        assert not x_nc.is_contiguous() and not w_nc.is_contiguous()
+        strided = gru_recurrence(x_nc, w_nc, *args[2:], refine=refine)
+    assert all(t.requires_grad for t in train) and not any(t.requires_grad for t in infer)
+    for a, b, c in zip(train, infer, strided, strict=True):
+        torch.testing.assert_close(a.detach(), b, atol=0, rtol=0)
+        torch.testing.assert_close(c, b, atol=0, rtol=0)
+
+
+def test_gru_unsupported_dtype_falls_back_with_the_one_warning(monkeypatch):
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    monkeypatch.setattr(kernels, "_warned", False)
+    gru_args = tuple(a.detach().to(torch.bfloat16) for a in make_gru_inputs(4, 2, 3, torch.float64, "inner"))
+    lstm_args = tuple(a.detach().to(torch.bfloat16) for a in make_inputs(4, 2, 3, torch.float64, "inner"))
+    with pytest.warns(RuntimeWarning, match="pure-torch recurrence.*bfloat16"):
+        got = gru_recurrence(*gru_args, refine=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        refine_recurrence(*lstm_args)  # one warning for all refine cores
+    for a, b in zip(got, gru_recurrence_reference(*gru_args, refine=True), strict=True):
+        assert torch.equal(a, b)

@@ -20,12 +20,17 @@ from torch import nn
 from policies import (
     CORE_NAMES,
     CnnGatedPolicy,
+    GatedGRU,
     MlpGatedPolicy,
     MultiInputGatedPolicy,
     PolicyConfigError,
+    RefineGRU,
+    make_core,
     recurrent,
 )
-from policies.cores import GatedLSTM, RefineLSTM, make_core
+from policies.cores import GatedLSTM, RefineLSTM
+from policies.kernels import DISABLE_ENV
+from policies.recurrent import _runs_torch_kernel
 from tests.recurrent_envs import DICT_SPACE, IMAGE_SPACE, play, toy_vec_env
 
 OBS = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -108,7 +113,8 @@ KEYWORD_CASES = {
 
 @pytest.mark.parametrize("case", KEYWORD_CASES)
 def test_stock_keywords_build_the_same_policy_as_stock(case):
-    """With core="lstm" every keyword gives stock's policy, parameter for parameter; other cores share its layout."""
+    """With core="lstm" every keyword gives stock's policy, parameter for parameter; other cores share its layout
+    outside the core (the core's own layout is tested in tests/test_cores.py and tests/test_gru.py)."""
     kwargs = KEYWORD_CASES[case]
     action_space = spaces.Box(-1.0, 1.0, (2,), np.float32) if kwargs.get("use_sde") else ACT
     th.manual_seed(0)
@@ -117,7 +123,12 @@ def test_stock_keywords_build_the_same_policy_as_stock(case):
         th.manual_seed(0)
         ours = MlpGatedPolicy(OBS, action_space, lr, core=core, **kwargs)
         a, b = stock.state_dict(), ours.state_dict()
-        assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+        assert list(a) == list(b)
+
+        def shapes(d):
+            return {k: v.shape for k, v in d.items() if not k.startswith(("lstm_actor.", "lstm_critic."))}
+
+        assert shapes(a) == shapes(b)
         if core == "lstm":
             for k in a:
                 assert th.equal(a[k], b[k]), k
@@ -155,7 +166,7 @@ def test_dropout_between_layers_is_active_in_training_mode_only():
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(core="gru"), "unknown core"),
+        (dict(core="gruu"), "unknown core 'gruu' \\(did you mean 'gru'\\?\\)"),
         (dict(core="ur", core_kwargs=dict(t_max=10)), "t_max"),
         (dict(core="chrono", core_kwargs=[("t_max", 10)]), "core_kwargs must be a dict"),
         (dict(lstm_kwargs=dict(batch_first=True)), "batch_first"),
@@ -349,7 +360,7 @@ def test_standalone_policy_save_and_load(tmp_path):
     np.testing.assert_array_equal(st1[0], st2[0])
 
 
-@pytest.mark.parametrize("core", ["lstm", "ur"])
+@pytest.mark.parametrize("core", ["lstm", "ur", "gru", "urgru"])
 def test_two_seeded_runs_are_bit_identical(core):
     runs = []
     for _ in range(2):
@@ -394,15 +405,20 @@ def test_predict_carries_and_resets_state_as_stock(core):
 # --- the one-call sequence path against stock's per-step loop --------------------------------------------------
 
 
-@pytest.mark.parametrize("core", CORE_NAMES)
+@pytest.mark.parametrize(
+    "core,kernel", [(c, "on") for c in CORE_NAMES] + [("gru", "off"), ("ugru", "off")]
+)  # kernel off: gru/ugru run nn.GRU's own forward, as on CUDA
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("in_training", [False, True], ids=["core_resets", "training_reset_steps"])
-def test_one_call_sequence_path_equals_stock_per_step(core, num_layers, in_training):
+def test_one_call_sequence_path_equals_stock_per_step(core, kernel, num_layers, in_training, monkeypatch):
     """Outputs equal and gradients within 1e-5 of stock's per-step loop, with starts at position 0 and inside.
 
-    ``in_training`` runs it as evaluate_actions does (nn.LSTM cores then run with inserted reset steps);
+    ``in_training`` runs it as evaluate_actions does (cores on torch's nn.LSTM/GRU kernel then run with inserted
+    reset steps; gru/ugru take that path with the kernel disabled);
     otherwise the core's own ``episode_starts`` path runs and the final states are compared too.
     """
+    if kernel == "off":
+        monkeypatch.setenv(DISABLE_ENV, "1")
     th.manual_seed(1)
     policy = MlpGatedPolicy(OBS, ACT, lr, core=core, lstm_hidden_size=7, n_lstm_layers=num_layers)
     core_module = policy.lstm_actor
@@ -420,11 +436,14 @@ def test_one_call_sequence_path_equals_stock_per_step(core, num_layers, in_train
     out, states = policy._process_sequence(features, hx, starts, core_module, final_states_unused=in_training)
     th.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     weights = th.randn_like(ref)
-    g_ref = th.autograd.grad((ref * weights).sum(), params)
-    g_out = th.autograd.grad((out * weights).sum(), params)
-    for a, b in zip(g_ref, g_out, strict=True):
-        th.testing.assert_close(b, a, rtol=0, atol=1e-5)
-    if in_training and isinstance(core_module, nn.LSTM):
+    # A GRU core ignores c: nothing flows to it, on either path.
+    g_ref = th.autograd.grad((ref * weights).sum(), params, allow_unused=True)
+    g_out = th.autograd.grad((out * weights).sum(), params, allow_unused=True)
+    for a, b, p in zip(g_ref, g_out, params, strict=True):
+        assert (a is None) == (b is None) == (p is hx[1] and core in ("gru", "ugru", "urgru"))
+        if a is not None:
+            th.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    if in_training and _runs_torch_kernel(core_module, features):
         assert states is None
     else:
         for a, b in zip(ref_states, states, strict=True):
@@ -495,3 +514,5 @@ def test_reset_step_path_drops_out_between_layers_in_training_only(monkeypatch):
 def test_cores_are_the_registry_classes():
     assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="u", lstm_hidden_size=4).lstm_actor, GatedLSTM)
     assert isinstance(MlpGatedPolicy(OBS, ACT, lr, lstm_hidden_size=4).lstm_actor, RefineLSTM)  # default core "ur"
+    assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="ugru", lstm_hidden_size=4).lstm_actor, GatedGRU)
+    assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="urgru", lstm_hidden_size=4).lstm_actor, RefineGRU)

@@ -265,6 +265,12 @@ def test_core_kwargs_reach_the_core():
     with pytest.raises(policies.PolicyConfigError, match="t_max"):
         cfg = tiny("core=chrono", "policy_kwargs.core_kwargs.t_max=1")
         factory.build_model(cfg, factory.make_training_env(cfg))
+    cfg = tiny("core=ur", "policy_kwargs.core_kwargs.refine_bias=zero", "policy_kwargs.core_kwargs.freeze_ugi=true")
+    core = factory.build_model(cfg, factory.make_training_env(cfg)).policy.lstm_actor
+    assert (core.refine_bias, core.freeze_ugi) == ("zero", True)
+    with pytest.raises(policies.PolicyConfigError, match="unknown refine_bias 'f'; valid: neg_forget, zero"):
+        cfg = tiny("core=ur", "policy_kwargs.core_kwargs.refine_bias=f")
+        factory.build_model(cfg, factory.make_training_env(cfg))
 
 
 def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_path, monkeypatch):
