@@ -1,11 +1,13 @@
-"""Forward+backward time of every memory core against torch's nn.LSTM, on one CPU thread.
+"""Forward+backward time of every memory core against torch's nn.LSTM (nn.GRU for the GRU family), on one CPU thread.
 
 For each size (T, B, input, H) and each core, one training-style call (``out, _ = core(x, hx, episode_starts)``,
 ``out.sum().backward()``) is timed, without resets and with resets inside the sequence (one episode start per
 batch element at a random step in 1..T-1). All variants are measured interleaved, repeat by repeat in a shuffled order, in one run (a sample averages
 enough calls to last ~20 ms);
-the table shows the median time relative to nn.LSTM's median without resets (nn.LSTM itself cannot reset inside a
-sequence). The refine-gate cores are also timed on their pure-torch fallback (``URGATE_DISABLE_KERNEL=1``).
+the table shows the median time relative to the median of torch's own module of the same family without resets
+(nn.LSTM for the LSTM family, nn.GRU for gru/ugru/urgru; neither can reset inside a sequence). The cores with a
+compiled CPU kernel are also timed on their fallback (``URGATE_DISABLE_KERNEL=1``): the pure-torch loop, or nn.GRU's
+own forward for gru/ugru.
 
 Usage: ``PYTHONPATH=. python benchmarks/cores.py [--repeats 7] [--seed 0]``
 """
@@ -25,11 +27,18 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies import CORE_NAMES, make_core  # noqa: E402
+from policies import CORE_NAMES, GatedGRU, RefineGRU, make_core  # noqa: E402
 from policies.kernels import DISABLE_ENV, kernel_available  # noqa: E402
 
 SIZES = ((32, 8, 64, 64), (64, 16, 64, 128), (128, 32, 128, 256))
-REFINE_CORES = ("r", "ur")
+COMPILED_CORES = ("r", "ur", "urgru", "gru", "ugru")
+FALLBACK = {"gru": "nn.GRU path", "ugru": "nn.GRU path"}  # what runs with the kernel disabled; else "pure torch"
+BASELINES = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
+
+
+def baseline_of(core: nn.Module) -> str:
+    """The torch module a core is measured against: nn.GRU for the GRU family, else nn.LSTM."""
+    return "nn.GRU" if isinstance(core, GatedGRU | RefineGRU) else "nn.LSTM"
 
 
 def inner_resets(T: int, B: int, generator: torch.Generator) -> torch.Tensor:
@@ -64,17 +73,21 @@ def make_step(module: nn.Module, x: torch.Tensor, starts: torch.Tensor | None, p
     return step
 
 
-def bench_size(T: int, B: int, I: int, H: int, repeats: int, seed: int) -> tuple[float, dict[str, tuple[float, float]]]:
-    """Median nn.LSTM time (s) and, per variant, its (no resets, inner resets) ratios to it."""
+def bench_size(
+    T: int, B: int, I: int, H: int, repeats: int, seed: int
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Median time (s) of each torch baseline and, per variant, its (no resets, inner resets) ratios to its own."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(T, B, I, requires_grad=True)
     starts = inner_resets(T, B, gen)
-    steps = {("nn.LSTM", False): make_step(nn.LSTM(I, H), x, None, False)}
+    steps = {(label, False): make_step(cls(I, H), x, None, False) for label, cls in BASELINES.items()}
     variants = [(name, name, False) for name in CORE_NAMES]
-    variants += [(f"{name} (pure torch)", name, True) for name in REFINE_CORES]
+    variants += [(f"{name} ({FALLBACK.get(name, 'pure torch')})", name, True) for name in COMPILED_CORES]
+    base_of = {}
     for label, name, pure in variants:
         core = make_core(name, I, H)
+        base_of[label] = baseline_of(core)
         steps[(label, False)] = make_step(core, x, None, pure)
         steps[(label, True)] = make_step(core, x, starts, pure)
     times: dict[tuple[str, bool], list[float]] = {key: [] for key in steps}
@@ -88,9 +101,9 @@ def bench_size(T: int, B: int, I: int, H: int, repeats: int, seed: int) -> tuple
         rng.shuffle(order)  # no variant always runs right after the same one
         for key in order:
             times[key].append(steps[key](calls))
-    base = statistics.median(times[("nn.LSTM", False)])
+    base = {label: statistics.median(times[(label, False)]) for label in BASELINES}
     ratios = {
-        label: (statistics.median(times[(label, False)]) / base, statistics.median(times[(label, True)]) / base)
+        label: tuple(statistics.median(times[(label, resets)]) / base[base_of[label]] for resets in (False, True))
         for label, _, _ in variants
     }
     return base, ratios
@@ -106,17 +119,17 @@ def main(argv: list[str] | None = None) -> None:
     kernel = "compiled kernel" if kernel_available() else "PURE-TORCH FALLBACK (compiled kernel unavailable)"
     print(
         f"torch {torch.__version__}, 1 thread, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"refine cores: {kernel}; forward+backward, median of {args.repeats}"
+        f"compiled cores: {kernel}; forward+backward, median of {args.repeats}"
     )
     results = [(size, *bench_size(*size, repeats=args.repeats, seed=args.seed)) for size in SIZES]
 
     head = ["core"] + [f"T={T} B={B} in={I} H={H}" for T, B, I, H in SIZES]
-    rows = [["nn.LSTM (ms)"] + [f"{1e3 * base:.2f} ms" for _, base, _ in results]]
+    rows = [[f"{label} (ms)"] + [f"{1e3 * base[label]:.2f} ms" for _, base, _ in results] for label in BASELINES]
     for label in results[0][2]:
         rows.append([label] + [f"{r[label][0]:.2f}x / {r[label][1]:.2f}x" for _, _, r in results])
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     fmt = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
-    print("ratio to nn.LSTM without resets: no resets / with resets inside the sequence")
+    print("ratio to nn.LSTM (GRU family: nn.GRU) without resets: no resets / with resets inside the sequence")
     print(fmt.format(*head))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:

@@ -7,8 +7,8 @@ T-maze-like sequence (a cue at step 0, random inputs afterwards) of length T:
 
 - ``grad x0``: norm of the gradient of a fixed unit projection of the final output w.r.t. the first input (the
   cue): whether a long-range error signal reaches what must be remembered;
-- ``grad Pf1``: the same w.r.t. the forget-gate pre-activations of step 1, the first gate that acts on the stored
-  cue (``grad Pr1`` for the refine gate of R/UR cores): whether that signal can still move the gates that must
+- ``grad Pf1``: the same w.r.t. the forget-gate pre-activations of step 1 (the update gate's for GRU cores), the
+  first gate that acts on the stored cue (``grad Pr1`` for the refine gate of R/UR/UR-GRU cores): whether that signal can still move the gates that must
   hold the memory;
 - ``sat``: the fraction of effective forget gates within 0.01 of 0 or 1, and ``tau50``/``tau90``: the median
   and 90th percentile of the timescales 1 / (1 - g), in steps;
@@ -39,8 +39,8 @@ from torch import nn
 
 from agents import rundir
 from agents.experiments import RUNS_DIR
-from policies import CORE_NAMES, RefineLSTM, make_core
-from policies.gates import lstm_cell, refine_cell, timescale
+from policies import CORE_NAMES, GatedGRU, RefineGRU, RefineLSTM, make_core
+from policies.gates import gru_cell, lstm_cell, refine_cell, refine_gru_cell, timescale
 
 N_CUES = 4
 SAT_EPS = 0.01
@@ -73,8 +73,25 @@ def delay_batch(batch: int, length: int, input_size: int, gen: torch.Generator) 
     return x, cue
 
 
-def _cell_of(core: nn.Module):
-    return refine_cell if isinstance(core, RefineLSTM) else lstm_cell
+# The cell of each core class, and the block of its refine gate (the forget / update gate is block 1 everywhere).
+_CELLS = {RefineLSTM: refine_cell, GatedGRU: gru_cell, RefineGRU: refine_gru_cell}
+_REFINE_BLOCK = {RefineLSTM: 0, RefineGRU: 3}
+
+
+def _step_one(core: nn.Module, x1: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+    """Step 1 through the cell definition: ``(h, c, pre)`` with ``pre`` a tensor whose gradient in the forget and
+    refine blocks is that of their pre-activations (the whole pre-activation for LSTM cells; the input projection
+    for GRU cells, whose recurrent projection is added inside the cell)."""
+    cell = _CELLS.get(type(core), lstm_cell)
+    if isinstance(core, GatedGRU | RefineGRU):
+        pre = x1 @ core.weight_ih_l0.t() + core.bias_ih_l0
+        pre.retain_grad()
+        h2, _ = cell(pre, h @ core.weight_hh_l0.t() + core.bias_hh_l0, h)
+        return h2, torch.zeros_like(h2), pre
+    pre = x1 @ core.weight_ih_l0.t() + h @ core.weight_hh_l0.t() + core.bias_ih_l0 + core.bias_hh_l0
+    pre.retain_grad()
+    h2, c2, _ = cell(pre, c)
+    return h2, c2, pre
 
 
 def early_step_gradients(core: nn.Module, x: torch.Tensor, v: torch.Tensor) -> tuple[np.ndarray, ...]:
@@ -85,22 +102,22 @@ def early_step_gradients(core: nn.Module, x: torch.Tensor, v: torch.Tensor) -> t
     pre-activations are a tensor we can read the gradient of. Steps 0 and 2..T-1 run through the core's own
     forward (fused nn.LSTM or the refine kernel), the path training uses.
 
-    :return: ``(|dy/dx0|, |dy/dPf1|, |dy/dPr1|)`` arrays of shape (B,); the last is NaN for LSTM cells
+    :return: ``(|dy/dx0|, |dy/dPf1|, |dy/dPr1|)`` arrays of shape (B,); the last is NaN for cells without a refine
+        gate
     """
     if core.num_layers != 1 or x.shape[0] < 2:
         raise ValueError("the gradient probe handles one-layer cores and sequences of at least 2 steps")
     H, B = core.hidden_size, x.shape[1]
     x0 = x[:1].clone().requires_grad_(True)
     _, (h, c) = core(x0)
-    pre = x[1] @ core.weight_ih_l0.t() + h[0] @ core.weight_hh_l0.t() + core.bias_ih_l0 + core.bias_hh_l0
-    pre.retain_grad()
-    h2, c2, _ = _cell_of(core)(pre, c[0])
+    h2, c2, pre = _step_one(core, x[1], h[0], c[0])
     out = core(x[2:], (h2.unsqueeze(0), c2.unsqueeze(0)))[0] if x.shape[0] > 2 else h2.unsqueeze(0)
     (out[-1] @ v).sum().backward()
     gx = x0.grad[0].norm(dim=1).numpy()
-    gp = pre.grad.view(B, 4, H)
-    gf = gp[:, 1].norm(dim=1).numpy()  # the forget block is slot 1 in both layouts
-    gr = gp[:, 0].norm(dim=1).numpy() if isinstance(core, RefineLSTM) else np.full(B, np.nan)
+    gp = pre.grad.view(B, -1, H)
+    gf = gp[:, 1].norm(dim=1).numpy()  # the forget (update) block is slot 1 in every layout
+    block = _REFINE_BLOCK.get(type(core))
+    gr = gp[:, block].norm(dim=1).numpy() if block is not None else np.full(B, np.nan)
     core.zero_grad(set_to_none=True)
     return gx, gf, gr
 

@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from benchmarks.gradients import core_from_checkpoint, delay_batch, early_step_gradients, train_delay
 from policies import make_core
-from policies.gates import lstm_cell, refine_cell
-from policies.recurrence import step_loop
+from policies.gates import gru_cell, lstm_cell, refine_cell, refine_gru_cell
+from policies.recurrence import gru_step_loop, step_loop
 
 
 @pytest.mark.parametrize("name", ["lstm", "chrono", "ur"])
@@ -36,6 +36,30 @@ def test_probe_matches_plain_autograd(name):
     torch.testing.assert_close(torch.from_numpy(gf), p1[:, 1].norm(dim=1), rtol=1e-4, atol=1e-7)
     if name == "ur":
         torch.testing.assert_close(torch.from_numpy(gr), p1[:, 0].norm(dim=1), rtol=1e-4, atol=1e-7)
+    else:
+        assert torch.isnan(torch.from_numpy(gr)).all()
+
+
+@pytest.mark.parametrize("name", ["gru", "urgru"])
+def test_probe_matches_plain_autograd_for_gru_cores(name):
+    torch.manual_seed(0)
+    core = make_core(name, 6, 5)
+    x, _ = delay_batch(3, 7, 6, torch.Generator().manual_seed(1))
+    v = torch.randn(5)
+    gx, gf, gr = early_step_gradients(core, x, v)
+
+    # The update (refine) gate's pre-activation is x_z + h_z: its gradient is that of the input projection's block.
+    xr = x.clone().requires_grad_(True)
+    xproj = F.linear(xr, core.weight_ih_l0, core.bias_ih_l0)
+    xproj.retain_grad()
+    cell = refine_gru_cell if name == "urgru" else gru_cell
+    out, _, _ = gru_step_loop(cell, xproj, core.weight_hh_l0, core.bias_hh_l0, torch.zeros(3, 5))
+    (out[-1] @ v).sum().backward()
+    torch.testing.assert_close(torch.from_numpy(gx), xr.grad[0].norm(dim=1), rtol=1e-4, atol=1e-7)
+    p1 = xproj.grad[1].view(3, -1, 5)
+    torch.testing.assert_close(torch.from_numpy(gf), p1[:, 1].norm(dim=1), rtol=1e-4, atol=1e-7)
+    if name == "urgru":
+        torch.testing.assert_close(torch.from_numpy(gr), p1[:, 3].norm(dim=1), rtol=1e-4, atol=1e-7)
     else:
         assert torch.isnan(torch.from_numpy(gr)).all()
 
