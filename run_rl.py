@@ -96,7 +96,9 @@ def _report_run(summary: dict) -> int:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--core", help="memory core: lstm, chrono, u, r, ur (default: the config's, ur)")
+    p.add_argument(
+        "--core", help="memory core: lstm, chrono, u, r, ur, gru, ugru, urgru (see `list`; default: the config's, ur)"
+    )
     p.add_argument("--env", help="environment id (see `list`; default: the config's env)")
     p.add_argument(
         "--config",
@@ -239,7 +241,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("cores (--core):")
     for name in policies.CORE_NAMES:
-        print(f"  {name:<8} {policies.CORES[name].summary}")
+        spec = policies.CORES[name]
+        options = f" [core_kwargs: {', '.join(spec.options)}]" if spec.options else ""
+        print(f"  {name:<8} {spec.summary}{options}")
     print("\nenvironment families (--env):")
     for fam in envs.FAMILIES.values():
         ceiling = "n/a" if fam.memoryless_ceiling is None else f"{fam.memoryless_ceiling:.2f}"
@@ -532,7 +536,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_rl.py",
-        description="Recurrent PPO with a selectable memory core (lstm, chrono, u, r, ur).\n"
+        description="Recurrent PPO with a selectable memory core (LSTM and GRU families: see list).\n"
         "Without a command, trains: python run_rl.py --core ur\n"
         "Model zips unpickle code when loaded: load only files you trust.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
