@@ -278,7 +278,7 @@ def _warn_fallback(reason: str) -> None:
     if not _warned:
         _warned = True
         warnings.warn(
-            f"urgate: refine-gate cores run the slower pure-torch recurrence ({reason}); "
+            f"urgate: refine-gate cores run the slower pure-torch recurrence, gru/ugru nn.GRU's CPU forward ({reason}); "
             f"set {DISABLE_ENV}=1 to choose that path explicitly and silence this warning",
             RuntimeWarning,
             stacklevel=3,
@@ -429,5 +429,11 @@ def gru_recurrence(
 
 
 def compiled_kernel_takes(x: torch.Tensor) -> bool:
-    """Whether the compiled kernel is enabled, built and able to take tensors like ``x`` (CPU, float32/64)."""
-    return not kernel_disabled() and _kernel_reason(x, ()) is None
+    """Whether the compiled kernel is enabled, built and able to take tensors like ``x`` (CPU, float32/64); when it
+    is not for a CPU tensor (and not disabled), the one fallback warning says why."""
+    if kernel_disabled():
+        return False
+    reason = _kernel_reason(x, ())
+    if reason is not None and x.device.type == "cpu":
+        _warn_fallback(reason)
+    return reason is None

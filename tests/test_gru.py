@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from policies import GatedGRU, RefineGRU, make_core
+from policies import GatedGRU, RefineGRU, kernels, make_core
 from tests.test_cores import build, close, path, random_case  # noqa: F401 - path: the fixture
 
 GRU_FUSED = ("gru", "ugru")
@@ -97,4 +97,7 @@ def test_gru_runs_the_compiled_kernel_on_cpu_and_nn_gru_when_disabled(monkeypatc
     assert not core.uses_compiled_kernel(x)
     core(x)
     assert calls == [1]
-    assert not core.uses_compiled_kernel(x.to(torch.bfloat16))  # a dtype the kernel does not take: nn.GRU, silently
+    monkeypatch.delenv("URGATE_DISABLE_KERNEL")
+    monkeypatch.setattr(kernels, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="nn.GRU's CPU forward.*bfloat16"):
+        assert not core.uses_compiled_kernel(x.to(torch.bfloat16))  # a dtype the kernel does not take: nn.GRU
