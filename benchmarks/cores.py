@@ -2,9 +2,9 @@
 
 For each size (T, B, input, H) and each core, one training-style call (``out, _ = core(x, hx, episode_starts)``,
 ``out.sum().backward()``) is timed, without resets and with resets inside the sequence (one episode start per
-batch element at a random step in 1..T-1). All variants are measured interleaved, repeat by repeat in a shuffled order, in one run (a sample averages
-enough calls to last ~20 ms);
-the table shows the median time relative to the median of torch's own module of the same family without resets
+batch element at a random step in 1..T-1), in the thread's CPU time (robust on a shared machine). All variants are
+measured interleaved, repeat by repeat in a shuffled order, in one run (a sample averages enough calls to last
+~20 ms); the table shows the median time relative to the median of torch's own module of the same family without resets
 (nn.LSTM for the LSTM family, nn.GRU for gru/ugru/urgru; neither can reset inside a sequence). The cores with a
 compiled CPU kernel are also timed on their fallback (``URGATE_DISABLE_KERNEL=1``): the pure-torch loop, or nn.GRU's
 own forward for gru/ugru.
@@ -50,7 +50,9 @@ def inner_resets(T: int, B: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def make_step(module: nn.Module, x: torch.Tensor, starts: torch.Tensor | None, pure_torch: bool):
-    """A closure running one forward+backward pass of ``module`` and returning its wall time in seconds."""
+    """A closure running one forward+backward pass of ``module`` and returning its time in seconds: the calling
+    thread's CPU time (one torch thread does all the work, backward included), so that other jobs on a shared
+    machine do not count, as wall time does."""
     kwargs = {} if starts is None else {"episode_starts": starts}
 
     def step(calls: int = 1) -> float:
@@ -61,10 +63,10 @@ def make_step(module: nn.Module, x: torch.Tensor, starts: torch.Tensor | None, p
             for _ in range(calls):
                 module.zero_grad(set_to_none=True)
                 x.grad = None
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 out, _ = module(x, **kwargs)
                 out.sum().backward()
-                total += time.perf_counter() - t0
+                total += time.thread_time() - t0
             return total / calls
         finally:
             if pure_torch:
