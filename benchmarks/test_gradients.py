@@ -14,8 +14,29 @@ from policies import make_core
 from policies.gates import gru_cell, lstm_cell, refine_cell, refine_gru_cell
 from policies.recurrence import gru_step_loop, step_loop
 
+REFINE_BLOCK = {"ur": 0, "urgru": 3}  # the refine gate's block; the forget / update gate is block 1
 
-@pytest.mark.parametrize("name", ["lstm", "chrono", "ur"])
+
+def plain_outputs(name, core, x):
+    """The whole sequence through the plain step loop: ``(out, xr, xproj)`` with ``xr`` the input and ``xproj`` the
+    input projections, both differentiated directly. For LSTM cells ``P_1 = xproj_1 + W_hh h_1``; for GRU cells the
+    gate pre-activation is ``xproj + (W_hh h + b_hh)`` in the reset/update/refine blocks: in both, the gradient of a
+    gate's pre-activation is that of its block of ``xproj``."""
+    xr = x.clone().requires_grad_(True)
+    zeros = torch.zeros(x.shape[1], core.hidden_size)
+    if name in ("gru", "urgru"):
+        xproj = F.linear(xr, core.weight_ih_l0, core.bias_ih_l0)
+        xproj.retain_grad()
+        cell = refine_gru_cell if name == "urgru" else gru_cell
+        out, _, _ = gru_step_loop(cell, xproj, core.weight_hh_l0, core.bias_hh_l0, zeros)
+    else:
+        xproj = F.linear(xr, core.weight_ih_l0, core.bias_ih_l0 + core.bias_hh_l0)
+        xproj.retain_grad()
+        out, _, _, _ = step_loop(refine_cell if name == "ur" else lstm_cell, xproj, core.weight_hh_l0, zeros, zeros)
+    return out, xr, xproj
+
+
+@pytest.mark.parametrize("name", ["lstm", "chrono", "ur", "gru", "urgru"])
 def test_probe_matches_plain_autograd(name):
     torch.manual_seed(0)
     core = make_core(name, 6, 5)
@@ -23,43 +44,13 @@ def test_probe_matches_plain_autograd(name):
     v = torch.randn(5)
     gx, gf, gr = early_step_gradients(core, x, v)
 
-    # Reference: the whole sequence through the plain step loop, differentiating the input projections directly.
-    xr = x.clone().requires_grad_(True)
-    xproj = F.linear(xr, core.weight_ih_l0, core.bias_ih_l0 + core.bias_hh_l0)
-    xproj.retain_grad()
-    cell = refine_cell if name == "ur" else lstm_cell
-    zeros = torch.zeros(3, 5)
-    out, _, _, _ = step_loop(cell, xproj, core.weight_hh_l0, zeros, zeros)
-    (out[-1] @ v).sum().backward()
-    torch.testing.assert_close(torch.from_numpy(gx), xr.grad[0].norm(dim=1), rtol=1e-4, atol=1e-7)
-    p1 = xproj.grad[1].view(3, 4, 5)  # dL/dP_1 = dL/dxproj_1 because P_1 = xproj_1 + W_hh h_1
-    torch.testing.assert_close(torch.from_numpy(gf), p1[:, 1].norm(dim=1), rtol=1e-4, atol=1e-7)
-    if name == "ur":
-        torch.testing.assert_close(torch.from_numpy(gr), p1[:, 0].norm(dim=1), rtol=1e-4, atol=1e-7)
-    else:
-        assert torch.isnan(torch.from_numpy(gr)).all()
-
-
-@pytest.mark.parametrize("name", ["gru", "urgru"])
-def test_probe_matches_plain_autograd_for_gru_cores(name):
-    torch.manual_seed(0)
-    core = make_core(name, 6, 5)
-    x, _ = delay_batch(3, 7, 6, torch.Generator().manual_seed(1))
-    v = torch.randn(5)
-    gx, gf, gr = early_step_gradients(core, x, v)
-
-    # The update (refine) gate's pre-activation is x_z + h_z: its gradient is that of the input projection's block.
-    xr = x.clone().requires_grad_(True)
-    xproj = F.linear(xr, core.weight_ih_l0, core.bias_ih_l0)
-    xproj.retain_grad()
-    cell = refine_gru_cell if name == "urgru" else gru_cell
-    out, _, _ = gru_step_loop(cell, xproj, core.weight_hh_l0, core.bias_hh_l0, torch.zeros(3, 5))
+    out, xr, xproj = plain_outputs(name, core, x)
     (out[-1] @ v).sum().backward()
     torch.testing.assert_close(torch.from_numpy(gx), xr.grad[0].norm(dim=1), rtol=1e-4, atol=1e-7)
     p1 = xproj.grad[1].view(3, -1, 5)
     torch.testing.assert_close(torch.from_numpy(gf), p1[:, 1].norm(dim=1), rtol=1e-4, atol=1e-7)
-    if name == "urgru":
-        torch.testing.assert_close(torch.from_numpy(gr), p1[:, 3].norm(dim=1), rtol=1e-4, atol=1e-7)
+    if name in REFINE_BLOCK:
+        torch.testing.assert_close(torch.from_numpy(gr), p1[:, REFINE_BLOCK[name]].norm(dim=1), rtol=1e-4, atol=1e-7)
     else:
         assert torch.isnan(torch.from_numpy(gr)).all()
 
