@@ -530,3 +530,21 @@ def test_gru_unsupported_dtype_falls_back_with_the_one_warning(monkeypatch):
         refine_recurrence(*lstm_args)  # one warning for all refine cores
     for a, b in zip(got, gru_recurrence_reference(*gru_args, refine=True), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("refine", [True, False], ids=["refine_gru", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("value", SPECIALS)
+def test_compiled_gru_matches_reference_on_special_pre_activations(compiled, refine, dtype, value):
+    # One special pre-activation in each gate block (r, z, n[, q]), at different steps and rows: the GRU kernel
+    # shares csrc/activations.h, so NaN must propagate as in torch here too.
+    T, B, H = 7, 3, 5
+    xproj, w_hh, b_hh, h0, rs = make_gru_inputs(T, B, H, dtype, "inner", seed=4, refine=refine)
+    blocks = 4 if refine else 3
+    xproj = with_special(xproj, special_value(value, dtype), [(1 + k, k % B, k * H + k) for k in range(blocks)])
+    ref_outs, ref_grads = gru_outputs_and_grads(gru_recurrence_reference, xproj, w_hh, b_hh, h0, rs, refine)
+    outs, grads = gru_outputs_and_grads(gru_recurrence, xproj, w_hh, b_hh, h0, rs, refine)
+    if value == "nan":
+        assert ref_outs[0].isnan().any() and ref_grads[0].isnan().any()  # the case tests propagation
+    assert_same_values(outs, ref_outs, dtype, ("out", "h_T"))
+    assert_same_values(grads, ref_grads, dtype, ("d xproj", "d w_hh", "d b_hh", "d h0"))
