@@ -28,10 +28,18 @@ from .kernels import compiled_kernel_takes, gru_recurrence
 from .recurrence import gru_step_loop
 
 
-class _GruTrace:
-    """Gate diagnostics of a GRU-layout core: the plain step loop over the core's cell, layer by layer."""
+class _GruLayers:
+    """One layer of a GRU-layout core: its compiled (or reference) recurrence, and its gate diagnostics by the plain
+    step loop over the core's cell."""
 
+    _refine = False
     _gru_cell = staticmethod(gru_cell)
+
+    def _layer(self, k: int, inp, h0, c0, starts):
+        xproj = F.linear(inp, getattr(self, f"weight_ih_l{k}"), self._bias_ih(k))
+        w_hh, b_hh = getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_hh_l{k}")
+        out, h = gru_recurrence(xproj, w_hh, b_hh, h0, starts, refine=self._refine)
+        return out, h, torch.zeros_like(h)
 
     def _trace_layer(self, k: int, inp, h0, c0, starts):
         b_ih, b_hh = self._bias_ih(k), getattr(self, f"bias_hh_l{k}")
@@ -42,7 +50,7 @@ class _GruTrace:
         return out, g
 
 
-class GatedGRU(_GruTrace, _CoreContract, nn.GRU):
+class GatedGRU(_GruLayers, _CoreContract, nn.GRU):
     """torch's nn.GRU with a chosen update-gate initialisation (``gru``, ``ugru``).
 
     Parameters and state dict are nn.GRU's, so an nn.GRU checkpoint of the same sizes loads. On CPU (float32/64)
@@ -90,20 +98,14 @@ class GatedGRU(_GruTrace, _CoreContract, nn.GRU):
         out, h = nn.GRU.forward(self, x, state[0])
         return out, (h,)
 
-    def _layer(self, k: int, inp, h0, c0, starts):
-        xproj = F.linear(inp, getattr(self, f"weight_ih_l{k}"), self._bias_ih(k))
-        w_hh, b_hh = getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_hh_l{k}")
-        out, h = gru_recurrence(xproj, w_hh, b_hh, h0, starts, refine=False)
-        return out, h, torch.zeros_like(h)
-
     def uses_compiled_kernel(self, x: torch.Tensor) -> bool:
         """Whether a call on ``x`` runs the compiled kernel (CPU float32/64 where it builds) rather than nn.GRU's."""
         return compiled_kernel_takes(x)
 
     def forward(self, x: torch.Tensor, hx: State | None = None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)
-        # torch's CPU GRU steps through composite ops (5-8x slower than nn.LSTM here): the compiled kernel serves
-        # CPU; nn.GRU's fused path (cuDNN) serves the rest.
+        # torch's CPU GRU steps through composite ops (1.4-8x slower than nn.LSTM at the sizes measured): the
+        # compiled kernel serves CPU; nn.GRU's own path (cuDNN) serves the rest.
         if self.uses_compiled_kernel(x):
             return stacked_layers(self, x, hx, starts)
         out, (h,) = fused_with_resets(self._fused, x, (hx[0],), starts)
@@ -113,7 +115,7 @@ class GatedGRU(_GruTrace, _CoreContract, nn.GRU):
         return f"core={self.core_name!r}, {super().extra_repr()}, init={self.init!r}"
 
 
-class RefineGRU(_GruTrace, RefineCoreBase):
+class RefineGRU(_GruLayers, RefineCoreBase):
     __doc__ = (
         """GRU whose update gate is replaced by its refine-gated effective gate ``g`` (UR-GRU, ``urgru``).
 
@@ -129,11 +131,5 @@ class RefineGRU(_GruTrace, RefineCoreBase):
 
     _ORDER = REFINE_GRU_GATE_ORDER
     _KEEP_GATE = "update"
+    _refine = True
     _gru_cell = staticmethod(refine_gru_cell)
-
-    def _layer(self, k: int, inp, h0, c0, starts):
-        xproj = F.linear(inp, getattr(self, f"weight_ih_l{k}"), self._bias_ih(k))
-        out, h = gru_recurrence(
-            xproj, getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_hh_l{k}"), h0, starts, refine=True
-        )
-        return out, h, torch.zeros_like(h)
