@@ -4,12 +4,13 @@ sb3-contrib's recurrent buffers cut every minibatch into sequences at episode st
 one, in Python, once per minibatch and epoch (about 2x more samples computed than used). These buffers store the
 same data (they subclass the stock buffers, so stock ``get`` still works) and add ``sequence_minibatches``:
 
-- each env's ``n_steps`` rollout is cut into chunks of ``sequence_length`` consecutive steps (default: the whole
-  rollout, one sequence per env);
+- each env's ``n_steps`` rollout is cut into chunks of ``sequence_length`` consecutive steps (a divisor of
+  ``n_steps``; ``plan_sequences`` picks the longest that keeps stock's minibatch count);
 - a chunk starts from the recurrent state stored at its first step during the rollout (as stock starts its
   sequences), and episode starts inside a chunk are passed on as ``episode_starts`` so the core resets there;
-- minibatches are random sets of ``round(batch_size / sequence_length)`` whole chunks (at least one), so nothing is
-  padded and every minibatch holds about ``batch_size`` transitions.
+- ``batch_size`` keeps RecurrentPPO's meaning, transitions per minibatch: an epoch makes stock's
+  ``ceil(n_steps * n_envs / batch_size)`` minibatches, each a random set of whole chunks (as even as whole chunks
+  allow), so the number of gradient steps is stock's and nothing is padded.
 
 The tensors are laid out once per rollout, sequence-major, on the buffer's device; a minibatch is one index per
 tensor.
@@ -41,12 +42,40 @@ class SequenceSamples(NamedTuple):
     episode_starts: th.Tensor
 
 
-def check_sequence_length(sequence_length: int, n_steps: int) -> int:
-    """Validate ``sequence_length`` against the rollout length and return it.
+def n_minibatches(n_steps: int, n_envs: int, batch_size: int) -> int:
+    """Minibatches per epoch of stock RecurrentPPO: ``ceil(n_steps * n_envs / batch_size)``.
 
-    :param sequence_length: steps per training sequence
     :param n_steps: steps per env per rollout
+    :param n_envs: number of envs
+    :param batch_size: transitions per minibatch
     """
+    return -(-(n_steps * n_envs) // batch_size)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def plan_sequences(n_steps: int, n_envs: int, batch_size: int, sequence_length: int | None = None) -> int:
+    """The training sequence length for a rollout of ``n_steps`` x ``n_envs`` cut into stock's minibatch count.
+
+    A minibatch is a set of whole sequences, so there must be at least ``n_minibatches(...)`` of them. With
+    ``sequence_length=None`` the longest divisor of ``n_steps`` that gives enough sequences is chosen (long
+    sequences let backpropagation through time reach far back: with ``n_envs * ... >= batch_size`` sequences of
+    ``n_steps``, one whole rollout per env).
+
+    :param n_steps: steps per env per rollout
+    :param n_envs: number of envs
+    :param batch_size: transitions per minibatch, RecurrentPPO's meaning
+    :param sequence_length: a requested length (checked), or None to choose
+    :return: the sequence length
+    :raises UrgateError: for a length that is not a positive divisor of ``n_steps``, or one that gives fewer
+        sequences than minibatches, naming the lengths that would work
+    """
+    wanted = n_minibatches(n_steps, n_envs, batch_size)
+    fitting = [d for d in _divisors(n_steps) if n_envs * (n_steps // d) >= wanted]
+    if sequence_length is None:
+        return fitting[-1]
     if isinstance(sequence_length, bool) or not isinstance(sequence_length, int | np.integer):
         raise UrgateError(
             f"sequence_length must be a positive integer dividing n_steps={n_steps}, got {sequence_length!r}"
@@ -54,7 +83,15 @@ def check_sequence_length(sequence_length: int, n_steps: int) -> int:
     if sequence_length < 1 or n_steps % sequence_length:
         raise UrgateError(
             f"sequence_length={sequence_length} must be a positive divisor of n_steps={n_steps} "
-            f"(e.g. {n_steps} for whole rollouts)"
+            f"(e.g. {fitting[-1]}, or null to choose)"
+        )
+    n_seq = n_envs * (n_steps // sequence_length)
+    if n_seq < wanted:
+        raise UrgateError(
+            f"sequence_length={sequence_length} cuts the rollout ({n_envs} envs x n_steps={n_steps}) into {n_seq} "
+            f"sequences, fewer than the {wanted} minibatches per epoch that batch_size={batch_size} asks for; use "
+            f"sequence_length <= {fitting[-1]} (a divisor of n_steps), or batch_size >= "
+            f"{-(-n_steps * n_envs // n_seq)}"
         )
     return int(sequence_length)
 
@@ -70,7 +107,10 @@ class _SequenceMixin:
 
     def __init__(self, *args: Any, sequence_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sequence_length = check_sequence_length(sequence_length or self.buffer_size, self.buffer_size)
+        # Without a minibatch size to honour, one sequence per env rollout (what batch_size=None hands out).
+        self.sequence_length = plan_sequences(
+            self.buffer_size, self.n_envs, self.buffer_size * self.n_envs, sequence_length
+        )
 
     def reset(self) -> None:
         super().reset()
@@ -113,16 +153,22 @@ class _SequenceMixin:
     def sequence_minibatches(self, batch_size: int | None) -> Iterator[SequenceSamples]:
         """Yield the rollout once, as random minibatches of whole sequences.
 
-        :param batch_size: transitions per minibatch (rounded to whole sequences; None: everything at once)
+        :param batch_size: transitions per minibatch, as stock's ``get``: the rollout is split into stock's
+            ``ceil(n_steps * n_envs / batch_size)`` minibatches of whole sequences, as even as whole sequences
+            allow (None: everything at once)
+        :raises UrgateError: when there are fewer sequences than minibatches (``plan_sequences`` says what works)
         """
         if self._sequences is None:
             self._sequences = self._build_sequences()
         seqs = self._sequences
         n_seq = seqs["actions"].shape[0]
-        per_batch = n_seq if batch_size is None else max(1, round(batch_size / self.sequence_length))
+        count = 1
+        if batch_size is not None:
+            plan_sequences(self.buffer_size, self.n_envs, batch_size, self.sequence_length)
+            count = n_minibatches(self.buffer_size, self.n_envs, batch_size)
         order = th.randperm(n_seq).to(self.device)
-        for i in range(0, n_seq, per_batch):
-            yield self._take(seqs, order[i : i + per_batch])
+        for idx in th.tensor_split(order, count):
+            yield self._take(seqs, idx)
 
     @staticmethod
     def _take(seqs: dict[str, Any], idx: th.Tensor) -> SequenceSamples:
@@ -149,7 +195,8 @@ class SequenceRolloutBuffer(_SequenceMixin, RecurrentRolloutBuffer):
 
     Takes the stock buffer's arguments plus:
 
-    :param sequence_length: steps per training sequence, a divisor of ``buffer_size`` (default: ``buffer_size``)
+    :param sequence_length: steps per training sequence, a divisor of ``buffer_size`` (default: ``buffer_size``,
+        one sequence per env)
     """
 
 
@@ -158,5 +205,6 @@ class SequenceDictRolloutBuffer(_SequenceMixin, RecurrentDictRolloutBuffer):
 
     Takes the stock buffer's arguments plus:
 
-    :param sequence_length: steps per training sequence, a divisor of ``buffer_size`` (default: ``buffer_size``)
+    :param sequence_length: steps per training sequence, a divisor of ``buffer_size`` (default: ``buffer_size``,
+        one sequence per env)
     """

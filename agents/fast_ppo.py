@@ -3,9 +3,10 @@
 What differs from stock, and only this:
 
 - the minibatch composition: each env's rollout is cut into chunks of ``sequence_length`` steps (default: the
-  whole ``n_steps`` rollout) that keep episode resets inside them, and a minibatch is a random set of
-  ``round(batch_size / sequence_length)`` whole chunks, built once per rollout (``agents.buffers``). Stock cuts a
-  rotated slice of ``batch_size`` transitions into sequences at episode starts and pads them to the longest;
+  longest divisor of ``n_steps`` that keeps stock's minibatch count) that keep episode resets inside them, and an
+  epoch is stock's ``ceil(n_steps * n_envs / batch_size)`` minibatches, each a random set of whole chunks, built
+  once per rollout (``agents.buffers``). Stock cuts a rotated slice of ``batch_size`` transitions into sequences
+  at episode starts and pads them to the longest; both make the same number of gradient steps;
 - with no padding there is no mask: every mean below is over real transitions, as stock's masked means are.
 
 Also, the policy's Adam optimizer (unless ``optimizer_kwargs`` sets ``fused`` or ``foreach``) runs as torch's
@@ -30,7 +31,7 @@ from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.utils import explained_variance
 
-from .buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, check_sequence_length
+from .buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, plan_sequences
 
 
 class LossStats(NamedTuple):
@@ -48,9 +49,11 @@ class FastRecurrentPPO(RecurrentPPO):
 
     Takes every argument of ``RecurrentPPO`` plus:
 
-    :param sequence_length: steps per training sequence, a divisor of ``n_steps``; ``None`` (default) trains on
-        each env's whole rollout as one sequence. Shorter sequences start from the recurrent state stored during
-        the rollout (as stock's do) and give more, shorter sequences per minibatch.
+    :param sequence_length: steps per training sequence, a divisor of ``n_steps`` that gives at least one
+        sequence per minibatch; ``None`` (default) takes the longest such divisor (``n_steps`` itself, each env's
+        whole rollout, whenever ``n_envs`` sequences fill stock's minibatch count). Shorter sequences start from
+        the recurrent state stored during the rollout (as stock's do).
+    :raises UrgateError: at construction, for a ``sequence_length`` that cannot honour ``batch_size``
     """
 
     def __init__(self, *args: Any, sequence_length: int | None = None, **kwargs: Any) -> None:
@@ -58,9 +61,9 @@ class FastRecurrentPPO(RecurrentPPO):
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
+        # Checked before stock builds anything, so a combination that cannot be honoured fails at construction.
+        sequence_length = plan_sequences(self.n_steps, self.n_envs, self.batch_size, self.sequence_length)
         super()._setup_model()
-        if self.sequence_length is not None:
-            check_sequence_length(self.sequence_length, self.n_steps)
         stock = self.rollout_buffer
         buffer_cls = (
             SequenceDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else SequenceRolloutBuffer
@@ -74,7 +77,7 @@ class FastRecurrentPPO(RecurrentPPO):
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
-            sequence_length=self.sequence_length,
+            sequence_length=sequence_length,
         )
         self._use_fused_adam()
 

@@ -12,7 +12,7 @@ from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamp
 from stable_baselines3.common.logger import configure
 
 from agents import FastRecurrentPPO
-from agents.buffers import SequenceRolloutBuffer, SequenceSamples
+from agents.buffers import SequenceRolloutBuffer, SequenceSamples, plan_sequences
 from agents.errors import UrgateError
 from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy
 from tests.recurrent_envs import DICT_SPACE, play, toy_vec_env
@@ -103,6 +103,50 @@ def test_two_seeded_fast_runs_are_bit_identical(core):
 def test_bad_sequence_length_is_a_clear_error(sequence_length):
     with pytest.raises(UrgateError, match="sequence_length"):
         fast_model("lstm", sequence_length=sequence_length)
+
+
+def count_optimizer_steps_per_epoch(algo, n_envs: int, n_steps: int, batch_size: int, **kwargs) -> int:
+    model = algo(
+        MlpGatedPolicy,
+        toy_vec_env(n_envs=n_envs),
+        n_steps=n_steps,
+        batch_size=batch_size,
+        n_epochs=1,
+        target_kl=None,
+        policy_kwargs=dict(TINY, core="lstm"),
+        seed=0,
+        **kwargs,
+    )
+    optimizer, steps = model.policy.optimizer, []
+    step = optimizer.step
+    optimizer.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+    model.learn(n_steps * n_envs)
+    return len(steps)
+
+
+# The issue's two combinations, the shipped configs' (8 x 128, batch 256) and one where batch_size divides nothing.
+@pytest.mark.parametrize("n_envs,n_steps,batch_size", [(4, 1024, 256), (1, 2048, 64), (8, 128, 256), (3, 100, 64)])
+def test_an_epoch_makes_as_many_optimizer_steps_as_stock(n_envs, n_steps, batch_size):
+    stock = count_optimizer_steps_per_epoch(RecurrentPPO, n_envs, n_steps, batch_size)
+    assert stock == -(-n_envs * n_steps // batch_size)
+    assert count_optimizer_steps_per_epoch(FastRecurrentPPO, n_envs, n_steps, batch_size) == stock
+
+
+@pytest.mark.parametrize(
+    "n_envs,n_steps,batch_size,expected",
+    [(4, 1024, 256, 256), (1, 2048, 64, 64), (8, 128, 256, 128), (3, 100, 64, 50), (64, 256, 4096, 256)],
+)
+def test_the_default_sequence_is_the_longest_that_keeps_the_minibatch_count(n_envs, n_steps, batch_size, expected):
+    assert plan_sequences(n_steps, n_envs, batch_size) == expected
+    model = fast_model("lstm", env=toy_vec_env(n_envs=n_envs), n_steps=n_steps, batch_size=batch_size)
+    assert model.rollout_buffer.sequence_length == expected
+
+
+def test_a_sequence_length_that_cannot_honour_batch_size_fails_at_construction_saying_what_works():
+    # 2 envs x 8 steps in minibatches of 4 transitions is 4 minibatches, but 8-step sequences make only 2.
+    with pytest.raises(UrgateError, match=r"2 sequences, fewer than the 4 minibatches.*sequence_length <= 4"):
+        fast_model("lstm", n_steps=8, batch_size=4, sequence_length=8)
+    assert fast_model("lstm", n_steps=8, batch_size=4, sequence_length=4).rollout_buffer.sequence_length == 4
 
 
 # --- the buffer ------------------------------------------------------------------------------------------------
