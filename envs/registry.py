@@ -44,6 +44,8 @@ class EnvFamily:
         (the builder forwards ``**env_kwargs`` to it); None: the builder's own signature lists them
     :param set_by_id: keywords of ``env_class`` that the builder derives from the id (not accepted from users)
     :param records_video: whether its envs render ``rgb_array`` frames, so that ``eval --video`` can record them
+    :param vec_builder: called as ``vec_builder(env_id, n_envs, **kwargs)`` for a VecEnv that steps all copies at
+        once with DummyVecEnv's semantics and episodes (``make_vec_env`` prefers it in-process), or None
     """
 
     name: str
@@ -62,6 +64,7 @@ class EnvFamily:
     env_class: type | None = field(default=None, repr=False)
     set_by_id: tuple[str, ...] = field(default=(), repr=False)
     records_video: bool = True
+    vec_builder: Callable[..., VecEnv] | None = field(default=None, repr=False)
 
     def accepts(self, env_id: str) -> bool:
         """Whether ``env_id`` belongs to this family."""
@@ -169,7 +172,7 @@ FAMILIES: dict[str, EnvFamily] = {
             extra=None,
             builder=tmaze.make_tmaze,
             env_class=tmaze.TMazeEnv,
-            records_video=False,  # renders "ansi" text only
+            vec_builder=tmaze.make_tmaze_vec,
         ),
         _MEMORY_MAZE,
         dataclasses.replace(
@@ -271,8 +274,8 @@ def make_vec_env(
     :param seed: env ``i`` is seeded with ``seed + i`` on its first reset
     :param subprocess: one process per env (``envs.subproc.LeanSubprocVecEnv``: SB3's ``SubprocVecEnv`` with
         children that import neither torch nor SB3, inside SB3's ``VecMonitor`` for the episode statistics); worth it
-        only for expensive envs such as Memory Maze: on few cores in-process stepping (``DummyVecEnv``, the default)
-        is faster for cheap envs
+        only for expensive envs such as Memory Maze: on few cores in-process stepping (the default: the family's
+        vectorised VecEnv where it has one, as the T-maze does, else ``DummyVecEnv``) is faster for cheap envs
     :param env_kwargs: family-specific keywords, as for ``make_env``
     :raises EnvConfigError: as ``make_env``, raised here in the calling process
     """
@@ -284,6 +287,11 @@ def make_vec_env(
     from .subproc import LeanSubprocVecEnv
 
     family = family_of(env_id)
+    if not subprocess and family.vec_builder is not None:
+        family.check_kwargs(env_id, env_kwargs)
+        venv = VecMonitor(family.vec_builder(env_id, n_envs, **env_kwargs))  # Monitor's episode statistics
+        venv.seed(seed)
+        return venv
     if not subprocess:
         # The first env is built here, so that a bad keyword raises EnvConfigError in the caller's frame.
         builder = _Builder(env_id, env_kwargs, first=family.build(env_id, **env_kwargs))

@@ -13,6 +13,10 @@ episode sum to at most 1, so returns lie in [-1, 1]; an agent that walks straigh
 a perfect one 1. ``idle_penalty=0`` gives the pure "reward only for the correct turn" variant (harder to explore at
 large lengths). The episode is truncated after ``max_steps = ceil(time_factor * (length + 1))`` steps
 (the shortest solution takes ``length + 1``).
+
+Two implementations of the same dynamics (``_advance``, written once over arrays): ``TMazeEnv``, a gymnasium env,
+and ``envs.tmaze_vec.TMazeVecEnv``, an SB3 VecEnv that steps all copies as numpy arrays with DummyVecEnv's auto-reset semantics and,
+for the same seeds, the same episodes as DummyVecEnv over ``TMazeEnv``s (``envs.make_vec_env`` returns it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,28 @@ from .errors import EnvConfigError
 ENV_ID = "urgate/TMaze-v0"
 FORWARD, UP, DOWN = 0, 1, 2
 ACTION_NAMES = ("forward", "up", "down")
+
+
+def _advance(
+    length: int, max_steps: int, idle_penalty: float, position: np.ndarray, steps: np.ndarray, goal_up, action
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One step of every copy: the T-maze's dynamics, written once (arrays of shape (n,)).
+
+    :return: ``(position, steps, reward, terminated, truncated, success)`` after the step
+    """
+    steps = steps + 1
+    at_junction = position == length
+    turned = at_junction & (action != FORWARD)  # a turn at the junction ends the episode
+    success = turned & ((action == UP) == goal_up)
+    advanced = (action == FORWARD) & ~at_junction
+    reward = np.where(turned, success, np.where(advanced, 0.0, -idle_penalty)).astype(np.float32)
+    truncated = ~turned & (steps >= max_steps)
+    return position + advanced, steps, reward, turned, truncated, success
+
+
+def _observations(cue: np.ndarray, position: np.ndarray, length: int) -> np.ndarray:
+    """``[cue, at_junction]`` per copy (float32, shape (n, 2)); pass ``cue`` 0 after the first step."""
+    return np.stack([cue, position == length], axis=1).astype(np.float32)
 
 
 class TMazeEnv(gym.Env):
@@ -73,33 +99,28 @@ class TMazeEnv(gym.Env):
         self.goal_up = True
         self.position = 0
         self.steps = 0
-        # Three possible observations, built once: step() returns copies (the obs array is the hot path's cost).
-        self._obs_corridor = np.zeros(2, dtype=np.float32)
-        self._obs_junction = np.array([0.0, 1.0], dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self.goal_up = bool(self.np_random.integers(2))
         self.position = 0
         self.steps = 0
-        return np.array([1.0 if self.goal_up else -1.0, 0.0], dtype=np.float32), {}
+        return _observations(np.array([1.0 if self.goal_up else -1.0]), np.zeros(1), self.length)[0], {}
 
     def step(self, action):
-        action = int(action)
-        self.steps += 1
-        at_junction = self.position == self.length
-        if at_junction and action != FORWARD:
-            success = (action == UP) == self.goal_up
-            return self._obs_junction.copy(), float(success), True, False, {"is_success": success}
-        if action == FORWARD and not at_junction:
-            self.position += 1
-            reward = 0.0
-        else:
-            reward = -self.idle_penalty
-        obs = self._obs_junction.copy() if self.position == self.length else self._obs_corridor.copy()
-        if self.steps >= self.max_steps:
-            return obs, reward, False, True, {"is_success": False}
-        return obs, reward, False, False, {}
+        position, steps, reward, terminated, truncated, success = _advance(
+            self.length,
+            self.max_steps,
+            self.idle_penalty,
+            np.array([self.position]),
+            np.array([self.steps]),
+            self.goal_up,
+            np.array([int(action)]),
+        )
+        self.position, self.steps = int(position[0]), int(steps[0])
+        obs = _observations(np.zeros(1), position, self.length)[0]
+        info = {"is_success": bool(success[0])} if terminated[0] or truncated[0] else {}
+        return obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -117,3 +138,11 @@ def make_tmaze(env_id: str, render_mode: str | None = None, **env_kwargs) -> TMa
         registry checks them against it)
     """
     return TMazeEnv(render_mode=render_mode, **env_kwargs)
+
+
+def make_tmaze_vec(env_id: str, n_envs: int, **env_kwargs):
+    """Vectorised family builder for ``urgate/TMaze-v0``: ``envs.tmaze_vec.TMazeVecEnv`` (keywords as
+    ``make_tmaze``), imported here because it needs SB3, which env worker processes never import."""
+    from .tmaze_vec import TMazeVecEnv
+
+    return TMazeVecEnv(n_envs, **env_kwargs)

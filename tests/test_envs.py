@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import envs
 from envs import FAMILIES, EnvConfigError, EnvFamily, family_of, list_env_ids, make_env, make_vec_env
+from envs.tmaze_vec import TMazeVecEnv
 
 CORE_IDS = [i for f in FAMILIES.values() if f.extra is None for i in f.ids]
 
@@ -93,7 +94,7 @@ def test_seed_reproduces_episodes(env_id, kwargs):
 
 def test_make_vec_env_seeds_each_copy_and_matches_make_env():
     vec = make_vec_env("urgate/TMaze-v0", n_envs=3, seed=10, length=4)
-    assert isinstance(vec, DummyVecEnv) and vec.num_envs == 3
+    assert isinstance(vec.unwrapped, TMazeVecEnv) and vec.num_envs == 3  # the family's vectorised VecEnv
     obs = vec.reset()
     for i in range(3):
         single, _ = make_env("urgate/TMaze-v0", seed=10 + i, length=4).reset()

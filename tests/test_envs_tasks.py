@@ -6,11 +6,13 @@ import math
 import numpy as np
 import pytest
 from minigrid.core.grid import Grid
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
-from envs import EnvConfigError, family_of, make_env
+from envs import EnvConfigError, family_of, make_env, make_vec_env
 from envs.gridview import DIR_TO_VEC, EMPTY, WALL, egocentric_view, pad_room
 from envs.oracles import MEMORYLESS, ORACLES, facing, minigrid_memory_oracle, plan, run_episodes, visual_match_oracle
-from envs.tmaze import DOWN, FORWARD, UP
+from envs.tmaze import DOWN, FORWARD, UP, TMazeEnv
+from envs.tmaze_vec import TMazeVecEnv
 from envs.visual_match import BALL, CHOICE, CUE, DISTRACTOR, LEFT
 from envs.visual_match import FORWARD as GRID_FORWARD
 
@@ -63,6 +65,54 @@ def test_tmaze_cue_only_at_the_first_step_and_long_lengths():
     assert tuple(obs) == (0.0, 1.0) and reward == 0.0
     with pytest.raises(EnvConfigError, match="time_factor"):
         make_env("urgate/TMaze-v0", time_factor=0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_tmaze_vec_env_plays_dummy_vec_envs_episodes_with_its_semantics(seed):
+    """The vectorised T-maze against DummyVecEnv over TMazeEnvs (SB3's make_vec_env with Monitors): same seeds,
+    same actions -> the same observations, rewards, dones and infos (terminal observation, success, timeout,
+    Monitor's episode return and length), through terminations, timeouts and a reseeding reset."""
+    kwargs = dict(length=3, time_factor=1.5)
+    vec = make_vec_env("urgate/TMaze-v0", n_envs=5, seed=seed, **kwargs)
+    assert isinstance(vec.unwrapped, TMazeVecEnv)
+    dummy = sb3_make_vec_env(lambda: TMazeEnv(**kwargs), n_envs=5, seed=seed)
+    rng = np.random.default_rng(seed)
+    episodes = {"terminated": 0, "truncated": 0}
+    for phase in range(2):
+        if phase:
+            vec.seed(seed + 100)
+            dummy.seed(seed + 100)
+        np.testing.assert_array_equal(vec.reset(), dummy.reset())
+        for _ in range(200):
+            actions = rng.choice(3, size=5, p=[0.6, 0.2, 0.2])
+            obs_v, rew_v, done_v, infos_v = vec.step(actions)
+            obs_d, rew_d, done_d, infos_d = dummy.step(actions)
+            np.testing.assert_array_equal(obs_v, obs_d)
+            np.testing.assert_allclose(rew_v, rew_d, rtol=0, atol=1e-7)
+            np.testing.assert_array_equal(done_v, done_d)
+            for iv, id_ in zip(infos_v, infos_d, strict=True):
+                assert iv.keys() == id_.keys()
+                assert iv["TimeLimit.truncated"] == id_["TimeLimit.truncated"]
+                if "terminal_observation" in id_:
+                    np.testing.assert_array_equal(iv["terminal_observation"], id_["terminal_observation"])
+                    assert iv["is_success"] == id_["is_success"]
+                    assert iv["episode"]["r"] == pytest.approx(id_["episode"]["r"], abs=1e-6)
+                    assert iv["episode"]["l"] == id_["episode"]["l"]
+                    episodes["truncated" if id_["TimeLimit.truncated"] else "terminated"] += 1
+    assert min(episodes.values()) > 10  # both ways an episode ends were compared
+
+
+def test_tmaze_vec_env_answers_sb3s_queries():
+    vec = make_vec_env("urgate/TMaze-v0", n_envs=3, seed=0, length=5)
+    vec.reset()
+    assert vec.get_attr("max_steps") == [12] * 3 and vec.get_attr("spec") == [None] * 3
+    assert vec.get_attr("position", [1]) == [0]
+    assert vec.env_is_wrapped(object) == [False] * 3
+    with pytest.raises(EnvConfigError, match="lenght.*did you mean length"):
+        make_vec_env("urgate/TMaze-v0", n_envs=2, lenght=5)
+    procs = make_vec_env("urgate/TMaze-v0", n_envs=2, subprocess=True)
+    assert not isinstance(procs.unwrapped, TMazeVecEnv)  # subprocess=True still gives one process per env
+    procs.close()
 
 
 # -- Visual Match -------------------------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""``TMazeVecEnv``: every copy of the passive T-maze stepped at once as numpy arrays, an SB3 VecEnv.
+
+Kept apart from ``envs.tmaze`` because it needs SB3 (and so torch), which env worker processes never import; it
+steps through ``envs.tmaze``'s one definition of the dynamics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from .errors import EnvConfigError
+from .tmaze import TMazeEnv, _advance, _observations
+
+
+class TMazeVecEnv(VecEnv):
+    """``n_envs`` passive T-mazes stepped together as numpy arrays: an SB3 VecEnv with DummyVecEnv's semantics.
+
+    Auto-reset as DummyVecEnv: a finished copy's ``info`` holds ``terminal_observation``, ``is_success`` and
+    ``TimeLimit.truncated`` (every step's info has the latter) and the returned observation is the next episode's
+    first. Copy ``i`` draws its goals from its own generator, seeded by ``seed()`` + ``i`` at the next ``reset()``
+    as gymnasium seeds ``TMazeEnv``, so the episodes are the ones DummyVecEnv over ``TMazeEnv``s plays. Episode
+    statistics (``info["episode"]``) come from wrapping it in SB3's ``VecMonitor``, as ``envs.make_vec_env`` does.
+
+    :param n_envs: number of copies
+    :param maze_kwargs: ``TMazeEnv``'s keywords (``length``, ``time_factor``, ``idle_penalty``)
+    """
+
+    def __init__(self, n_envs: int, **maze_kwargs: Any) -> None:
+        self.maze = TMazeEnv(**maze_kwargs)  # checks the keywords and holds the constants
+        super().__init__(n_envs, self.maze.observation_space, self.maze.action_space)
+        self.length, self.max_steps, self.idle_penalty = self.maze.length, self.maze.max_steps, self.maze.idle_penalty
+        self.goal_up = np.ones(n_envs, dtype=bool)
+        self.position = np.zeros(n_envs, dtype=np.int64)
+        self.steps = np.zeros(n_envs, dtype=np.int64)
+        self._rngs: list[np.random.Generator | None] = [None] * n_envs
+        self._actions = np.zeros(n_envs, dtype=np.int64)
+
+    def _new_goals(self, idx) -> np.ndarray:
+        """Draw the goal of a new episode for each copy in ``idx``, as ``TMazeEnv.reset`` does."""
+        for i in idx:
+            if self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random()
+            self.goal_up[i] = bool(self._rngs[i].integers(2))
+        self.position[idx] = 0
+        self.steps[idx] = 0
+        return np.where(self.goal_up[idx], 1.0, -1.0)
+
+    def reset(self) -> np.ndarray:
+        for i, seed in enumerate(self._seeds):
+            if seed is not None:
+                self._rngs[i], _ = seeding.np_random(seed)
+        every = np.arange(self.num_envs)
+        obs = _observations(self._new_goals(every), self.position, self.length)
+        self._reset_seeds()
+        self._reset_options()
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        self.position, self.steps, reward, terminated, truncated, success = _advance(
+            self.length, self.max_steps, self.idle_penalty, self.position, self.steps, self.goal_up, self._actions
+        )
+        obs = _observations(np.zeros(self.num_envs), self.position, self.length)
+        dones = terminated | truncated
+        infos = [{"TimeLimit.truncated": t} for t in truncated.tolist()]
+        finished = np.flatnonzero(dones)
+        if finished.size:
+            for i in finished.tolist():
+                infos[i]["is_success"] = bool(success[i])
+                infos[i]["terminal_observation"] = obs[i].copy()
+            obs[finished, 0] = self._new_goals(finished)
+            obs[finished, 1] = 0.0
+        return obs, reward, dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Per-copy state (``position``, ``steps``, ``goal_up``) per copy; anything else from ``TMazeEnv``."""
+        idx = self._get_indices(indices)
+        if attr_name in ("position", "steps", "goal_up"):
+            return [getattr(self, attr_name)[i].item() for i in idx]
+        return [getattr(self.maze, attr_name) for _ in idx]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        raise EnvConfigError(f"TMazeVecEnv cannot set {attr_name!r}: build a new one with the keywords you want")
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        raise EnvConfigError(
+            f"TMazeVecEnv has no per-copy env objects to call {method_name!r} on; use TMazeEnv for single episodes"
+        )
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def get_images(self) -> list[np.ndarray | None]:
+        return [None] * self.num_envs
