@@ -35,8 +35,10 @@ class PPOConfig:
     """RecurrentPPO hyperparameters, with sb3-contrib's names and meanings, plus observation/reward normalisation.
 
     :param n_steps: steps per environment per rollout; also the longest sequence a minibatch holds, so it bounds
-        how far back backpropagation through time reaches
-    :param batch_size: minibatch size in steps
+        how far back backpropagation through time reaches; ``auto``: the env's episode limit rounded up to a
+        multiple of 64 (``agents.horizon``)
+    :param batch_size: minibatch size in steps (RecurrentPPO's meaning: an epoch is ``ceil(n_steps * n_envs /
+        batch_size)`` gradient steps); ``auto``: the rollout in 4 minibatches of whole env rollouts
     :param n_epochs: passes over each rollout
     :param sequence_length: steps per training sequence (a divisor of ``n_steps``; null: the whole rollout of each
         env, which lets backpropagation through time reach ``n_steps`` back); ``FastRecurrentPPO`` only
@@ -55,8 +57,8 @@ class PPOConfig:
     :param normalize_kwargs: keyword arguments for VecNormalize, e.g. ``{norm_obs: false}``
     """
 
-    n_steps: int = 128
-    batch_size: int = 256
+    n_steps: int | str = 128
+    batch_size: int | str = 256
     n_epochs: int = 4
     sequence_length: int | None = None
     learning_rate: float = 1e-3
@@ -74,8 +76,11 @@ class PPOConfig:
     normalize_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def _validate(self, prefix: str) -> None:
-        for key in ("n_steps", "batch_size", "n_epochs"):
-            require(getattr(self, key) >= 1, f"{prefix}{key}", "an integer >= 1", getattr(self, key))
+        for key in ("n_steps", "batch_size"):
+            value = getattr(self, key)
+            ok = value == "auto" or (isinstance(value, int) and value >= 1)
+            require(ok, f"{prefix}{key}", "an integer >= 1 or auto", value)
+        require(self.n_epochs >= 1, f"{prefix}n_epochs", "an integer >= 1", self.n_epochs)
         for key in ("learning_rate", "clip_range", "max_grad_norm"):
             require(getattr(self, key) > 0, f"{prefix}{key}", "a number > 0", getattr(self, key))
         for key in ("gamma", "gae_lambda"):
@@ -83,7 +88,8 @@ class PPOConfig:
         for key in ("ent_coef", "vf_coef"):
             require(getattr(self, key) >= 0, f"{prefix}{key}", "a number >= 0", getattr(self, key))
         require(
-            self.sequence_length is None or (self.sequence_length >= 1 and self.n_steps % self.sequence_length == 0),
+            self.sequence_length is None
+            or (self.sequence_length >= 1 and (self.n_steps == "auto" or self.n_steps % self.sequence_length == 0)),
             f"{prefix}sequence_length",
             f"null or a divisor of ppo.n_steps={self.n_steps}",
             self.sequence_length,

@@ -22,6 +22,7 @@ import envs
 import policies
 from policies.extractors import EXTRACTORS
 
+from . import horizon
 from .config import RunConfig
 from .errors import ConfigValueError, UrgateError, one_line
 from .fast_ppo import FastRecurrentPPO
@@ -272,14 +273,15 @@ def build_model(cfg: RunConfig, env: VecEnv):
     """
     cls, kwargs = resolve_policy(cfg)
     p = cfg.ppo
+    n_steps, batch_size = horizon.resolve(p.n_steps, p.batch_size, cfg.n_envs, env, cfg.env_id)
     extra = {} if p.sequence_length is None else {"sequence_length": p.sequence_length}
     try:
         model = FastRecurrentPPO(
             cls,
             env,
             learning_rate=learning_rate(cfg),
-            n_steps=p.n_steps,
-            batch_size=p.batch_size,
+            n_steps=n_steps,
+            batch_size=batch_size,
             n_epochs=p.n_epochs,
             gamma=p.gamma,
             gae_lambda=p.gae_lambda,
@@ -303,4 +305,5 @@ def build_model(cfg: RunConfig, env: VecEnv):
             f"cannot build {cls.__name__} with policy_kwargs {cfg.policy_kwargs}: {one_line(exc)}"
         ) from None
     setattr(model, RUN_INFO_ATTR, run_info(cfg))
+    horizon.check_sequences(model.rollout_buffer.sequence_length, env, cfg.env_id)
     return model

@@ -1,0 +1,57 @@
+"""agents.horizon: rollout sizes from the env's episode length, and the warning for sequences shorter than episodes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import envs
+from agents import factory, horizon
+from agents.config import load_config
+from agents.errors import UrgateError
+
+TMAZE = "urgate/TMaze-v0"
+
+
+@pytest.mark.parametrize("length,n_steps", [(20, 64), (100, 256), (1000, 2048)])
+def test_auto_rollouts_hold_a_whole_episode_of_the_limit_and_two_shortest(length, n_steps):
+    venv = envs.make_vec_env(TMAZE, n_envs=2, length=length)
+    limit = horizon.episode_limit(venv)
+    assert limit == 2 * (length + 1)  # time_factor 2
+    assert horizon.resolve("auto", "auto", 64, venv, TMAZE) == (n_steps, n_steps * 16)
+    assert n_steps >= limit and n_steps % 64 == 0 and n_steps - 64 < limit
+    assert horizon.resolve(100, "auto", 8, venv, TMAZE) == (100, 200)  # numbers are kept
+    assert horizon.resolve(100, "auto", 2, venv, TMAZE) == (100, 100)  # 2 envs: 2 minibatches of one rollout
+    assert horizon.resolve(100, 7, 8, venv, TMAZE) == (100, 7)
+
+
+def test_a_user_who_passes_a_length_gets_rollouts_for_it_and_the_minibatch_count_stock_would_make():
+    cfg = load_config(None, TMAZE, ["env_kwargs.length=100", "ppo.n_steps=auto", "ppo.batch_size=auto", "n_envs=8"])
+    env = factory.make_training_env(cfg)
+    model = factory.build_model(cfg, env)
+    assert (model.n_steps, model.batch_size) == (256, 512)
+    assert model.rollout_buffer.sequence_length == 256  # whole rollouts: 8 sequences, 2 per minibatch
+    with pytest.raises(UrgateError, match="ppo.n_steps: auto needs the episode limit of urgate/PassiveVisualMatch"):
+        horizon.resolve(
+            "auto", 256, 8, envs.make_vec_env("urgate/PassiveVisualMatch-v0"), "urgate/PassiveVisualMatch-v0"
+        )
+
+
+def test_sequences_shorter_than_episodes_warn_once_saying_what_to_set(caplog):
+    cfg = load_config(None, TMAZE, ["env_kwargs.length=100", "ppo.n_steps=128", "ppo.batch_size=256", "n_envs=2"])
+    with caplog.at_level(logging.WARNING, logger="urgate"):
+        factory.build_model(cfg, factory.make_training_env(cfg))
+    [record] = [r for r in caplog.records if r.name == "urgate"]
+    assert "sequences hold 128 steps but episodes of urgate/TMaze-v0 last up to 202" in record.message
+    assert "ppo.n_steps: auto" in record.message
+    caplog.clear()
+    cfg = load_config(None, TMAZE, ["env_kwargs.length=100", "ppo.n_steps=auto", "ppo.batch_size=auto", "n_envs=2"])
+    with caplog.at_level(logging.WARNING, logger="urgate"):
+        factory.build_model(cfg, factory.make_training_env(cfg))
+    assert not [r for r in caplog.records if r.name == "urgate"]
+
+
+def test_a_bad_auto_value_names_what_was_typed():
+    with pytest.raises(UrgateError, match=r"'ppo.n_steps' must be an integer >= 1 or auto, got 'autoo'"):
+        load_config(None, TMAZE, ["ppo.n_steps=autoo"])
