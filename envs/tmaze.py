@@ -33,6 +33,8 @@ from .errors import EnvConfigError
 ENV_ID = "urgate/TMaze-v0"
 FORWARD, UP, DOWN = 0, 1, 2
 ACTION_NAMES = ("forward", "up", "down")
+CELL, MAX_WIDTH = 16, 640  # rgb_array: pixels per cell, widest picture
+GREY, GREEN, BLUE = (110, 110, 110), (40, 200, 60), (50, 110, 255)
 
 
 def _advance(
@@ -68,10 +70,12 @@ class TMazeEnv(gym.Env):
     :param length: corridor length, the number of steps between seeing the cue and reaching the junction (>= 2)
     :param time_factor: episode limit as a multiple of the shortest solution ``length + 1`` (>= 1)
     :param idle_penalty: cost of a step that does not advance; ``None`` means ``1 / max_steps``, 0 disables it
-    :param render_mode: ``None`` or ``"ansi"`` (a one-line text picture)
+    :param render_mode: ``None``, ``"ansi"`` (a one-line text picture) or ``"rgb_array"`` (a picture of the T: the
+        corridor, the agent in blue, the arms at the right end; at an episode's first step the goal arm is green,
+        as the cue shows it, and both arms grey afterwards)
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 30}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -87,7 +91,7 @@ class TMazeEnv(gym.Env):
                 f"TMaze time_factor must be >= 1 (the shortest solution takes length + 1 steps), got {time_factor!r}"
             )
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise EnvConfigError(f"TMaze render_mode must be None or 'ansi', got {render_mode!r}")
+            raise EnvConfigError(f"TMaze render_mode must be None, 'ansi' or 'rgb_array', got {render_mode!r}")
         self.length = int(length)
         self.max_steps = math.ceil(time_factor * (self.length + 1))
         self.idle_penalty = 1.0 / self.max_steps if idle_penalty is None else float(idle_penalty)
@@ -122,13 +126,35 @@ class TMazeEnv(gym.Env):
         info = {"is_success": bool(success[0])} if terminated[0] or truncated[0] else {}
         return obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode == "rgb_array":
+            return self._picture()
         if self.render_mode != "ansi":
             return None
         corridor = ["."] * (self.length + 1)
         corridor[self.position] = "A"
         goal = "up" if self.goal_up else "down"
         return f"{''.join(corridor)}|  goal {goal}, step {self.steps}/{self.max_steps}"
+
+    def _picture(self) -> np.ndarray:
+        """(3 * CELL, width, 3) uint8: row 1 is the corridor, rows 0 and 2 the arms above and below its last cell.
+
+        Cells are ``CELL`` pixels wide up to ``MAX_WIDTH``; a longer corridor is squeezed (each pixel column shows
+        the cell under it) but keeps the agent and the arms visible.
+        """
+        cells = self.length + 1
+        width = min(cells * CELL, MAX_WIDTH)
+        row = np.zeros((3, width, 3), dtype=np.uint8)
+        row[1] = GREY
+        row[[0, 2], -max(1, width // cells) :] = GREY
+        if self.steps == 0:  # the cue: the goal arm, shown at the first step only
+            row[0 if self.goal_up else 2, -max(1, width // cells) :] = GREEN
+        first, last = self.position * width // cells, (self.position + 1) * width // cells
+        row[1, first : max(last, first + 1)] = BLUE
+        picture = np.repeat(row, CELL, axis=0)
+        if width == cells * CELL:
+            picture[:, ::CELL] //= 2  # cell borders, where cells are wide enough to show them
+        return picture
 
 
 def make_tmaze(env_id: str, render_mode: str | None = None, **env_kwargs) -> TMazeEnv:

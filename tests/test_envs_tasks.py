@@ -67,6 +67,31 @@ def test_tmaze_cue_only_at_the_first_step_and_long_lengths():
         make_env("urgate/TMaze-v0", time_factor=0.5)
 
 
+def test_tmaze_rgb_array_shows_the_corridor_the_agent_the_cue_at_step_0_and_the_arms():
+    env = make_env("urgate/TMaze-v0", render_mode="rgb_array", length=4)
+    obs, _ = env.reset(seed=0)
+    goal_row = 0 if obs[0] > 0 else 2
+    cell = 16
+    first = env.render()
+    assert first.shape == (3 * cell, 5 * cell, 3) and first.dtype == np.uint8
+
+    def colour(picture, row, col):  # the middle pixel of a cell
+        return tuple(picture[row * cell + cell // 2, col * cell + cell // 2])
+
+    assert colour(first, goal_row, 4)[1] > 150 and colour(first, 2 - goal_row, 4)[1] < 150  # the cue: green arm
+    assert colour(first, 1, 0)[2] > 200  # the agent (blue) at the foot of the corridor
+    env.step(FORWARD)
+    second = env.render()
+    assert colour(second, goal_row, 4) == colour(second, 2 - goal_row, 4)  # no cue after the first step
+    assert colour(second, 1, 1)[2] > 200 and colour(second, 1, 0)[2] < 200  # the agent moved
+    assert colour(second, 0, 0) == (0, 0, 0)  # outside the T
+    squeezed = make_env("urgate/TMaze-v0", render_mode="rgb_array", length=1000)
+    squeezed.reset(seed=0)
+    assert squeezed.render().shape == (3 * cell, 640, 3)
+    with pytest.raises(EnvConfigError, match="rgb_array"):
+        make_env("urgate/TMaze-v0", render_mode="human")
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_tmaze_vec_env_plays_dummy_vec_envs_episodes_with_its_semantics(seed):
     """The vectorised T-maze against DummyVecEnv over TMazeEnvs (SB3's make_vec_env with Monitors): same seeds,

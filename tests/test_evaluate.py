@@ -126,3 +126,25 @@ def test_frames_of_different_sizes_share_one_canvas(tmp_path):
     import imageio.v3 as iio
 
     assert iio.imread(tmp_path / "v.gif", index=None).shape[1:] == (8, 10, 3)
+
+
+def test_eval_video_records_the_default_jobs_tmaze_run(tmp_path):
+    """The README's ``eval RUN --video episode.gif`` on a run of the default job (a T-maze): frames of the T."""
+    import imageio.v3 as iio
+
+    from agents.config import load_config
+    from agents.train import train
+
+    overrides = ["n_envs=2", "ppo.n_steps=32", "ppo.batch_size=64", "ppo.n_epochs=1", "total_timesteps=64"]
+    overrides += ["policy_kwargs.lstm_hidden_size=8", "eval.freq=0", "eval.n_episodes=1", "eval.n_envs=1"]
+    cfg = load_config(None, None, overrides)
+    assert cfg.env_id == TMAZE
+    train(cfg, tmp_path / "run", progress_bar=False)
+    gif = tmp_path / "episode.gif"
+    result = evaluate(tmp_path / "run", n_episodes=2, video_path=gif)
+    assert result["video"] == str(gif) and result["episodes"] == 2
+    frames = iio.imread(gif, index=None)
+    length = cfg.env_kwargs["length"]
+    assert frames.shape[1:] == (48, (length + 1) * 16, 3) and len(frames) >= 2  # (GIF merges repeated frames)
+    green = (frames[..., 1] > 150) & (frames[..., 0] < 100)
+    assert green[0].any()  # the cue at the first step
