@@ -22,11 +22,21 @@ the speed on an idle core) and per wall second, and the ratio to stock's best.
 
 Usage: ``PYTHONPATH=. python benchmarks/throughput.py [--tasks cartpole,minigrid] [--cores lstm,chrono,u,r,ur]
 [--rounds 3] [--steps 4096,2048]``
+
+``--tasks tmaze`` measures the long-horizon job instead: what ``python run_rl.py train --env urgate/TMaze-v0 --set
+env_kwargs.length=L --core C`` builds (configs/tmaze.yaml, its ``auto`` rollout sizes), for each length in
+``--lengths`` and core, each ``model.learn`` in a fresh child process (so its peak RSS is its own; the compiled
+kernel is loaded before timing), plus the same VecEnv stepped with random actions (the ceiling). Reported: env steps
+per CPU second and per wall second (best round), the share of time in ``collect_rollouts`` and ``train``, the
+rollout buffer's bytes per step and the child's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -155,6 +165,106 @@ def run_task(task: Task, cores: list[str], paths: list[str], rounds: int, steps:
         )
 
 
+# -- the long-horizon T-maze job ---------------------------------------------------------------------------------
+
+
+def tmaze_child(length: int, core: str, steps: int) -> dict[str, float]:
+    """One measurement (in its own process): the T-maze config's model, or random actions for ``core="random"``."""
+    import numpy as np
+
+    from agents import factory
+    from agents.config import load_config
+
+    torch.set_num_threads(1)
+    overrides = [f"env_kwargs.length={length}"]
+    cfg = load_config("tmaze", None, overrides + ([f"core={core}"] if core != "random" else []))
+    env = factory.make_training_env(cfg)
+    if core == "random":
+        env.reset()
+        rng = np.random.default_rng(0)
+        actions = rng.integers(0, 3, size=(steps // env.num_envs, env.num_envs))
+        cpu, wall = time.process_time(), time.perf_counter()
+        for a in actions:
+            env.step(a)
+        n = actions.size
+        return dict(cpu=n / (time.process_time() - cpu), wall=n / (time.perf_counter() - wall), collect=1.0, train=0.0)
+    warm_up()
+    model = factory.build_model(cfg, env)
+    spent = {"collect": 0.0, "train": 0.0}
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def call(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.process_time() - t
+
+        return call
+
+    model.collect_rollouts = timed("collect", model.collect_rollouts)
+    model.train = timed("train", model.train)
+    rollout = model.n_steps * model.n_envs
+    cpu, wall = time.process_time(), time.perf_counter()
+    model.learn(max(steps, rollout))
+    n = model.num_timesteps
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    buf = model.rollout_buffer
+    arrays = [v for v in vars(buf).values() if isinstance(v, np.ndarray)]
+    return dict(
+        cpu=n / cpu,
+        wall=n / wall,
+        collect=spent["collect"] / cpu,
+        train=spent["train"] / cpu,
+        n_steps=model.n_steps,
+        n_envs=model.n_envs,
+        batch_size=model.batch_size,
+        sequence_length=buf.sequence_length,
+        bytes_per_step=sum(a.nbytes for a in arrays) / (buf.buffer_size * buf.n_envs),
+        state_bytes_per_step=sum(
+            a.nbytes for a in (buf.hidden_states_pi, buf.cell_states_pi, buf.hidden_states_vf, buf.cell_states_vf)
+        )
+        / (buf.buffer_size * buf.n_envs),
+    )
+
+
+def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int) -> None:
+    variants = [(n, c) for n in lengths for c in [*cores, "random"]]
+    results: dict[tuple[int, str], list[dict[str, float]]] = {v: [] for v in variants}
+    for r in range(rounds):
+        shift = r % len(variants)
+        for length, core in variants[shift:] + variants[:shift]:
+            cmd = [sys.executable, __file__, "--child", f"{length},{core},{steps}"]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            results[(length, core)].append(json.loads(out))
+            print(
+                f"  round {r + 1}: T-maze {length} {core:6s} {results[(length, core)][-1]['cpu']:8.0f} /cpu-s",
+                file=sys.stderr,
+            )
+    print(
+        f"\n### T-maze, configs/tmaze.yaml (auto rollout sizes): {steps} env steps per run, best of {rounds} rounds\n"
+    )
+    print(
+        "| length | core | rollout (envs x n_steps), minibatch | steps/s (CPU) | steps/s (wall) | collect | train "
+        "| buffer B/step (h, c) | peak RSS MB |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for length, core in variants:
+        best = max(results[(length, core)], key=lambda m: m["cpu"])
+        wall = max(m["wall"] for m in results[(length, core)])
+        if core == "random":
+            print(
+                f"| {length} | random actions (ceiling) | - | {best['cpu']:.0f} | {wall:.0f} | - | - | - | {best['rss']:.0f} |"
+            )
+            continue
+        print(
+            f"| {length} | {core} | {best['n_envs']} x {best['n_steps']}, {best['batch_size']} "
+            f"(sequences of {best['sequence_length']}) | {best['cpu']:.0f} | {wall:.0f} | {best['collect']:.0%} | "
+            f"{best['train']:.0%} | {best['bytes_per_step']:.0f} ({best['state_bytes_per_step']:.0f}) | "
+            f"{best['rss']:.0f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="cartpole,minigrid", help="comma-separated: cartpole, minigrid")
@@ -163,8 +273,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", default="4096,2048", help="env steps per run, per task (one value: all tasks)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lengths", default="100,1000", help="T-maze lengths for --tasks tmaze")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.child:
+        length, core, steps = args.child.split(",")
+        result = tmaze_child(int(length), core, int(steps))
+        result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    if args.tasks == "tmaze":
+        cores = (
+            [c for c in args.cores.split(",") if c] if args.cores != ",".join(CORE_NAMES) else ["lstm", "chrono", "ur"]
+        )
+        run_tmaze([int(n) for n in args.lengths.split(",")], cores, args.rounds, int(args.steps.split(",")[0]))
+        return
     tasks = [TASKS[t] for t in args.tasks.split(",") if t]
     steps = [int(s) for s in args.steps.split(",")]
     steps += [steps[-1]] * (len(tasks) - len(steps))
