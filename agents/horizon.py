@@ -21,7 +21,7 @@ log = logging.getLogger("urgate")
 
 AUTO = "auto"
 AUTO_MULTIPLE = 64  # rollouts are a multiple of this, so they hold a whole number of 64-step chunks
-AUTO_MINIBATCHES = 4  # 64 envs -> minibatches of 16 whole sequences: the recurrence runs at batch 16
+AUTO_MINIBATCHES = 8  # 64 envs -> minibatches of 8 whole sequences (README: the length-100 T-maze measurements)
 
 
 def episode_limit(venv: VecEnv) -> int | None:

@@ -19,9 +19,9 @@ def test_auto_rollouts_hold_a_whole_episode_of_the_limit_and_two_shortest(length
     venv = envs.make_vec_env(TMAZE, n_envs=2, length=length)
     limit = horizon.episode_limit(venv)
     assert limit == 2 * (length + 1)  # time_factor 2
-    assert horizon.resolve("auto", "auto", 64, venv, TMAZE) == (n_steps, n_steps * 16)
+    assert horizon.resolve("auto", "auto", 64, venv, TMAZE) == (n_steps, n_steps * 8)  # 8 minibatches of 8 rollouts
     assert n_steps >= limit and n_steps % 64 == 0 and n_steps - 64 < limit
-    assert horizon.resolve(100, "auto", 8, venv, TMAZE) == (100, 200)  # numbers are kept
+    assert horizon.resolve(100, "auto", 8, venv, TMAZE) == (100, 100)  # numbers are kept; 8 envs: 8 minibatches
     assert horizon.resolve(100, "auto", 2, venv, TMAZE) == (100, 100)  # 2 envs: 2 minibatches of one rollout
     assert horizon.resolve(100, 7, 8, venv, TMAZE) == (100, 7)
 
@@ -30,8 +30,8 @@ def test_a_user_who_passes_a_length_gets_rollouts_for_it_and_the_minibatch_count
     cfg = load_config(None, TMAZE, ["env_kwargs.length=100", "ppo.n_steps=auto", "ppo.batch_size=auto", "n_envs=8"])
     env = factory.make_training_env(cfg)
     model = factory.build_model(cfg, env)
-    assert (model.n_steps, model.batch_size) == (256, 512)
-    assert model.rollout_buffer.sequence_length == 256  # whole rollouts: 8 sequences, 2 per minibatch
+    assert (model.n_steps, model.batch_size) == (256, 256)
+    assert model.rollout_buffer.sequence_length == 256  # whole rollouts: 8 sequences, one per minibatch
     with pytest.raises(UrgateError, match="ppo.n_steps: auto needs the episode limit of urgate/PassiveVisualMatch"):
         horizon.resolve(
             "auto", 256, 8, envs.make_vec_env("urgate/PassiveVisualMatch-v0"), "urgate/PassiveVisualMatch-v0"
