@@ -5,7 +5,7 @@
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
-#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|all]   (default: all)
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|all]   (default: all but frontier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -14,8 +14,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -60,4 +60,18 @@ if [[ $what == investigate || $what == all ]]; then
       --grid policy_kwargs.lstm_hidden_size=256 --timesteps 100000 "${PPO[@]}" "${CONSTANT_LR[@]}" --workers "$WORKERS" \
       --exp-dir "$OUT/tmaze_hidden256"
   $PY run_rl.py plot "$OUT/tmaze_hidden256"
+fi
+
+if [[ $what == frontier ]]; then
+  # 5. Issue 14's memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
+  #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
+  #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, the setting that
+  #    learned length 100; t_max = length is its best case, untested beyond 100). Not part of `all`: at the ~13-20k steps per CPU-second measured for this config, the first
+  #    line alone is 9 runs x 1M steps, about 10-15 CPU-minutes, i.e. hours on the shared 2-core machine.
+  for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
+    length=${spec%%:*} budget=${spec##*:}
+    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+        --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length$length"
+    $PY run_rl.py plot "$OUT/tmaze_frontier_long/length$length"
+  done
 fi
