@@ -38,10 +38,12 @@ class PPOConfig:
         how far back backpropagation through time reaches; ``auto``: the env's episode limit rounded up to a
         multiple of 64 (``agents.horizon``)
     :param batch_size: minibatch size in steps (RecurrentPPO's meaning: an epoch is ``ceil(n_steps * n_envs /
-        batch_size)`` gradient steps); ``auto``: the rollout in 4 minibatches of whole env rollouts
+        batch_size)`` gradient steps); ``auto``: the rollout in 8 minibatches (at most one per env) of whole env
+        rollouts
     :param n_epochs: passes over each rollout
-    :param sequence_length: steps per training sequence (a divisor of ``n_steps``; null: the whole rollout of each
-        env, which lets backpropagation through time reach ``n_steps`` back); ``FastRecurrentPPO`` only
+    :param sequence_length: steps per training sequence (a divisor of ``n_steps``; null: the longest divisor that
+        keeps RecurrentPPO's minibatch count, each env's whole rollout whenever ``n_envs`` sequences suffice, which
+        lets backpropagation through time reach ``n_steps`` back); ``FastRecurrentPPO`` only
     :param learning_rate: Adam step size (the start value when ``lr_schedule`` is ``"linear"``)
     :param lr_schedule: ``"constant"`` or ``"linear"`` (decays to 0 at the end of ``total_timesteps``)
     :param gamma: discount factor

@@ -267,7 +267,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
 def make_vec_env(
     env_id: str, n_envs: int = 1, seed: int | None = None, subprocess: bool = False, **env_kwargs
 ) -> VecEnv:
-    """Build ``n_envs`` copies as an SB3 VecEnv, each wrapped in SB3's ``Monitor`` (episode statistics).
+    """Build ``n_envs`` copies as an SB3 VecEnv with SB3's episode statistics (``Monitor`` per env, ``VecMonitor``
+    around a vectorised family).
 
     :param env_id: environment id, as for ``make_env``
     :param n_envs: number of copies
