@@ -168,7 +168,7 @@ def run_task(task: Task, cores: list[str], paths: list[str], rounds: int, steps:
 # -- the long-horizon T-maze job ---------------------------------------------------------------------------------
 
 
-def tmaze_child(length: int, core: str, steps: int) -> dict[str, float]:
+def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = None) -> dict[str, float]:
     """One measurement (in its own process): the T-maze config's model, or random actions for ``core="random"``."""
     import numpy as np
 
@@ -176,7 +176,7 @@ def tmaze_child(length: int, core: str, steps: int) -> dict[str, float]:
     from agents.config import load_config
 
     torch.set_num_threads(1)
-    overrides = [f"env_kwargs.length={length}"]
+    overrides = [f"env_kwargs.length={length}", *(extra or [])]
     cfg = load_config("tmaze", None, overrides + ([f"core={core}"] if core != "random" else []))
     env = factory.make_training_env(cfg)
     if core == "random":
@@ -228,13 +228,13 @@ def tmaze_child(length: int, core: str, steps: int) -> dict[str, float]:
     )
 
 
-def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int) -> None:
+def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int, extra: list[str]) -> None:
     variants = [(n, c) for n in lengths for c in [*cores, "random"]]
     results: dict[tuple[int, str], list[dict[str, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         shift = r % len(variants)
         for length, core in variants[shift:] + variants[:shift]:
-            cmd = [sys.executable, __file__, "--child", f"{length},{core},{steps}"]
+            cmd = [sys.executable, __file__, "--child", f"{length},{core},{steps}", *(f"--set={o}" for o in extra)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             results[(length, core)].append(json.loads(out))
             print(
@@ -274,12 +274,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default="4096,2048", help="env steps per run, per task (one value: all tasks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", default="100,1000", help="T-maze lengths for --tasks tmaze")
+    parser.add_argument("--set", action="append", default=[], help="config override for --tasks tmaze, repeatable")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.child:
         length, core, steps = args.child.split(",")
-        result = tmaze_child(int(length), core, int(steps))
+        result = tmaze_child(int(length), core, int(steps), args.set)
         result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -287,7 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         cores = (
             [c for c in args.cores.split(",") if c] if args.cores != ",".join(CORE_NAMES) else ["lstm", "chrono", "ur"]
         )
-        run_tmaze([int(n) for n in args.lengths.split(",")], cores, args.rounds, int(args.steps.split(",")[0]))
+        run_tmaze(
+            [int(n) for n in args.lengths.split(",")], cores, args.rounds, int(args.steps.split(",")[0]), args.set
+        )
         return
     tasks = [TASKS[t] for t in args.tasks.split(",") if t]
     steps = [int(s) for s in args.steps.split(",")]
