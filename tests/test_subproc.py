@@ -7,6 +7,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 
 import envs
@@ -79,7 +80,8 @@ def test_trajectories_equal_dummy_vec_env(env_id, kwargs):
 
 
 def test_vec_env_api_matches_sb3():
-    dummy = envs.make_vec_env("urgate/TMaze-v0", n_envs=2, seed=0, length=4)
+    # SB3's own DummyVecEnv of Monitors (envs.make_vec_env gives the T-maze as the vectorised TMazeVecEnv).
+    dummy = make_vec_env(lambda: envs.make_env("urgate/TMaze-v0", length=4), n_envs=2, seed=0)
     lean = envs.make_vec_env("urgate/TMaze-v0", n_envs=2, seed=0, subprocess=True, length=4)
     try:
         for venv in (dummy, lean):
