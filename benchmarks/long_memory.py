@@ -26,7 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies import make_core  # noqa: E402
 
-CORES = (("lstm", {}), ("chrono", "t_max=length"), ("chrono", {}), ("u", {}), ("r", {}), ("ur", {}))
+CORES = (
+    ("lstm", {}),
+    ("chrono", "t_max=length"),
+    ("chrono", {}),
+    ("u", {}),
+    ("r", {}),
+    ("ur", {}),
+    ("ur", {"refine_bias": "zero"}),
+)
 
 
 def cue_signal(
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         for core, kwargs in CORES:
             kw = {"t_max": length} if kwargs == "t_max=length" else kwargs
             label = core + (f" (t_max={kw['t_max']})" if "t_max" in kw else " (t_max=500)" if core == "chrono" else "")
+            label += f" (refine_bias={kw['refine_bias']})" if "refine_bias" in kw else ""
             raw = np.array([cue_signal(core, kw, length, args.hidden, 1.0, s) for s in range(3)]).mean(axis=0)
             normed = np.mean([cue_signal(core, kw, length, args.hidden, (length + 1) ** 0.5, s)[0] for s in range(3)])
             print(f"| {length} | {label} | {raw[0]:.1e} | {raw[1] / raw[2]:.1e} | {normed:.1e} |")
