@@ -66,8 +66,8 @@ if [[ $what == frontier ]]; then
   # 5. Issue 14's memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
   #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
   #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, the setting that
-  #    learned length 100; t_max = length is its best case, untested beyond 100). Not part of `all`: at the ~13-20k steps per CPU-second measured for this config, the first
-  #    line alone is 9 runs x 1M steps, about 10-15 CPU-minutes, i.e. hours on the shared 2-core machine.
+  #    learned length 100; t_max = length is its best case, untested beyond 100). Not part of `all`: length 50
+  #    took 14.8 min (9 runs, 2 workers, shared machine at a quiet hour); each later length is 2-8x that per run.
   for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
     length=${spec%%:*} budget=${spec##*:}
     $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
