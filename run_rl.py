@@ -97,7 +97,8 @@ def _report_run(summary: dict) -> int:
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--core", help="memory core: lstm, chrono, u, r, ur, gru, ugru, urgru (see `list`; default: the config's, ur)"
+        "--core",
+        help="memory core: lstm, chrono, u, r, ur, gru, ugru, urgru, o, or, om, um (see `list`; default: the config's, ur)",
     )
     p.add_argument("--env", help="environment id (see `list`; default: the config's env)")
     p.add_argument(
@@ -536,7 +537,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_rl.py",
-        description="Recurrent PPO with a selectable memory core (LSTM and GRU families: see list).\n"
+        description="Recurrent PPO with a selectable memory core (LSTM, GRU and ordered-gate families: see list).\n"
         "Without a command, trains: python run_rl.py --core ur\n"
         "Model zips unpickle code when loaded: load only files you trust.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -9,7 +9,10 @@ measured interleaved, repeat by repeat in a shuffled order, in one run (a sample
 compiled CPU kernel are also timed on their fallback (``URGATE_DISABLE_KERNEL=1``): the pure-torch loop, or nn.GRU's
 own forward for gru/ugru.
 
-Usage: ``PYTHONPATH=. python benchmarks/cores.py [--repeats 7] [--seed 0]``
+Times are the calling thread's CPU time (``--clock wall`` for wall time): every core runs on one torch thread, and
+on a shared machine wall time also counts the time other jobs hold the core.
+
+Usage: ``PYTHONPATH=. python benchmarks/cores.py [--repeats 7] [--seed 0] [--clock cpu|wall]``
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies import CORE_NAMES, GatedGRU, RefineGRU, make_core  # noqa: E402
+from policies import CORE_NAMES, GatedGRU, RefineGRU, make_core, ordered_kernels  # noqa: E402
 from policies.kernels import DISABLE_ENV, kernel_available  # noqa: E402
 
 SIZES = ((32, 8, 64, 64), (64, 16, 64, 128), (128, 32, 128, 256))
-COMPILED_CORES = ("r", "ur", "urgru", "gru", "ugru")
+COMPILED_CORES = ("r", "ur", "urgru", "gru", "ugru", "o", "or", "om", "um")
+OPTION_VARIANTS = {"om": ("chunk_size", 8)}  # also timed with this option: Shen et al.'s chunked master gates
 FALLBACK = {"gru": "nn.GRU path", "ugru": "nn.GRU path"}  # what runs with the kernel disabled; else "pure torch"
 BASELINES = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
 
@@ -84,11 +88,12 @@ def bench_size(
     x = torch.randn(T, B, I, requires_grad=True)
     starts = inner_resets(T, B, gen)
     steps = {(label, False): make_step(cls(I, H), x, None, False) for label, cls in BASELINES.items()}
-    variants = [(name, name, False) for name in CORE_NAMES]
-    variants += [(f"{name} ({FALLBACK.get(name, 'pure torch')})", name, True) for name in COMPILED_CORES]
+    variants = [(name, name, False, {}) for name in CORE_NAMES]
+    variants += [(f"{name}, {k}={v}", name, False, {k: v}) for name, (k, v) in OPTION_VARIANTS.items()]
+    variants += [(f"{name} ({FALLBACK.get(name, 'pure torch')})", name, True, {}) for name in COMPILED_CORES]
     base_of = {}
-    for label, name, pure in variants:
-        core = make_core(name, I, H)
+    for label, name, pure, kwargs in variants:
+        core = make_core(name, I, H, **kwargs)
         base_of[label] = baseline_of(core)
         steps[(label, False)] = make_step(core, x, None, pure)
         steps[(label, True)] = make_step(core, x, starts, pure)
@@ -106,7 +111,7 @@ def bench_size(
     base = {label: statistics.median(times[(label, False)]) for label in BASELINES}
     ratios = {
         label: tuple(statistics.median(times[(label, resets)]) / base[base_of[label]] for resets in (False, True))
-        for label, _, _ in variants
+        for label, *_ in variants
     }
     return base, ratios
 
@@ -118,10 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    kernel = "compiled kernel" if kernel_available() else "PURE-TORCH FALLBACK (compiled kernel unavailable)"
+    def kernel(available: bool) -> str:
+        return "compiled kernel" if available else "PURE-TORCH FALLBACK (compiled kernel unavailable)"
+
     print(
         f"torch {torch.__version__}, 1 thread, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"compiled cores: {kernel}; forward+backward, median of {args.repeats}"
+        f"refine/GRU kernels: {kernel(kernel_available())}, ordered kernel: {kernel(ordered_kernels.kernel_available())}; "
+        f"forward+backward, median of {args.repeats}"
     )
     results = [(size, *bench_size(*size, repeats=args.repeats, seed=args.seed)) for size in SIZES]
 

@@ -137,8 +137,8 @@ class _CoreContract:
     ) -> torch.Tensor:
         """Effective forget gate of every unit at every step, for diagnostics.
 
-        ``g`` for refine cells, ``f`` for LSTM cells; computed without dropout by the plain step loop, so the
-        normal forward path pays nothing for it.
+        ``g`` for refine cells, ``f`` for LSTM cells, ``f_hat`` for master-gate cells; computed without dropout by
+        the plain step loop, so the normal forward path pays nothing for it.
 
         :return: tensor of shape (num_layers, T, B, hidden_size)
         """
@@ -154,6 +154,25 @@ class _CoreContract:
         w_ih, w_hh, b = self._layer_weights(k)
         out, _, _, g = step_loop(self._cell, F.linear(inp, w_ih, b), w_hh, h0, c0, starts, keep_gates=True)
         return out, g
+
+
+def register_layer_parameters(core: nn.Module, rows: int) -> None:
+    """nn.LSTM's parameters for every layer of ``core``: ``weight_ih_l{k}`` (rows, in), ``weight_hh_l{k}`` (rows,
+    H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (rows,), uninitialised."""
+    for k in range(core.num_layers):
+        width = core.input_size if k == 0 else core.hidden_size
+        core.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(rows, width)))
+        core.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(rows, core.hidden_size)))
+        core.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(rows)))
+        core.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(rows)))
+
+
+def reset_uniform(core: nn.Module) -> None:
+    """nn.LSTM's initialisation: every parameter of ``core`` uniform on +-1/sqrt(H)."""
+    bound = 1.0 / math.sqrt(core.hidden_size)
+    with torch.no_grad():
+        for p in core.parameters():
+            p.uniform_(-bound, bound)
 
 
 def stacked_layers(core, x: torch.Tensor, hx: State, starts: torch.Tensor | None):
@@ -294,19 +313,11 @@ class RefineCoreBase(_CoreContract, nn.Module):
         self.refine_bias = _refine_options(core_name, init, refine_bias, freeze_ugi)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.dropout, self.init, self.core_name, self.freeze_ugi = float(dropout), init, core_name, freeze_ugi
-        for k in range(num_layers):
-            width = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, width)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
-            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
-            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+        register_layer_parameters(self, 4 * hidden_size)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.uniform_(-bound, bound)
+        reset_uniform(self)
         for k in range(self.num_layers):
             _init_refine_biases(
                 getattr(self, f"bias_ih_l{k}"),

@@ -1,15 +1,19 @@
 """The gating equations of Gu et al. (ICML 2020), each written once.
 
 Notation as in ../shared/PAPER.md: ``f`` is the forget gate, ``r`` the refine gate, ``g`` the effective gate
-that a refine cell uses in place of ``f``, ``H`` the hidden size. Everything else in the package (the cores, the
-compiled kernel's reference, the diagnostics) calls these functions rather than restating them.
+that a refine cell uses in place of ``f``, ``H`` the hidden size. The ordered-neuron pieces (``cumax``, the master
+gates of ON-LSTM) follow docs/ordered_gates.md. Everything else in the package (the cores, the compiled kernels'
+references, the diagnostics) calls these functions rather than restating them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+
+Activation = Callable[[torch.Tensor], torch.Tensor]
 
 # nn.LSTM packs its four gate blocks in this order; the refine cells reuse the input-gate slot for ``r``. The cells
 # below unpack pre-activations in these orders, and ``gate_block`` finds a gate's block in a parameter.
@@ -46,26 +50,97 @@ def timescale(g: torch.Tensor) -> torch.Tensor:
     return 1.0 / (1.0 - g)
 
 
-def lstm_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cumax(x: torch.Tensor) -> torch.Tensor:
+    """Cumulative softmax over the last dimension (Shen et al. 2019): ``cumax(x)_j = sum_{k <= j} softmax(x)_k``.
+
+    Monotone non-decreasing along the units, in [0, 1], and the last entry is exactly 1 whatever ``x`` is. With
+    all pre-activations equal (e.g. zero weights) entry ``j`` of ``n`` is ``j / n``: evenly spread gate values.
+    """
+    return torch.softmax(x, dim=-1).cumsum(dim=-1)
+
+
+def master_gates(
+    f: torch.Tensor, i: torch.Tensor, f_master: torch.Tensor, i_master: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ON-LSTM's update gates from the plain gates and the master gates (Shen et al. 2019, eqs. 11-13).
+
+    With overlap ``w = f_master i_master``: ``f_hat = f w + (f_master - w) = f_master (f i_master + 1 - i_master)``
+    and ``i_hat = i w + (i_master - w) = i_master (i f_master + 1 - f_master)``. Where the master gates do not
+    overlap the plain gates do not matter; ``f_hat <= f_master`` and ``i_hat <= i_master``.
+
+    :return: ``(f_hat, i_hat)``, the effective forget and input gates
+    """
+    return f_master * (f * i_master + 1.0 - i_master), i_master * (i * f_master + 1.0 - f_master)
+
+
+def cell_update(
+    forget: torch.Tensor, write: torch.Tensor, u: torch.Tensor, o: torch.Tensor, c_prev: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM memory update ``c = forget c_prev + write u``, ``h = o tanh(c)`` from activated gates: ``(h, c)``."""
+    c = forget * c_prev + write * u
+    return o * torch.tanh(c), c
+
+
+def lstm_cell(
+    gates: torch.Tensor, c_prev: torch.Tensor, forget_activation: Activation = torch.sigmoid
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of the standard LSTM from pre-activations ``gates`` (B, 4H) in nn.LSTM's order (i, f, u, o).
 
-    Returns ``(h, c, f)``: the new hidden and cell states and the forget gate.
+    :param forget_activation: the forget gate's activation: ``torch.sigmoid`` (LSTM) or ``cumax`` (O-LSTM)
+    :return: ``(h, c, f)``: the new hidden and cell states and the forget gate
     """
     i, f, u, o = gates.chunk(4, dim=-1)
-    i, f, u, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(u), torch.sigmoid(o)
-    c = f * c_prev + i * u
-    return o * torch.tanh(c), c, f
+    f = forget_activation(f)
+    h, c = cell_update(f, torch.sigmoid(i), torch.tanh(u), torch.sigmoid(o), c_prev)
+    return h, c, f
 
 
-def refine_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of the refine-gate LSTM (R- and UR-LSTM) from pre-activations (B, 4H) ordered (r, f, u, o).
+def refine_cell(
+    gates: torch.Tensor, c_prev: torch.Tensor, forget_activation: Activation = torch.sigmoid
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the refine-gate LSTM (R-, UR-, OR-LSTM) from pre-activations (B, 4H) ordered (r, f, u, o).
 
-    The input gate is tied to ``1 - g``: ``c = g c_prev + (1 - g) u``, ``h = o tanh(c)``. Returns ``(h, c, g)``.
+    The input gate is tied to ``1 - g``: ``c = g c_prev + (1 - g) u``, ``h = o tanh(c)``.
+
+    :param forget_activation: the forget gate's activation: ``torch.sigmoid`` (R, UR) or ``cumax`` (OR)
+    :return: ``(h, c, g)``
     """
     r, f, u, o = gates.chunk(4, dim=-1)
-    g = effective_gate(torch.sigmoid(f), torch.sigmoid(r))
-    c = g * c_prev + (1.0 - g) * torch.tanh(u)
-    return torch.sigmoid(o) * torch.tanh(c), c, g
+    g = effective_gate(forget_activation(f), torch.sigmoid(r))
+    h, c = cell_update(g, 1.0 - g, torch.tanh(u), torch.sigmoid(o), c_prev)
+    return h, c, g
+
+
+def ordered_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """O-LSTM: ``lstm_cell`` with the ordered forget gate ``f = cumax(P_f)`` over the H units."""
+    return lstm_cell(gates, c_prev, forget_activation=cumax)
+
+
+def ordered_refine_cell(gates: torch.Tensor, c_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OR-LSTM: ``refine_cell`` with the ordered forget gate ``f = cumax(P_f)`` over the H units."""
+    return refine_cell(gates, c_prev, forget_activation=cumax)
+
+
+def master_cell(
+    gates: torch.Tensor, c_prev: torch.Tensor, *, chunk_size: int, master_activation: Activation
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the master-gate LSTM (OM = ON-LSTM, UM) from pre-activations (B, 4H + 2n), n = H / chunk_size.
+
+    Blocks: nn.LSTM's (i, f, u, o) of H each, then the master forget and master input pre-activations (n each).
+    ``f_master = act(P_mf)`` and ``i_master = 1 - act(P_mi)`` per chunk of ``chunk_size`` consecutive units, with
+    ``act`` = ``cumax`` (OM, Shen et al.) or ``torch.sigmoid`` (UM); then ``master_gates`` and ``cell_update``.
+
+    :return: ``(h, c, f_hat)`` with ``f_hat`` the effective forget gate
+    """
+    n = gates.shape[-1] // (4 * chunk_size + 2)
+    hidden = n * chunk_size
+    i, f, u, o = gates[..., : 4 * hidden].chunk(4, dim=-1)
+    mf, mi = gates[..., 4 * hidden :].chunk(2, dim=-1)
+    f_master = master_activation(mf).repeat_interleave(chunk_size, dim=-1)
+    i_master = (1.0 - master_activation(mi)).repeat_interleave(chunk_size, dim=-1)
+    f_hat, i_hat = master_gates(torch.sigmoid(f), torch.sigmoid(i), f_master, i_master)
+    h, c = cell_update(f_hat, i_hat, torch.tanh(u), torch.sigmoid(o), c_prev)
+    return h, c, f_hat
 
 
 def _gru_gates(x_gates: torch.Tensor, h_gates: torch.Tensor, h_prev: torch.Tensor):

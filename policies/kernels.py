@@ -285,12 +285,19 @@ def _warn_fallback(reason: str) -> None:
         )
 
 
-class RefineRecurrence(torch.autograd.Function):
-    """Autograd wrapper of the compiled forward and backward passes (first-order gradients only)."""
+class CompiledRecurrence(torch.autograd.Function):
+    """Autograd wrapper of a compiled LSTM-state kernel's forward and backward passes (first-order gradients only).
+
+    ``forward_op(*args, xproj, w_hh, h0, c0, resets, save)`` returns ``(out, h, c, acts, hprev, cprev, tanh_c)``
+    and ``backward_op(*args, grad_out, grad_h, grad_c, w_hh, acts, cprev, tanh_c, resets)`` returns
+    ``(d_xproj, dh0, dc0)``; ``args`` are the kernel's leading options (none for the refine kernel, the kind and
+    chunk size for the ordered one).
+    """
 
     @staticmethod
-    def forward(ctx, xproj, w_hh, h0, c0, resets):
-        out, h, c, acts, hprev, cprev, tanhc = torch.ops.urgate.refine_forward(xproj, w_hh, h0, c0, resets, True)
+    def forward(ctx, forward_op, backward_op, args, xproj, w_hh, h0, c0, resets):
+        out, h, c, acts, hprev, cprev, tanhc = forward_op(*args, xproj, w_hh, h0, c0, resets, True)
+        ctx.backward_op, ctx.args = backward_op, args
         ctx.save_for_backward(w_hh, acts, hprev, cprev, tanhc, resets)
         return out, h, c
 
@@ -298,22 +305,26 @@ class RefineRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_h, grad_c):
         w_hh, acts, hprev, cprev, tanhc, resets = ctx.saved_tensors
-        d_gates, dh0, dc0 = torch.ops.urgate.refine_backward(grad_out, grad_h, grad_c, w_hh, acts, cprev, tanhc, resets)
+        d_gates, dh0, dc0 = ctx.backward_op(*ctx.args, grad_out, grad_h, grad_c, w_hh, acts, cprev, tanhc, resets)
         # The recurrent weight gradient of all steps as one product: sum_t dG_t^T h_{t-1}.
-        d_w = d_gates.flatten(0, 1).t().mm(hprev.flatten(0, 1)) if ctx.needs_input_grad[1] else None
-        return d_gates, d_w, dh0, dc0, None
+        d_w = d_gates.flatten(0, 1).t().mm(hprev.flatten(0, 1)) if ctx.needs_input_grad[4] else None
+        return None, None, None, d_gates, d_w, dh0, dc0, None
 
 
-def _kernel_reason(xproj: torch.Tensor, tensors: tuple[torch.Tensor, ...]) -> str | None:
-    """Why the compiled kernel cannot take these tensors, or None when it can."""
+def _kernel_reason(
+    xproj: torch.Tensor, tensors: tuple[torch.Tensor, ...], extension: CompiledExtension | None = None
+) -> str | None:
+    """Why the compiled kernel (of ``extension``, the refine extension by default) cannot take these tensors, or None
+    when it can."""
+    extension = extension or REFINE
     if xproj.device.type != "cpu":
         return f"the compiled kernel is CPU-only, got device {xproj.device.type}"
     if xproj.dtype not in (torch.float32, torch.float64):
         return f"the compiled kernel takes float32/float64, got {xproj.dtype}"
     if any(t.dtype != xproj.dtype for t in tensors):
         return "mixed dtypes"
-    if not REFINE.load():
-        return f"the compiled kernel is unavailable: {REFINE.error}"
+    if not extension.load():
+        return f"the compiled kernel is unavailable: {extension.error}"
     return None
 
 
@@ -335,26 +346,37 @@ def refine_recurrence(
     """
     return _dispatch(
         lambda *a: refine_recurrence_reference(*a),
-        RefineRecurrence.apply,
+        lambda *a: CompiledRecurrence.apply(torch.ops.urgate.refine_forward, torch.ops.urgate.refine_backward, (), *a),
         lambda *a: torch.ops.urgate.refine_forward(*a, False)[:3],
         (xproj, w_hh, h0, c0),
         resets,
     )
 
 
-def _dispatch(reference, train, inference, tensors: tuple[torch.Tensor, ...], resets: torch.Tensor | None):
+def _dispatch(
+    reference,
+    train,
+    inference,
+    tensors: tuple[torch.Tensor, ...],
+    resets: torch.Tensor | None,
+    *,
+    extension: CompiledExtension | None = None,
+    warn=None,
+):
     """The one rule of every compiled recurrence: the pure-torch ``reference`` when the kernel is disabled (silently)
     or cannot take these tensors (after the one warning), else the compiled autograd pass ``train`` when a gradient
     is needed and the compiled ``inference`` pass (nothing saved for backward) when not.
 
     :param tensors: the recurrence's tensor arguments, ``xproj`` first
     :param resets: (T, B) or None, passed last
+    :param extension: the extension the kernel is in (default: the refine/GRU one)
+    :param warn: the one-warning function for its cores (default: the refine/GRU cores')
     """
     if kernel_disabled():
         return reference(*tensors, resets)
-    reason = _kernel_reason(tensors[0], tensors[1:])
+    reason = _kernel_reason(tensors[0], tensors[1:], extension)
     if reason is not None:
-        _warn_fallback(reason)
+        (warn or _warn_fallback)(reason)
         return reference(*tensors, resets)
     rs = resets.to(tensors[0].dtype) if resets is not None else tensors[0].new_empty(0)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

@@ -273,9 +273,10 @@ _CORE_DOC = """
     ``enable_critic_lstm``, ``lstm_kwargs``, ``net_arch``, ...; all but the first three passed by keyword) it takes:
 
     :param core: memory core name, one of ``policies.CORE_NAMES`` (``"lstm"``, ``"chrono"``, ``"u"``, ``"r"``,
-        ``"ur"``, ``"gru"``, ``"ugru"``, ``"urgru"``); saved with the model, so loading rebuilds the same core
+        ``"ur"``, ``"gru"``, ``"ugru"``, ``"urgru"``, and the ordered-gate ``"o"``, ``"or"``, ``"om"``, ``"um"``); saved
+        with the model, so loading rebuilds the same core
     :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``, ``{"refine_bias":
-        "zero"}`` for ``"ur"``
+        "zero"}`` for ``"ur"``, ``{"chunk_size": 8}`` for ``"om"``/``"um"``
     :param lstm_kwargs: as stock, but only ``dropout`` (between stacked layers) has a meaning for a core
     """
 

@@ -16,6 +16,7 @@ from torch import nn
 from .cores import GatedLSTM, RefineLSTM
 from .errors import PolicyConfigError
 from .gru import GatedGRU, RefineGRU
+from .ordered import MasterLSTM, OrderedLSTM, OrderedRefineLSTM
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,25 @@ CORES: dict[str, CoreSpec] = {
         "GRU with a refine gate on the update gate + uniform gate init (UR-GRU)",
         {"init": "ugi"},
         ("refine_bias", "freeze_ugi"),
+    ),
+    "o": CoreSpec(OrderedLSTM, "LSTM with an ordered (cumax) forget gate, torch's init (O-LSTM)"),
+    "or": CoreSpec(
+        OrderedRefineLSTM,
+        "ordered (cumax) forget gate + refine gate, input tied to 1-g (OR-LSTM)",
+        {"init": "default"},
+        ("refine_bias",),
+    ),
+    "om": CoreSpec(
+        MasterLSTM,
+        "ON-LSTM: cumax master forget/input gates over the LSTM gates (OM-LSTM)",
+        {"master": "cumax"},
+        ("chunk_size",),
+    ),
+    "um": CoreSpec(
+        MasterLSTM,
+        "sigmoid master forget/input gates with uniform gate init (UM-LSTM)",
+        {"master": "ugi"},
+        ("chunk_size",),
     ),
 }
 CORE_NAMES: tuple[str, ...] = tuple(CORES)

@@ -12,16 +12,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from policies import CORE_NAMES, PolicyConfigError, kernels, make_core
+from policies import CORE_NAMES, PolicyConfigError, kernels, make_core, ordered_kernels
 from policies.kernels import DISABLE_ENV
 
 LSTM_FAMILY = ("lstm", "chrono", "u")
 REFINE = ("r", "ur")
+ORDERED = ("o", "or", "om", "um")  # cumax / master-gate cores (docs/ordered_gates.md)
+MASTER = ("om", "um")  # 2 master-gate blocks of n = H / chunk_size rows after nn.LSTM's 4H
 GRU_FUSED = ("gru", "ugru")
 GRU_FAMILY = (*GRU_FUSED, "urgru")
-REFINE_ALL = (*REFINE, "urgru")  # cores with a refine gate
-COMPILED = (*REFINE, *GRU_FAMILY)  # cores with a compiled CPU path (gru/ugru: nn.GRU's own on the other path)
-LSTM_LAYOUT = tuple(n for n in CORE_NAMES if n not in GRU_FAMILY)  # nn.LSTM's parameter names and shapes
+REFINE_ALL = (*REFINE, "urgru")  # cores with a sigmoid forget gate refined (or's is cumax: tests/test_ordered.py)
+COMPILED = (*REFINE, *GRU_FAMILY, *ORDERED)  # cores with a compiled CPU path (gru/ugru: nn.GRU's own on the other path)
+LSTM_LAYOUT = tuple(n for n in CORE_NAMES if n not in GRU_FAMILY + MASTER)  # nn.LSTM's parameter names and shapes
 REFINE_SLOT = {"r": 0, "ur": 0, "urgru": 3}  # block of the refine gate; the forget/update gate is block 1
 TORCH_TWIN = {**{n: nn.LSTM for n in LSTM_LAYOUT}, "gru": nn.GRU, "ugru": nn.GRU}  # a checkpoint of it loads
 
@@ -33,6 +35,9 @@ def path(request, monkeypatch):
     if request.param == "compiled":
         monkeypatch.delenv(DISABLE_ENV, raising=False)
         assert kernels.kernel_available(), f"compiled refine kernel is unavailable: {kernels.REFINE.error}"
+        assert ordered_kernels.kernel_available(), (
+            f"ordered kernel is unavailable: {ordered_kernels.ORDERED_EXTENSION.error}"
+        )
     elif request.param == "pure_torch":
         monkeypatch.setenv(DISABLE_ENV, "1")
     return request.param
@@ -43,19 +48,31 @@ CORE_PATHS = [(n, "fused") for n in LSTM_FAMILY] + [(n, p) for n in COMPILED for
 on_every_path = pytest.mark.parametrize("name,path", CORE_PATHS, indirect=["path"])
 
 
+def cumax_reference(a):
+    """cumax(a)_j = sum_{k <= j} softmax(a)_k over the last dimension, unit by unit."""
+    p = torch.exp(a - a.max(dim=-1, keepdim=True).values)
+    p = p / p.sum(dim=-1, keepdim=True)
+    total, out = torch.zeros_like(p[..., 0]), []
+    for j in range(a.shape[-1]):
+        total = total + p[..., j]
+        out.append(total)
+    return torch.stack(out, dim=-1)
+
+
 def paper_reference(core, x, hx=None, starts=None):
-    """Step-by-step, unit-by-unit from PAPER.md's equations, time-major (every layer at step t, then t + 1).
+    """Step-by-step, unit-by-unit from PAPER.md's and docs/ordered_gates.md's equations, time-major (every layer
+    at step t, then t + 1).
 
     GRU cores follow torch's nn.GRU documentation (``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``,
     ``h = (1 - z) n + z h``), with ``z`` refined into ``g`` for urgru; their ``c`` is zeros.
 
-    :return: (out (T, B, H), (h_n, c_n), gates (L, T, B, H)) with gates the effective forget (keep) gate
+    :return: (out (T, B, H), (h_n, c_n), gates (L, T, B, H)) with gates the effective forget (keep) gate (g, f or f_hat)
     """
     if core.core_name in GRU_FAMILY:
         return gru_reference(core, x, hx, starts)
     T, B, _ = x.shape
     L, H = core.num_layers, core.hidden_size
-    refine = core.core_name in REFINE
+    name = core.core_name
     if hx is None:
         hx = (x.new_zeros(L, B, H), x.new_zeros(L, B, H))
     h, c = list(hx[0]), list(hx[1])
@@ -71,17 +88,27 @@ def paper_reference(core, x, hx=None, starts=None):
             U = getattr(core, f"weight_hh_l{k}")
             b = getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}")
             P = inp @ W.T + h[k] @ U.T + b
-            P_a, P_f, P_u, P_o = P[:, :H], P[:, H : 2 * H], P[:, 2 * H : 3 * H], P[:, 3 * H :]
-            f, u, o = sigma(P_f), torch.tanh(P_u), sigma(P_o)
-            if refine:
+            P_a, P_f, P_u, P_o = P[:, :H], P[:, H : 2 * H], P[:, 2 * H : 3 * H], P[:, 3 * H : 4 * H]
+            u, o = torch.tanh(P_u), sigma(P_o)
+            f = cumax_reference(P_f) if name in ("o", "or") else sigma(P_f)
+            if name in REFINE + ("or",):
                 r = sigma(P_a)
                 g = r * (1 - (1 - f) ** 2) + (1 - r) * f**2
                 c[k] = g * c[k] + (1 - g) * u
-                gates[k].append(g)
+            elif name in MASTER:
+                n, cs = core.n_chunks, core.chunk_size
+                P_mf, P_mi = P[:, 4 * H : 4 * H + n], P[:, 4 * H + n :]
+                act = cumax_reference if name == "om" else sigma
+                f_m = torch.stack([act(P_mf)[:, j // cs] for j in range(H)], dim=-1)  # unit j in chunk j // cs
+                i_m = torch.stack([1 - act(P_mi)[:, j // cs] for j in range(H)], dim=-1)
+                w = f_m * i_m
+                g = f * w + (f_m - w)
+                i_hat = sigma(P_a) * w + (i_m - w)
+                c[k] = g * c[k] + i_hat * u
             else:
-                i = sigma(P_a)
-                c[k] = f * c[k] + i * u
-                gates[k].append(f)
+                g = f
+                c[k] = f * c[k] + sigma(P_a) * u
+            gates[k].append(g)
             h[k] = o * torch.tanh(c[k])
             inp = h[k]
         outs.append(inp)
@@ -166,10 +193,12 @@ def test_lstm_family_is_nn_lstm(name, L):
     close(c, ref_c, 1e-12)
 
 
-@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize(
+    "name,kw", [(n, {}) for n in COMPILED] + [("om", {"chunk_size": 2}), ("um", {"chunk_size": 2})]
+)
 @pytest.mark.parametrize("starts", [None, "inner"])
-def test_compiled_core_gradcheck(name, path, starts):
-    core = build(name, 3, 4, L=2)
+def test_compiled_core_gradcheck(name, kw, path, starts):
+    core = build(name, 3, 4, L=2, **kw)
     x, hx, s = random_case(5, 2, 3, 4, 2, seed=1, starts=starts)
     names = [n for n, _ in core.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in core.parameters()]
@@ -291,7 +320,7 @@ def test_dropout_honours_train_and_eval(name):
     assert not torch.allclose(a, b) and not torch.allclose(a, no_drop(x, hx, s)[0])
 
 
-@pytest.mark.parametrize("name", REFINE_ALL)
+@pytest.mark.parametrize("name", (*REFINE_ALL, *ORDERED))
 def test_refine_dropout_is_between_layers_as_nn_lstm(name, path):
     # nn.LSTM drops the outputs of every layer but the last: reproduce that with the same random stream.
     core = build(name, 3, 5, L=3, dropout=0.4).train()
@@ -493,7 +522,7 @@ def test_chrono_init(t_max):
         torch.testing.assert_close(i, 1 - torch.sigmoid(bias_block(core, k, 1).double()), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["lstm", "r", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "r", "gru", "o", "or", "om"])
 def test_default_init_is_torch_uniform(name):
     H = 64
     core = build(name, 8, H, L=2, dtype=torch.float32)
