@@ -7,12 +7,9 @@ measured interleaved, repeat by repeat in a shuffled order, in one run (a sample
 ~20 ms); the table shows the median time relative to the median of torch's own module of the same family without resets
 (nn.LSTM for the LSTM family, nn.GRU for gru/ugru/urgru; neither can reset inside a sequence). The cores with a
 compiled CPU kernel are also timed on their fallback (``URGATE_DISABLE_KERNEL=1``): the pure-torch loop, or nn.GRU's
-own forward for gru/ugru.
+own forward for gru/ugru. ``om`` is also timed with ``chunk_size=8`` (``OPTION_VARIANTS``).
 
-Times are the calling thread's CPU time (``--clock wall`` for wall time): every core runs on one torch thread, and
-on a shared machine wall time also counts the time other jobs hold the core.
-
-Usage: ``PYTHONPATH=. python benchmarks/cores.py [--repeats 7] [--seed 0] [--clock cpu|wall]``
+Usage: ``PYTHONPATH=. python benchmarks/cores.py [--repeats 7] [--seed 0]``
 """
 
 from __future__ import annotations
