@@ -11,9 +11,11 @@ The pure-torch path of ``refine_recurrence`` is the plain loop of
 hand-written backward pass whose recurrent weight gradient is one matrix product over all steps. It must match the
 pure-torch path, special values (NaN, +-inf) included (tests/test_kernels.py).
 
-The compiled path serves CPU float32/float64 tensors. Elsewhere (CUDA, other dtypes), or when the kernel cannot be
-built, the pure-torch path runs after one warning that says why. ``URGATE_DISABLE_KERNEL=1`` in the environment
-forces the pure-torch path silently.
+The compiled path serves CPU float32/float64 tensors. CUDA tensors go to the Triton kernels of
+``policies.triton_refine`` once they pass a one-time self-check per device and dtype (triton is the optional extra
+``urgate[gpu]``). Elsewhere (other dtypes, no triton, a kernel that cannot be built or fails its self-check) the
+pure-torch path runs after one warning that says why. ``URGATE_DISABLE_KERNEL=1`` in the environment forces the
+pure-torch path silently.
 
 ``CompiledExtension`` builds a named set of sources from ``csrc/`` with torch's C++ extension loader and ninja on
 first use and caches the library under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a
@@ -344,6 +346,14 @@ def refine_recurrence(
     :param resets: (T, B), 1 where both states are zeroed before step t; None for no resets
     :return: ``(out, h_T, c_T)``
     """
+    if xproj.device.type == "cuda" and not kernel_disabled():
+        from . import triton_refine  # imports triton only when CUDA tensors arrive
+
+        reason = triton_refine.unavailable_reason(xproj, (w_hh, h0, c0))
+        if reason is None:
+            return triton_refine.refine_recurrence_triton(xproj, w_hh, h0, c0, resets)
+        _warn_fallback(reason)
+        return refine_recurrence_reference(xproj, w_hh, h0, c0, resets)
     return _dispatch(
         lambda *a: refine_recurrence_reference(*a),
         lambda *a: CompiledRecurrence.apply(torch.ops.urgate.refine_forward, torch.ops.urgate.refine_backward, (), *a),

@@ -288,12 +288,16 @@ def test_importing_policies_builds_nothing():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_falls_back_and_matches_cpu(monkeypatch):
+    # CUDA tensors that the Triton kernels cannot take (here: a simulated failed self-check) run pure torch.
+    from policies import triton_refine
+
     monkeypatch.delenv(DISABLE_ENV, raising=False)
     monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(triton_refine, "unavailable_reason", lambda *a: "simulated self-check failure")
     args = make_inputs(6, 3, 4, torch.float64, "inner")
     ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, *args)
     cuda_args = tuple(a.detach().cuda().requires_grad_(a.requires_grad) if a is not None else None for a in args)
-    with pytest.warns(RuntimeWarning, match="CPU-only"):
+    with pytest.warns(RuntimeWarning, match="simulated self-check failure"):
         outs, grads = outputs_and_grads(refine_recurrence, *cuda_args)
     for a, b in zip((*outs, *grads), (*ref_outs, *ref_grads), strict=True):
         torch.testing.assert_close(a.cpu(), b, **TOL[torch.float64])
