@@ -180,11 +180,9 @@ def read_curves(out: Path) -> dict[tuple[str, int], list[tuple[int, float]]]:
     return curves
 
 
-def report(out: Path, checkpoints: list[int]) -> None:
+def report(out: Path, checkpoints: list[int], title: str) -> None:
     """Print the loss table at the checkpoint steps and write ``<out>/copy_task.png``."""
     curves = read_curves(out)
-    if not curves:
-        sys.exit(f"no curves under {out / 'runs'}")
     print(f"mean training loss of the logging interval ending at each step (baseline log 8 = {BASELINE:.3f})")
     print("| core | seed | " + " | ".join(str(s) for s in checkpoints) + " |")
     print("|---|---|" + "---|" * len(checkpoints))
@@ -215,7 +213,7 @@ def report(out: Path, checkpoints: list[int]) -> None:
     ax.axhline(BASELINE, color="grey", ls=":", lw=1, label="memoryless (log 8)")
     ax.set_xlabel("training step (batch 10)")
     ax.set_ylabel("cross-entropy on the 10 cue steps")
-    ax.set_title("copy task, delay 500, 256 units")
+    ax.set_title(title)
     ax.set_ylim(0, max(2.3, BASELINE + 0.2))
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -256,10 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     try:
         specs = [s for s in args.cores.split(",") if s]
-        seeds = [int(s) for s in args.seeds.split(",") if s]
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s]
+        except ValueError:
+            raise PolicyConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
         for spec in specs:
             build(spec, 4, 0)  # every spec is checked before any run starts
-    except (PolicyConfigError, ValueError) as e:
+    except PolicyConfigError as e:
         print(f"copy_task.py: {e}", file=sys.stderr)
         sys.exit(2)
     if args.time:
@@ -269,11 +270,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.table_steps:
             checkpoints = [int(s) for s in args.table_steps.split(",")]
         else:
-            last = max(c[-1][0] for c in read_curves(Path(args.out)).values())
+            curves = read_curves(Path(args.out))
+            if not curves:
+                print(f"copy_task.py: no curves under {Path(args.out) / 'runs'}", file=sys.stderr)
+                sys.exit(2)
+            last = max(c[-1][0] for c in curves.values())
             checkpoints = sorted(
                 {max(args.log_every, round(last * k / 8 / args.log_every) * args.log_every) for k in range(1, 9)}
             )
-        report(Path(args.out), checkpoints)
+        report(Path(args.out), checkpoints, f"copy task, delay {args.delay}, {args.hidden} units, batch {args.batch}")
         return
     for spec in specs:
         for seed in seeds:

@@ -35,8 +35,7 @@ import threading
 import torch
 from torch.autograd.function import once_differentiable
 
-from .gates import refine_cell
-from .recurrence import step_loop
+from .kernels import refine_recurrence_reference
 
 try:
     import triton
@@ -402,13 +401,9 @@ def self_check(device: torch.device, dtype: torch.dtype) -> str | None:
         loss = (out.double() * weights[0]).sum() + (h.double() * weights[1]).sum() + c.double().sum()
         return [out, h, c, *torch.autograd.grad(loss, ts)]
 
-    def reference(xproj, w_hh, h0, c0, rs):
-        out, h, c, _ = step_loop(refine_cell, xproj, w_hh, h0, c0, rs)
-        return out, h, c
-
     try:
         got = run(refine_recurrence_triton, [t.to(device=device, dtype=dtype) for t in raw])
-        want = run(reference, [t.to(device=device, dtype=dtype).double() for t in raw])
+        want = run(refine_recurrence_reference, [t.to(device=device, dtype=dtype).double() for t in raw])
     except Exception as e:  # noqa: BLE001 - a kernel that fails to compile or launch is a kernel we cannot use
         return f"the Triton kernel failed its self-check with {type(e).__name__}: {str(e).strip()[:200]}"
     tol = _CHECK_TOL[dtype]
