@@ -15,6 +15,7 @@ core may carry keywords: ``chrono:t_max=520``, ``ur:refine_bias=zero`` (any keyw
 
     PYTHONPATH=. python benchmarks/copy_task.py --cores lstm,chrono,ur,u,r --seeds 0,1 --steps 2000
     PYTHONPATH=. python benchmarks/copy_task.py --report     # table (stdout) and figure from the finished curves
+    PYTHONPATH=. python benchmarks/copy_task.py --eval 200   # per-position accuracy and timescales of saved runs
     PYTHONPATH=. python benchmarks/copy_task.py --time 5     # seconds per step of every core, then exit
 """
 
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policies import CORE_NAMES, PolicyConfigError, make_core  # noqa: E402
+from policies.gates import timescale  # noqa: E402
 
 N_TOKENS = 10  # tokens to copy
 N_CLASSES = 8  # token values 1..8
@@ -221,6 +223,43 @@ def report(out: Path, checkpoints: list[int], title: str) -> None:
     print(f"figure: {out / 'copy_task.png'}")
 
 
+@torch.no_grad()
+def evaluate(run: Run, n: int) -> dict:
+    """Per-position accuracy on ``n`` fresh sequences and the units' timescales over the blank phase.
+
+    The timescale of a unit is ``1 / (1 - g)`` of its median effective forget gate over the blank steps and the
+    sequences (``gate_trace``): how long it holds what it stored during the delay.
+    """
+    a = run.args
+    x, target = copy_batch(n, a.delay, torch.Generator().manual_seed(99))
+    out, _ = run.model.core(x)
+    logits = run.model.head(out[-N_TOKENS:])
+    loss = F.cross_entropy(logits.reshape(-1, N_CLASSES), target.reshape(-1)).item()
+    acc = (logits.argmax(-1) == target).float().mean(1)  # per position
+    g = run.model.core.gate_trace(x[:, : min(n, 32)])[0, N_TOKENS : N_TOKENS + a.delay]
+    tau = timescale(g.flatten(0, 1).median(0).values)
+    return {"loss": loss, "acc": acc, "tau": tau}
+
+
+def print_evaluations(specs: list[str], seeds: list[int], args: argparse.Namespace) -> None:
+    print(f"evaluation on {args.eval} fresh sequences (chance accuracy 1/8); unit timescales over the blank phase")
+    print("| core | seed | step | loss | accuracy per position 1..10 | units tau >= 100 | tau >= 500 | max tau |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in specs:
+        for seed in seeds:
+            run = Run(spec, seed, args)
+            if run.step == 0:
+                continue
+            e = evaluate(run, args.eval)
+            accs = " ".join(f"{v:.2f}" for v in e["acc"].tolist())
+            tau = e["tau"]
+            print(
+                f"| {spec} | {seed} | {run.step} | {e['loss']:.3f} | {accs} | {(tau >= 100).float().mean():.3f} | "
+                f"{(tau >= 500).float().mean():.3f} | {tau.max():.0f} |",
+                flush=True,
+            )
+
+
 def time_steps(specs: list[str], args: argparse.Namespace, calls: int) -> None:
     gen = torch.Generator().manual_seed(0)
     for spec in specs:
@@ -249,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", default=str(ROOT / "runs/copy_task"), help="resumable training state")
     p.add_argument("--report", action="store_true", help="only print the table and write the figure")
     p.add_argument("--table-steps", default="", help="comma-separated steps for the table (default: 8 columns)")
+    p.add_argument("--eval", type=int, default=0, metavar="N", help="evaluate the saved runs on N sequences and exit")
     p.add_argument("--time", type=int, default=0, metavar="CALLS", help="time CALLS steps of every core and exit")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -263,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     except PolicyConfigError as e:
         print(f"copy_task.py: {e}", file=sys.stderr)
         sys.exit(2)
+    if args.eval:
+        print_evaluations(specs, seeds, args)
+        return
     if args.time:
         time_steps(specs, args, args.time)
         return
