@@ -9,7 +9,7 @@ gives the 8 token classes.
 
 Every (core, seed) run trains for ``--steps`` steps and records the mean training loss of every ``--log-every``
 steps. Runs are restartable: each keeps its model, optimiser and data-generator state under ``--work-dir`` (written
-atomically at every log point) and its loss curve as ``<out>/runs/<core>-s<seed>.csv``; a run already at
+atomically at every log point) and its loss curve as ``<out>/curves/<core>-s<seed>.csv``; a run already at
 ``--steps`` is skipped, a cut run resumes where it stopped (raising ``--steps`` later extends finished runs). A
 core may carry keywords: ``chrono:t_max=520``, ``ur:refine_bias=zero`` (any keyword ``make_core`` accepts for it).
 
@@ -103,7 +103,7 @@ class Run:
         self.spec, self.seed, self.args = spec, seed, args
         tag = f"{spec.replace(':', '_').replace('=', '-')}-s{seed}"
         self.state_path = Path(args.work_dir) / f"{tag}.pt"
-        self.csv_path = Path(args.out) / "runs" / f"{tag}.csv"
+        self.csv_path = Path(args.out) / "curves" / f"{tag}.csv"
         self.model = build(spec, args.hidden, seed)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.gen = torch.Generator().manual_seed(10_000 + seed)
@@ -175,7 +175,7 @@ def _atomic(path: Path, write) -> None:
 
 def read_curves(out: Path) -> dict[tuple[str, int], list[tuple[int, float]]]:
     curves = {}
-    for p in sorted((out / "runs").glob("*.csv")):
+    for p in sorted((out / "curves").glob("*.csv")):
         label, _, seed = p.stem.rpartition("-s")
         with p.open() as f:
             curves[(label, int(seed))] = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             curves = read_curves(Path(args.out))
             if not curves:
-                print(f"copy_task.py: no curves under {Path(args.out) / 'runs'}", file=sys.stderr)
+                print(f"copy_task.py: no curves under {Path(args.out) / 'curves'}", file=sys.stderr)
                 sys.exit(2)
             last = max(c[-1][0] for c in curves.values())
             checkpoints = sorted(

@@ -42,7 +42,7 @@ def test_core_specs():
 
 
 def curve(out: Path, tag: str) -> list[dict]:
-    with (out / "runs" / f"{tag}.csv").open() as f:
+    with (out / "curves" / f"{tag}.csv").open() as f:
         return list(csv.DictReader(f))
 
 
