@@ -199,24 +199,18 @@ def report(out: Path, checkpoints: list[int], title: str) -> None:
 
     labels = sorted({label for label, _ in curves})
     fig, ax = plt.subplots(figsize=(7, 4))
+    styles = ("-", "--", ":", "-.")
     for i, label in enumerate(labels):
-        for j, ((lab, seed), curve) in enumerate(sorted(curves.items())):
-            if lab == label:
-                steps, losses = zip(*curve, strict=True)
-                ax.plot(
-                    steps,
-                    losses,
-                    color=f"C{i}",
-                    alpha=0.9,
-                    lw=1.2,
-                    ls=("-", "--", ":", "-.")[j % 4],
-                    label=f"{label} s{seed}",
-                )
+        seeds = sorted(seed for lab, seed in curves if lab == label)
+        for j, seed in enumerate(seeds):
+            steps, losses = zip(*curves[(label, seed)], strict=True)
+            ax.plot(steps, losses, color=f"C{i}", lw=1.2, ls=styles[j % 4], label=f"{label} s{seed}")
     ax.axhline(BASELINE, color="grey", ls=":", lw=1, label="memoryless (log 8)")
     ax.set_xlabel("training step (batch 10)")
     ax.set_ylabel("cross-entropy on the 10 cue steps")
     ax.set_title(title)
-    ax.set_ylim(0, max(2.3, BASELINE + 0.2))
+    lowest = min(loss for curve in curves.values() for _, loss in curve)
+    ax.set_ylim(max(0.0, lowest - 0.2), BASELINE + 0.1)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "copy_task.png", dpi=120)
