@@ -68,9 +68,13 @@ if [[ $what == frontier ]]; then
   #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, the setting that
   #    learned length 100; t_max = length is its best case, untested beyond 100). Not part of `all`: length 50
   #    took 14.8 min (9 runs, 2 workers, shared machine at a quiet hour); each later length is 2-8x that per run.
+  #    lstm runs at 50 and 100 only: it stayed memoryless at both (0/3 and 0/3), so lengths from 250 on run chrono
+  #    and ur (add lstm to --cores to extend an experiment with it). Measured at a quiet hour: length 100 took
+  #    2-4 min per run, length 250 3-5 min per run (4M steps at 14-21k steps/s).
   for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    if ((length <= 100)); then cores=lstm,chrono,ur; else cores=chrono,ur; fi
+    $PY run_rl.py compare --cores "$cores" --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length$length"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length$length"
   done
