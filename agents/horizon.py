@@ -28,7 +28,10 @@ def episode_limit(venv: VecEnv) -> int | None:
     """The most steps an episode of ``venv`` can last: its envs' ``max_steps`` (T-maze, MiniGrid) or the
     gymnasium spec's ``max_episode_steps``; None when neither is known."""
     for name in ("max_steps", "spec"):
+        # Ask first: a subprocess worker (SB3's and ours) dies on get_attr of an attribute its env lacks.
         try:
+            if not venv.has_attr(name):
+                continue
             value = venv.get_attr(name, [0])[0]
         except (AttributeError, NotImplementedError):
             continue

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import gymnasium as gym
 import pytest
 
 import envs
 from agents import factory, horizon
 from agents.config import load_config
 from agents.errors import UrgateError
+from envs.subproc import LeanSubprocVecEnv
 
 TMAZE = "urgate/TMaze-v0"
 
@@ -55,3 +57,23 @@ def test_sequences_shorter_than_episodes_warn_once_saying_what_to_set(caplog):
 def test_a_bad_auto_value_names_what_was_typed():
     with pytest.raises(UrgateError, match=r"'ppo.n_steps' must be an integer >= 1 or auto, got 'autoo'"):
         load_config(None, TMAZE, ["ppo.n_steps=autoo"])
+
+
+def _cartpole() -> gym.Env:
+    return gym.make("CartPole-v1")
+
+
+@pytest.mark.parametrize("env_id,limit", [("CartPole-v1", 500), ("urgate/PassiveVisualMatch-v0", None)])
+def test_subprocess_envs_without_max_steps_are_asked_not_killed(env_id, limit):
+    """A subprocess worker dies on get_attr of a missing attribute (SB3's and ours): building a Memory Maze run
+    with `vec_env: subproc` crashed in check_sequences until the limit was asked with has_attr first."""
+    if env_id == "CartPole-v1":  # a gymnasium env with a spec limit and no max_steps
+        venv = LeanSubprocVecEnv([_cartpole, _cartpole])
+    else:
+        venv = envs.make_vec_env(env_id, n_envs=2, subprocess=True)
+    try:
+        assert horizon.episode_limit(venv) == limit
+        horizon.check_sequences(64, venv, env_id)  # the call that crashed
+        assert venv.has_attr("spec")  # the workers are alive: a dead one raises EOFError here
+    finally:
+        venv.close()
