@@ -5,7 +5,7 @@
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
-#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|all]   (default: all but frontier)
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|all]   (default: all but the two frontier blocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -14,8 +14,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -65,17 +65,35 @@ fi
 if [[ $what == frontier ]]; then
   # 5. Issue 14's memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
   #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
-  #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, the setting that
-  #    learned length 100; t_max = length is its best case, untested beyond 100). Not part of `all`: length 50
-  #    took 14.8 min (9 runs, 2 workers, shared machine at a quiet hour); each later length is 2-8x that per run.
-  #    lstm runs at 50 and 100 only: it stayed memoryless at both (0/3 and 0/3), so lengths from 250 on run chrono
-  #    and ur (add lstm to --cores to extend an experiment with it). Measured at a quiet hour: length 100 took
-  #    2-4 min per run, length 250 3-5 min per run (4M steps at 14-21k steps/s).
+  #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, ur at its default
+  #    refine_bias). Not part of `all`. Measured with one worker per core at a quiet hour: length 50 2 min per run,
+  #    100 2-4 min, 250 3-6 min, 500 4-7 min, 1000 13-25 min (evaluation episodes of a policy that waits at the
+  #    junction last the whole 2 * (length + 1) step limit, so evaluating costs up to a third of a run).
   for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
     length=${spec%%:*} budget=${spec##*:}
-    if ((length <= 100)); then cores=lstm,chrono,ur; else cores=chrono,ur; fi
-    $PY run_rl.py compare --cores "$cores" --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length$length"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length$length"
   done
+fi
+
+if [[ $what == frontier_extra ]]; then
+  # 6. Issue 14's questions beyond the three main cores, same settings and budgets as block 5:
+  #    (a) the refine-bias convention: ur with b_r = 0 (Gu's later code) instead of b_r = -b_f;
+  #    (b) the other cores of the paper and the GRU family where the budget allows (lengths 50 and 100);
+  #    (c) what would move chrono past 250: t_max = 2 x length at 500, so its initial timescales reach the length.
+  for spec in 100:2000000 250:4000000; do
+    length=${spec%%:*} budget=${spec##*:}
+    $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+        --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps "$budget" --workers "$WORKERS" \
+        --exp-dir "$OUT/tmaze_frontier_long/length${length}_ur_refine_bias_zero"
+  done
+  for spec in 50:1000000 100:2000000; do
+    length=${spec%%:*} budget=${spec##*:}
+    $PY run_rl.py compare --cores u,r,gru,urgru --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+        --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length${length}_more_cores"
+  done
+  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
+      --set policy_kwargs.core_kwargs.t_max=1000 --timesteps 4000000 --workers "$WORKERS" \
+      --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_tmax1000"
 fi
