@@ -66,6 +66,25 @@ def ids(variant: str) -> tuple[str, ...]:
     return tuple(f"urgate/MemoryMaze-{s}x{s}{variant}-v0" for s in SIZES)
 
 
+def _load_triton_before_mesa() -> None:
+    """Import triton, when installed, before dm_control loads Mesa's GL (EGL or OSMesa, both llvmpipe).
+
+    Both link their own LLVM. Once Mesa's is in the process, loading triton's ``libtriton`` crashes the interpreter
+    with a segmentation fault (triton 3.9, Mesa with libLLVM-15, measured; the other order works), and torch imports
+    triton lazily: the first ``torch.optim.Adam`` (``torch._dynamo`` asks ``has_triton_package``) after a Memory Maze
+    env was built in-process killed the run (``compare --workers 1``, an evaluation env, a user's script). Env worker
+    processes never import torch, so they skip the ~80 MB this costs.
+    """
+    import importlib.util
+
+    if "triton" in sys.modules or "envs.env_worker" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # noqa: BLE001  (a broken triton install must not stop a CPU env)
+        logging.getLogger(__name__).debug("triton could not be preloaded before Mesa: %s", exc)
+
+
 def _import_tasks() -> types.ModuleType:
     """``memory_maze.tasks``, imported without the old ``gym`` package.
 
@@ -74,6 +93,7 @@ def _import_tasks() -> types.ModuleType:
     nothing of it is used afterwards (we drive the dm_env tasks directly).
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
+    _load_triton_before_mesa()
     logging.getLogger("absl").addFilter(_drop_free_joint_warning)  # idempotent; also when memory_maze came first
     if "memory_maze.tasks" in sys.modules:
         return sys.modules["memory_maze.tasks"]

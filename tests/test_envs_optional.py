@@ -252,3 +252,28 @@ def test_memory_maze_cnn_policy_trains_and_frames_make_a_video(tmp_path):
     imageio.mimsave(path, frames)
     assert np.asarray(imageio.mimread(path)).shape[1:3] == (64, 64)
     env.close()
+
+
+_MESA_THEN_TORCH = """
+import sys
+import envs
+env = envs.make_env("urgate/MemoryMaze-9x9-v0")  # in this process: Mesa's GL (and its LLVM) is loaded here
+env.reset(seed=0)
+env.step(env.action_space.sample())
+import torch
+torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))])  # torch._dynamo imports triton here, when installed
+print("alive", "triton" in sys.modules)
+"""
+
+
+def test_a_memory_maze_env_built_before_torch_optimizers_does_not_crash_the_process():
+    """Mesa's llvmpipe and triton both carry an LLVM; loading triton after Mesa segfaulted (`compare --workers 1`
+    on Memory Maze died building Adam). A fresh interpreter: this pytest process may have loaded triton already."""
+    _needs_memory_maze()
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _MESA_THEN_TORCH], capture_output=True, text=True, timeout=300, cwd=os.getcwd()
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["alive", str(importlib.util.find_spec("triton") is not None)]

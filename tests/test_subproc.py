@@ -107,7 +107,9 @@ def test_children_import_neither_torch_nor_sb3():
 
         env = envs.make_env("urgate/TMaze-v0", length=3)
         env.heavy_modules = lambda: sorted(
-            name for name in sys.modules if name.split(".")[0] in ("torch", "stable_baselines3", "sb3_contrib")
+            name
+            for name in sys.modules
+            if name.split(".")[0] in ("torch", "stable_baselines3", "sb3_contrib", "triton")
         )
         return env
 
