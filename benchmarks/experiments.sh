@@ -81,9 +81,10 @@ if [[ $what == frontier_extra ]]; then
   # 6. Issue 14's questions beyond the three main cores, same settings and budgets as block 5:
   #    (a) the refine-bias convention: ur with b_r = 0 (Gu's later code) instead of b_r = -b_f;
   #    (b) the other cores of the paper and the GRU family where the budget allows (lengths 50 and 100);
-  #    (c) what would move chrono past 250: at 500 its gates keep the cue (95 % near-binary, median timescale ~260
-  #        after 4M steps) but 4M steps are only 61 rollouts of 64 x 1024 steps, fewer updates than it needed at 250
-  #        (52-83 rollouts); 32 envs make twice the updates within the same budget.
+  #    (c) what would move chrono past 250 (benchmarks/frontier.py --gates): at its default t_max 500, 1 % of its
+  #        gates start with a timescale >= 500 (50 % >= 250), and 4M steps at 500 are 61 rollouts of 64 x 1024
+  #        steps, fewer updates than it needed at 250 (52-83 rollouts). t_max = 2 x length starts half of them
+  #        beyond the length; 32 envs make twice the updates within the same budget.
   for spec in 100:2000000 250:4000000; do
     length=${spec%%:*} budget=${spec##*:}
     $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
@@ -97,6 +98,10 @@ if [[ $what == frontier_extra ]]; then
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length${length}_more_cores"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length${length}_more_cores"
   done
+  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
+      --set policy_kwargs.core_kwargs.t_max=1000 --timesteps 4000000 --workers "$WORKERS" \
+      --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_tmax1000"
+  $PY run_rl.py plot "$OUT/tmaze_frontier_long/length500_chrono_tmax1000"
   $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
       --set n_envs=32 --timesteps 4000000 --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_32envs"
   $PY run_rl.py plot "$OUT/tmaze_frontier_long/length500_chrono_32envs"

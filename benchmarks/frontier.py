@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import plots  # noqa: E402
+from agents.gate_stats import gate_summary, timescales  # noqa: E402
 from agents.results import RunData, final_score, format_steps, load_runs  # noqa: E402
 from policies import CORE_NAMES  # noqa: E402
 
@@ -147,6 +148,42 @@ def markdown(table: dict[str, dict[int, list[Seed]]], solved: float) -> str:
     return "\n".join(lines)
 
 
+def gate_rows(root: Path) -> str:
+    """Per variant and length, the actor core's effective forget gates on rollout data at the start and the end
+    of training (``gates.npz``), means over the seeds: the fraction near-binary (g < 0.05 or g > 0.95), the median
+    timescale 1/(1-g), and the fraction of gates whose timescale reaches the length (those can carry the cue)."""
+    cells: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+    for exp_dir in sorted(p.parent for p in root.glob("*/experiment.yaml")):
+        exp, runs = load_runs(exp_dir)
+        for run in runs:
+            if run.gates is None or "final_gates" not in run.gates:
+                continue
+            length = int(run.spec.params["length"])
+            stats = []
+            for key in ("initial_gates", "final_gates"):
+                g = run.gates[key]
+                summary = gate_summary(g)
+                stats += [
+                    summary["gates/near_binary"],
+                    summary["gates/timescale_q50"],
+                    float(np.mean(timescales(g) >= length)),
+                ]
+            cells.setdefault((variant_label(run.spec.core, exp.overrides), length), []).append(tuple(stats))
+    rank = {c: i for i, c in enumerate(CORE_NAMES)}
+    lines = [
+        "| core | length | seeds | near-binary, start -> end | median timescale, start -> end | timescale >= length, start -> end |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (v, n), rows in sorted(
+        cells.items(), key=lambda kv: (rank.get(kv[0][0].split(" ")[0], 99), kv[0][0], kv[0][1])
+    ):
+        m = np.mean(rows, axis=0)
+        lines.append(
+            f"| {v} | {n} | {len(rows)} | {m[0]:.0%} -> {m[3]:.0%} | {m[1]:.1f} -> {m[4]:.1f} | {m[2]:.1%} -> {m[5]:.1%} |"
+        )
+    return "\n".join(lines)
+
+
 def figure(table: dict[str, dict[int, list[Seed]]], out: Path, solved: float, dpi: int) -> list[Path]:
     """Final success per seed (dots) and its mean (line) against length, one colour per variant."""
     import matplotlib.pyplot as plt
@@ -188,11 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write frontier.png/.svg here (default: no figure)")
     parser.add_argument("--solved", type=float, default=0.95)
     parser.add_argument("--dpi", type=int, default=100)
+    parser.add_argument("--gates", action="store_true", help="also print the gate statistics table")
     args = parser.parse_args(argv)
     table = collect(args.root, args.solved)
     if not table:
         parser.error(f"--root {args.root}: no experiment directories (*/experiment.yaml) there")
     print(markdown(table, args.solved))
+    if args.gates:
+        print()
+        print(gate_rows(args.root))
     if args.out is not None:
         for path in figure(table, args.out, args.solved, args.dpi):
             print(f"figure: {path}")

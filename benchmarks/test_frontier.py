@@ -7,7 +7,7 @@ import pytest
 
 from agents import rundir
 from agents.experiments import RUNS_DIR, Experiment, prepare
-from benchmarks.frontier import collect, frontier, main, markdown, variant_label
+from benchmarks.frontier import collect, frontier, gate_rows, main, markdown, variant_label
 from tests.fake_runs import write_run
 
 
@@ -81,3 +81,17 @@ def test_variant_labels_and_an_empty_root(tmp_path):
     with pytest.raises(SystemExit) as err:
         main(["--root", str(tmp_path)])
     assert err.value.code == 2
+
+
+def test_gate_table_reads_start_and_end_gates_of_every_seed(tmp_path):
+    make_length(tmp_path, "length50", 50, ["lstm", "ur"], {"lstm": [0.5] * 3, "ur": [1.0] * 3})
+    rows = {line.split(" | ")[0]: line.strip(" |").split(" | ") for line in gate_rows(tmp_path).splitlines()[2:]}
+    assert set(rows) == {"| lstm", "| ur"}
+    for name in rows:
+        assert rows[name][1:3] == ["50", "3"]
+    # tests/fake_runs.py: every core starts at U(0.02, 0.98); ur ends bimodal (near 0 and near 1), lstm at 0.9 g
+    ur_start, ur_end = (float(x.strip("%")) for x in rows["| ur"][3].split(" -> "))
+    lstm_start, lstm_end = (float(x.strip("%")) for x in rows["| lstm"][3].split(" -> "))
+    assert ur_end > 50 > ur_start and lstm_end <= lstm_start
+    short, long = (float(x) for x in rows["| lstm"][4].split(" -> "))
+    assert long < short  # g * 0.9 shortens every timescale
