@@ -5,7 +5,8 @@
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
-#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|all]   (default: all but the two frontier blocks)
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|all]   (default: all but
+#   the frontier and memory_maze blocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -14,8 +15,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -85,7 +86,7 @@ if [[ $what == frontier_extra ]]; then
   #        gates start with a timescale >= 500 (50 % >= 250), and 4M steps at 500 are 61 rollouts of 64 x 1024
   #        steps, fewer updates than it needed at 250 (52-83 rollouts). t_max = 2 x length starts half of them
   #        beyond the length; 32 envs make twice the updates within the same budget.
-  for spec in 100:2000000 250:4000000; do
+  for spec in 100:2000000 250:4000000 500:4000000; do
     length=${spec%%:*} budget=${spec##*:}
     $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
         --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps "$budget" --workers "$WORKERS" \
@@ -105,4 +106,14 @@ if [[ $what == frontier_extra ]]; then
   $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
       --set n_envs=32 --timesteps 4000000 --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_32envs"
   $PY run_rl.py plot "$OUT/tmaze_frontier_long/length500_chrono_32envs"
+fi
+
+if [[ $what == memory_maze ]]; then
+  # 7. Issue 15's long Memory Maze run (needs the memory-maze extra; ~6.5 GB of memory): 8 subprocess envs, 750k
+  #    steps, 8 greedy evaluation episodes every 150k. Measured: 85 min with everything pinned to one core
+  #    (`taskset -c 0 bash benchmarks/experiments.sh memory_maze`); docs/results/memory_maze_long/.
+  $PY run_rl.py compare --cores ur --seeds 1 --env urgate/MemoryMaze-9x9-v0 --config memory_maze --timesteps 750000 \
+      --set n_envs=8 --set eval.n_envs=1 --set eval.n_episodes=8 --set eval.freq=150000 --set checkpoint_freq=25000 \
+      --workers 1 --exp-dir "$OUT/memory_maze_long"
+  $PY run_rl.py plot "$OUT/memory_maze_long"
 fi
