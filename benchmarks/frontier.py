@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import plots  # noqa: E402
+from agents.experiments import Experiment  # noqa: E402
 from agents.gate_stats import gate_summary, timescales  # noqa: E402
 from agents.results import RunData, final_score, format_steps, load_runs  # noqa: E402
 from policies import CORE_NAMES  # noqa: E402
@@ -64,11 +65,15 @@ def seed_result(run: RunData, solved: float) -> Seed:
     )
 
 
-def collect(root: Path, solved: float) -> dict[str, dict[int, list[Seed]]]:
-    """variant -> length -> its seeds, over every experiment directory under ``root``."""
+def load_experiments(root: Path) -> list[tuple[Experiment, list[RunData]]]:
+    """Every experiment directory under ``root`` with its runs, read once for all the tables."""
+    return [load_runs(p.parent) for p in sorted(root.glob("*/experiment.yaml"))]
+
+
+def collect(loaded: list[tuple[Experiment, list[RunData]]], solved: float) -> dict[str, dict[int, list[Seed]]]:
+    """variant -> length -> its seeds, over the loaded experiments."""
     table: dict[str, dict[int, list[Seed]]] = {}
-    for exp_dir in sorted(p.parent for p in root.glob("*/experiment.yaml")):
-        exp, runs = load_runs(exp_dir)
+    for exp, runs in loaded:
         for run in runs:
             length = int(run.spec.params["length"])
             label = variant_label(run.spec.core, exp.overrides)
@@ -115,10 +120,14 @@ def frontier(lengths: dict[int, list[Seed]], solved: float) -> tuple[int | None,
     return best, float(np.median(firsts)) if firsts else None
 
 
+def variant_rank(variant: str) -> tuple[int, str]:
+    """Sort key: ``CORE_NAMES`` order (lstm, chrono, u, r, ur, gru, ...), each core's variants after it."""
+    core = variant.split(" ")[0]
+    return (CORE_NAMES.index(core) if core in CORE_NAMES else len(CORE_NAMES), variant)
+
+
 def ordered(table: dict[str, dict[int, list[Seed]]]) -> list[str]:
-    """Variants in ``CORE_NAMES`` order (lstm, chrono, u, r, ur, gru, ...), each core's variants after it."""
-    rank = {c: i for i, c in enumerate(CORE_NAMES)}
-    return sorted(table, key=lambda v: (rank.get(v.split(" ")[0], len(rank)), v))
+    return sorted(table, key=variant_rank)
 
 
 def markdown(table: dict[str, dict[int, list[Seed]]], solved: float) -> str:
@@ -148,13 +157,12 @@ def markdown(table: dict[str, dict[int, list[Seed]]], solved: float) -> str:
     return "\n".join(lines)
 
 
-def gate_rows(root: Path) -> str:
+def gate_rows(loaded: list[tuple[Experiment, list[RunData]]]) -> str:
     """Per variant and length, the actor core's effective forget gates on rollout data at the start and the end
     of training (``gates.npz``), means over the seeds: the fraction near-binary (g < 0.05 or g > 0.95), the median
     timescale 1/(1-g), and the fraction of gates whose timescale reaches the length (those can carry the cue)."""
     cells: dict[tuple[str, int], list[tuple[float, ...]]] = {}
-    for exp_dir in sorted(p.parent for p in root.glob("*/experiment.yaml")):
-        exp, runs = load_runs(exp_dir)
+    for exp, runs in loaded:
         for run in runs:
             if run.gates is None or "final_gates" not in run.gates:
                 continue
@@ -169,14 +177,11 @@ def gate_rows(root: Path) -> str:
                     float(np.mean(timescales(g) >= length)),
                 ]
             cells.setdefault((variant_label(run.spec.core, exp.overrides), length), []).append(tuple(stats))
-    rank = {c: i for i, c in enumerate(CORE_NAMES)}
     lines = [
         "| core | length | seeds | near-binary, start -> end | median timescale, start -> end | timescale >= length, start -> end |",
         "|---|---|---|---|---|---|",
     ]
-    for (v, n), rows in sorted(
-        cells.items(), key=lambda kv: (rank.get(kv[0][0].split(" ")[0], 99), kv[0][0], kv[0][1])
-    ):
+    for (v, n), rows in sorted(cells.items(), key=lambda kv: (variant_rank(kv[0][0]), kv[0][1])):
         m = np.mean(rows, axis=0)
         lines.append(
             f"| {v} | {n} | {len(rows)} | {m[0]:.0%} -> {m[3]:.0%} | {m[1]:.1f} -> {m[4]:.1f} | {m[2]:.1%} -> {m[5]:.1%} |"
@@ -227,13 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dpi", type=int, default=100)
     parser.add_argument("--gates", action="store_true", help="also print the gate statistics table")
     args = parser.parse_args(argv)
-    table = collect(args.root, args.solved)
+    loaded = load_experiments(args.root)
+    table = collect(loaded, args.solved)
     if not table:
         parser.error(f"--root {args.root}: no experiment directories (*/experiment.yaml) there")
     print(markdown(table, args.solved))
     if args.gates:
         print()
-        print(gate_rows(args.root))
+        print(gate_rows(loaded))
     if args.out is not None:
         for path in figure(table, args.out, args.solved, args.dpi):
             print(f"figure: {path}")

@@ -7,7 +7,7 @@ import pytest
 
 from agents import rundir
 from agents.experiments import RUNS_DIR, Experiment, prepare
-from benchmarks.frontier import collect, frontier, gate_rows, main, markdown, variant_label
+from benchmarks.frontier import collect, frontier, gate_rows, load_experiments, main, markdown, variant_label
 from tests.fake_runs import write_run
 
 
@@ -42,7 +42,7 @@ def test_frontier_is_the_longest_length_most_seeds_solve_and_variants_keep_their
         {"ur": [1.0, 1.0, 0.2]},
         overrides=["policy_kwargs.core_kwargs.refine_bias=zero"],
     )
-    table = collect(tmp_path, 0.95)
+    table = collect(load_experiments(tmp_path), 0.95)
     assert sorted(table) == ["lstm", "ur", "ur (refine_bias=zero)"]
     assert frontier(table["lstm"], 0.95) == (None, None)  # one seed of three at 50 is not most seeds
     assert frontier(table["ur"], 0.95)[0] == 50  # 1/3 at 100
@@ -85,7 +85,10 @@ def test_variant_labels_and_an_empty_root(tmp_path):
 
 def test_gate_table_reads_start_and_end_gates_of_every_seed(tmp_path):
     make_length(tmp_path, "length50", 50, ["lstm", "ur"], {"lstm": [0.5] * 3, "ur": [1.0] * 3})
-    rows = {line.split(" | ")[0]: line.strip(" |").split(" | ") for line in gate_rows(tmp_path).splitlines()[2:]}
+    rows = {
+        line.split(" | ")[0]: line.strip(" |").split(" | ")
+        for line in gate_rows(load_experiments(tmp_path)).splitlines()[2:]
+    }
     assert set(rows) == {"| lstm", "| ur"}
     for name in rows:
         assert rows[name][1:3] == ["50", "3"]
