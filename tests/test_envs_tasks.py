@@ -9,7 +9,7 @@ from minigrid.core.grid import Grid
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
 from envs import EnvConfigError, family_of, make_env, make_vec_env
-from envs.gridview import DIR_TO_VEC, EMPTY, WALL, egocentric_view, pad_room
+from envs.gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, egocentric_views, pad_room
 from envs.oracles import MEMORYLESS, ORACLES, facing, minigrid_memory_oracle, plan, run_episodes, visual_match_oracle
 from envs.tmaze import DOWN, FORWARD, UP, TMazeEnv
 from envs.tmaze_vec import TMazeVecEnv
@@ -245,25 +245,51 @@ def test_minigrid_memory_oracle_succeeds_and_timeouts_fail():
     assert [r["is_success"] for r in results] == [False, False] and results[0]["length"] == 5 * 7**2
 
 
+def _minigrid_view(room, x, y, d):
+    """MiniGridEnv.gen_obs_grid + encode, step by step, for an agent at (x, y) facing d in ``room``."""
+    grid, _ = Grid.decode(room)
+    dx, dy = [(0, -3), (-3, 0), (-6, -3), (-3, -6)][d]
+    view = grid.slice(x + dx, y + dy, 7, 7)
+    for _ in range(d + 1):
+        view = view.rotate_left()
+    visible = view.process_vis((3, 6))
+    view.set(3, 6, None)
+    return view.encode(visible)
+
+
+def _random_room(rng, width, height):
+    """Walls (30 %), keys, balls and boxes of random colours (none of which blocks sight), the rest empty."""
+    room = np.empty((width, height, 3), np.uint8)
+    room[:] = EMPTY
+    kind = rng.random((width, height))
+    room[kind < 0.3] = WALL
+    objects = (kind >= 0.3) & (kind < 0.45)
+    room[objects, 0] = rng.choice([5, 6, 7], size=objects.sum())  # key, ball, box
+    room[objects, 1] = rng.integers(6, size=objects.sum())
+    return room
+
+
 def test_egocentric_view_matches_minigrid():
+    """One copy and a batch of copies whose rooms differ in size (padded into one canvas), cell for cell."""
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        width, height = rng.integers(3, 12, 2)
-        room = np.empty((width, height, 3), np.uint8)
-        room[:] = EMPTY
-        walls = rng.random((width, height)) < 0.3
-        room[walls] = WALL
-        room[(rng.random((width, height)) < 0.1) & ~walls] = (6, 1, 0)
-        x, y, d = int(rng.integers(width)), int(rng.integers(height)), int(rng.integers(4))
-        room[x, y] = EMPTY
-        grid, _ = Grid.decode(room)  # MiniGridEnv.gen_obs_grid + encode, step by step
-        dx, dy = [(0, -3), (-3, 0), (-6, -3), (-3, -6)][d]
-        view = grid.slice(x + dx, y + dy, 7, 7)
-        for _ in range(d + 1):
-            view = view.rotate_left()
-        visible = view.process_vis((3, 6))
-        view.set(3, 6, None)
-        np.testing.assert_array_equal(egocentric_view(pad_room(room), x, y, d), view.encode(visible))
+    canvas = np.zeros((40, 12 + 2 * PAD, 12 + 2 * PAD, 3), np.uint8)
+    for _ in range(10):
+        rooms, poses = [], []
+        for i in range(len(canvas)):
+            width, height = rng.integers(3, 13, 2)
+            room = _random_room(rng, width, height)
+            x, y, d = int(rng.integers(width)), int(rng.integers(height)), int(rng.integers(4))
+            room[x, y] = EMPTY
+            rooms.append(room)
+            poses.append((x, y, d))
+            pad_room(room, out=canvas[i])
+            expected = _minigrid_view(room, x, y, d)
+            np.testing.assert_array_equal(egocentric_view(pad_room(room), x, y, d), expected)
+        x, y, d = (np.array(c) for c in zip(*poses, strict=True))
+        views = egocentric_views(canvas, x, y, d)
+        assert views.shape == (len(canvas), 7, 7, 3) and views.dtype == np.uint8
+        for view, room, (x, y, d) in zip(views, rooms, poses, strict=True):
+            np.testing.assert_array_equal(view, _minigrid_view(room, x, y, d))
 
 
 @pytest.mark.parametrize("env_id", VM_IDS)
