@@ -165,22 +165,37 @@ class EvalCallback(BaseCallback):
     :param n_episodes: episodes per evaluation
     :param deterministic: greedy actions
     :param seed: seed of the evaluation envs
+    :param stop_success: end ``learn`` once ``stop_evals`` evaluations in a row reach this success rate (None: never)
+    :param stop_evals: how many in a row
     """
 
     def __init__(
-        self, eval_env: VecEnv, run_dir: Path, freq: int, n_episodes: int, deterministic: bool, seed: int
+        self,
+        eval_env: VecEnv,
+        run_dir: Path,
+        freq: int,
+        n_episodes: int,
+        deterministic: bool,
+        seed: int,
+        stop_success: float | None = None,
+        stop_evals: int = 2,
     ) -> None:
         super().__init__()
         self.eval_env, self.run_dir, self.freq = eval_env, run_dir, freq
         self.n_episodes, self.deterministic, self.seed = n_episodes, deterministic, seed
+        self.stop_success, self.stop_evals = stop_success, stop_evals
+        self.in_a_row = 0  # consecutive evaluations at stop_success
+        self.solved_at: int | None = None  # the step count at which stop_success was met stop_evals times in a row
         self.best = -math.inf
         self.next_at = 0
         self.last_result: dict[str, Any] | None = None
         self.last_timesteps: int | None = None
         earlier = rundir.read_evaluations(run_dir)
-        if earlier is not None:  # resuming: continue the table and the best score
+        if earlier is not None:  # resuming: continue the table, the best score and the count of solved evaluations
             self.best = float(np.max(earlier["mean_return"]))
             self.last_timesteps = int(earlier["timesteps"][-1])
+            for rate in earlier["success_rate"]:
+                self._count(None if np.isnan(rate) else float(rate))
 
     def _init_callback(self) -> None:
         if isinstance(self.training_env, VecNormalize) and not isinstance(self.eval_env, VecNormalize):
@@ -199,7 +214,13 @@ class EvalCallback(BaseCallback):
             self.next_at = (self.model.num_timesteps // self.freq + 1) * self.freq
 
     def _on_step(self) -> bool:
-        return True
+        return self.solved_at is None
+
+    def _count(self, success_rate: float | None) -> None:
+        if self.stop_success is None:
+            return
+        solved = success_rate is not None and success_rate >= self.stop_success
+        self.in_a_row = self.in_a_row + 1 if solved else 0
 
     def evaluate_now(self) -> dict[str, Any]:
         """Evaluate the current parameters, log and record them; returns the statistics."""
@@ -218,6 +239,9 @@ class EvalCallback(BaseCallback):
             self.best = result["mean_return"]
             save_model(self.model, rundir.best_model_path(self.run_dir))
         self.last_result, self.last_timesteps = result, t
+        self._count(result["success_rate"])
+        if self.stop_success is not None and self.in_a_row >= self.stop_evals:
+            self.solved_at = t
         return result
 
 

@@ -116,17 +116,29 @@ class EvalConfig:
     :param n_episodes: episodes per evaluation
     :param deterministic: greedy actions (True) or sampled ones
     :param n_envs: environments stepped side by side during evaluation
+    :param stop_success: end the run (as finished) once ``stop_evals`` periodic evaluations in a row reach this
+        success rate (null: train for the whole budget); the run's steps are then those of the last evaluation
+    :param stop_evals: consecutive evaluations at ``stop_success`` that end the run
     """
 
     freq: int = 10_000
     n_episodes: int = 50
     deterministic: bool = True
     n_envs: int = 8
+    stop_success: float | None = None
+    stop_evals: int = 2
 
     def _validate(self, prefix: str) -> None:
         require(self.freq >= 0, f"{prefix}freq", "an integer >= 0 (0 disables periodic evaluation)", self.freq)
         require(self.n_episodes >= 1, f"{prefix}n_episodes", "an integer >= 1", self.n_episodes)
         require(self.n_envs >= 1, f"{prefix}n_envs", "an integer >= 1", self.n_envs)
+        require(
+            self.stop_success is None or 0 < self.stop_success <= 1,
+            f"{prefix}stop_success",
+            "a success rate in (0, 1] or null",
+            self.stop_success,
+        )
+        require(self.stop_evals >= 1, f"{prefix}stop_evals", "an integer >= 1", self.stop_evals)
 
 
 @dataclass

@@ -128,7 +128,7 @@ def summary(
     :param final_eval: the final evaluation's statistics (``EpisodeStats.summary()``), None unless ``finished``
     :param memoryless_ceiling: the env family's ceiling without memory (None if undefined)
     :param status: one of ``STATUSES``
-    :param message: why a run diverged (empty otherwise)
+    :param message: why a run diverged, or at which step `eval.stop_success` ended it (empty otherwise)
     :param run_dir: where the run lives
     """
     if status not in STATUSES:

@@ -162,7 +162,14 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
     stopper = StopOnRequest(stop)
     guard = NonFiniteGuard()
     evaluator = EvalCallback(
-        eval_env, run_dir, cfg.eval.freq, cfg.eval.n_episodes, cfg.eval.deterministic, cfg.seed + EVAL_SEED_OFFSET
+        eval_env,
+        run_dir,
+        cfg.eval.freq,
+        cfg.eval.n_episodes,
+        cfg.eval.deterministic,
+        cfg.seed + EVAL_SEED_OFFSET,
+        stop_success=cfg.eval.stop_success,
+        stop_evals=cfg.eval.stop_evals,
     )
     gates = GateDiagnostics(cfg.gate_diagnostics, seed=cfg.seed)
     gates.load(run_dir)
@@ -188,7 +195,13 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
                 log_interval=1,
             )
             guard.check()  # the last update is not followed by a rollout start
-        if stop.requested:
+        if evaluator.solved_at is not None:  # eval.stop_success met: the run ends with the evaluated parameters
+            model.num_timesteps = evaluator.solved_at
+            message = (
+                f"stopped at {evaluator.solved_at} steps: success >= {cfg.eval.stop_success} in "
+                f"{cfg.eval.stop_evals} evaluations in a row"
+            )
+        elif stop.requested:
             status = "interrupted"
     except NonFiniteError as exc:
         status, message = "diverged", str(exc)

@@ -232,6 +232,37 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
 
 
+def test_stop_success_ends_the_run_at_the_evaluation_that_met_it(tmp_path, monkeypatch):
+    """eval.stop_success: the run stops after stop_evals evaluations in a row at the success rate, counted across
+    a resume, and records the evaluated step count; a failed evaluation restarts the count."""
+    import agents.callbacks
+
+    rates = iter([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0])  # evaluations at 0, 64, 128, ... steps
+
+    def fake_episodes(model, venv, n_episodes, **kw):
+        stats = agents.evaluate.EpisodeStats()
+        rate = next(rates)
+        stats.returns, stats.lengths, stats.successes = [rate] * 2, [4] * 2, [rate] * 2
+        return stats
+
+    monkeypatch.setattr(agents.callbacks, "run_episodes", fake_episodes)
+    run_dir = tmp_path / "stop"
+    extra = ("eval.stop_success=0.95", "eval.stop_evals=2", "total_timesteps=1024", "gate_diagnostics=0")
+    summary = train(tiny(*extra), run_dir, progress_bar=False)
+    assert summary["status"] == "finished"
+    assert summary["timesteps"] == 256  # 1.0 at 64, 0.5 at 128, then 1.0 at 192 and 256
+    assert "stopped at 256 steps" in summary["message"]
+    assert summary["final_eval"]["success_rate"] == 1.0
+    assert [r["timesteps"] for r in rows(run_dir / "evaluations.csv")] == ["0", "64", "128", "192", "256"]
+    assert loading.load_model(run_dir / "final_model.zip").num_timesteps == 256
+    # A run interrupted after one solved evaluation needs one more after resuming.
+    rates = iter([0.0, 1.0, 1.0, 1.0])
+    cfg = tiny(*extra[:2], "total_timesteps=64", "gate_diagnostics=0")
+    train(cfg, tmp_path / "resumed", progress_bar=False)  # evaluations at 0 and 64 (the final one)
+    summary = resume(tmp_path / "resumed", total_timesteps=1024, progress_bar=False)
+    assert summary["timesteps"] == 128 and summary["status"] == "finished"
+
+
 def test_policy_resolution_follows_the_env_family():
     cls, kwargs = factory.resolve_policy(tiny(env="MiniGrid-MemoryS7-v0"))
     assert cls is policies.MultiInputGatedPolicy
