@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
 
 if TYPE_CHECKING:
-    from agents.experiments import Experiment
+    from agents.study.experiments import Experiment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_COMMAND = "train"
@@ -60,7 +60,7 @@ def _print_eval(result: dict, prefix: str = "") -> None:
 
 
 def _report_run(summary: dict) -> int:
-    from agents import rundir
+    from agents.run import rundir
 
     run_dir = summary["run_dir"]
     status = summary["status"]
@@ -167,8 +167,8 @@ def default_run_dir(env_id: str, core: str, seed: int) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import envs
-    from agents.config import load_config
-    from agents.train import train
+    from agents.run.config import load_config
+    from agents.run.train import train
 
     try:
         cfg = load_config(args.config, args.env, _cli_overrides(args))
@@ -202,8 +202,8 @@ EVAL_FLAGS = {"n_episodes": "--episodes", "seed": "--seed", "device": "--device"
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from agents import rundir
-    from agents.evaluate import evaluate
+    from agents.run import rundir
+    from agents.run.evaluate import evaluate
 
     torch.set_num_threads(1)
     try:
@@ -238,7 +238,7 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     import envs
     import policies
-    from agents.config import CONFIG_DIR, available_configs
+    from agents.run.config import CONFIG_DIR, available_configs
 
     print("cores (--core):")
     for name in policies.CORE_NAMES:
@@ -284,7 +284,7 @@ def _resume_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from agents.train import resume
+    from agents.run.train import resume
 
     return _report_run(resume(args.run_dir, progress_bar=not args.no_progress, total_timesteps=args.timesteps))
 
@@ -315,7 +315,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
 
 
-# The grid's strings (``--cores lstm,ur --seeds 3 --grid length=10,30``) become an ``agents.experiments.Experiment``.
+# The grid's strings (``--cores lstm,ur --seeds 3 --grid length=10,30``) become an ``agents.study.experiments.Experiment``.
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -350,9 +350,9 @@ def parse_seeds(text: str | int) -> list[int]:
 
 def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
     """``["length=10,30,100"]`` -> ``{"length": [10, 30, 100]}``; values are YAML scalars."""
-    from agents.config import parse_override
     from agents.errors import UrgateError
-    from agents.experiments.grid import compact
+    from agents.run.config import parse_override
+    from agents.study.experiments.grid import compact
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -384,10 +384,10 @@ def experiment_from_args(
 ) -> Experiment:
     """Build an experiment from the command line's strings (``--cores lstm,ur --seeds 3 --grid length=10,30``)."""
     import policies
-    from agents.config import load_config
     from agents.errors import UrgateError
-    from agents.experiments import Experiment
-    from agents.strict import did_you_mean
+    from agents.run.config import load_config
+    from agents.run.strict import did_you_mean
+    from agents.study.experiments import Experiment
 
     core_list = parse_list(cores, "--cores")
     for c in core_list:
@@ -427,7 +427,7 @@ def resolve_experiment(
     read from the existing ``exp_dir`` (continue an experiment as it was started, with no other grid options).
     """
     from agents.errors import UrgateError
-    from agents.experiments import default_exp_dir, load_experiment
+    from agents.study.experiments import default_exp_dir, load_experiment
 
     if cores is None:
         grid_options = {
@@ -459,8 +459,8 @@ def resolve_experiment(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.experiments.run import run_experiment
-    from agents.experiments.store import log_path
+    from agents.study.experiments.run import run_experiment
+    from agents.study.experiments.store import log_path
 
     exp, exp_dir = resolve_experiment(
         args.exp_dir,
@@ -505,7 +505,7 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from agents.plots import plot_experiment
+    from agents.study.plots import plot_experiment
 
     for path in plot_experiment(args.exp_dir, out_dir=args.out, dpi=args.dpi):
         print(path)

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import plots  # noqa: E402
-from agents.experiments import Experiment  # noqa: E402
-from agents.gate_stats import gate_summary, timescales  # noqa: E402
-from agents.results import RunData, final_score, format_steps, load_runs  # noqa: E402
+from agents.run.gate_stats import gate_summary, timescales  # noqa: E402
+from agents.study import plots  # noqa: E402
+from agents.study.experiments import Experiment  # noqa: E402
+from agents.study.results import RunData, final_score, format_steps, load_runs  # noqa: E402
 from policies import CORE_NAMES  # noqa: E402
 
 # Ni et al. (NeurIPS 2023), passive T-maze: env steps of their budget at each length.

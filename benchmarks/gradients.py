@@ -37,8 +37,8 @@ import torch
 import yaml
 from torch import nn
 
-from agents import rundir
-from agents.experiments import RUNS_DIR
+from agents.run import rundir
+from agents.study.experiments import RUNS_DIR
 from policies import CORE_NAMES, GatedGRU, RefineGRU, RefineLSTM, make_core
 from policies.gates import gru_cell, lstm_cell, refine_cell, refine_gru_cell, timescale
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from agents import rundir
-from agents.experiments import RUNS_DIR, Experiment, prepare
+from agents.run import rundir
+from agents.study.experiments import RUNS_DIR, Experiment, prepare
 from benchmarks.frontier import collect, frontier, gate_rows, load_experiments, main, markdown, variant_label
 from tests.fake_runs import write_run
 

@@ -172,8 +172,8 @@ def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = No
     """One measurement (in its own process): the T-maze config's model, or random actions for ``core="random"``."""
     import numpy as np
 
-    from agents import factory
-    from agents.config import load_config
+    from agents.run import factory
+    from agents.run.config import load_config
 
     torch.set_num_threads(1)
     overrides = [f"env_kwargs.length={length}", *(extra or [])]

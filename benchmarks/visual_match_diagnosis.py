@@ -34,10 +34,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not benchmarks/ (whose envs.py shadows)
 
-from agents.config import load_config  # noqa: E402
-from agents.evaluate import run_episodes  # noqa: E402
-from agents.factory import build_model, make_training_env, make_vec_env, set_threads  # noqa: E402
-from agents.loading import load_model  # noqa: E402
+from agents.run.config import load_config  # noqa: E402
+from agents.run.evaluate import run_episodes  # noqa: E402
+from agents.run.factory import build_model, make_training_env, make_vec_env, set_threads  # noqa: E402
+from agents.run.loading import load_model  # noqa: E402
 from envs.visual_match import CHOICE, DISTRACTOR, VisualMatchEnv, make_visual_match  # noqa: E402
 
 

@@ -39,7 +39,7 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
     :param direction_key: key of the agent's direction (Discrete), or None to ignore it
     """
 
-    normalize_images = False  # what the policy should be built with (read by agents.factory)
+    normalize_images = False  # what the policy should be built with (read by agents.run.factory)
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Run directories written with the trainer's own writers (``agents.rundir``, ``EpisodeStats``), from made-up
+"""Run directories written with the trainer's own writers (``agents.run.rundir``, ``EpisodeStats``), from made-up
 learning curves, for testing experiments and plots without training.
 
 A run can be in every state the trainer leaves it in: ``finished`` (final evaluation, final checkpoint),
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents import rundir
-from agents.config import RunConfig
-from agents.evaluate import EpisodeStats
+from agents.run import rundir
+from agents.run.config import RunConfig
+from agents.run.evaluate import EpisodeStats
 
 EPISODES = 20
 

@@ -1,4 +1,4 @@
-"""agents.callbacks: the progress bar (total, time left, a dead stream) and the stop signals."""
+"""agents.run.callbacks: the progress bar (total, time left, a dead stream) and the stop signals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from agents import callbacks
-from agents.callbacks import ProgressBar, StopRequest, end_of_run
+from agents.run import callbacks
+from agents.run.callbacks import ProgressBar, StopRequest, end_of_run
 
 
 class FakeModel(SimpleNamespace):

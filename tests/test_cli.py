@@ -28,8 +28,8 @@ from stable_baselines3.common.save_util import load_from_zip_file
 import envs
 import policies
 import run_rl
-from agents.config import available_configs
 from agents.errors import UrgateError
+from agents.run.config import available_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MINIGRID = [

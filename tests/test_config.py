@@ -1,4 +1,4 @@
-"""agents.config: YAML + overrides into typed, validated RunConfig objects."""
+"""agents.run.config: YAML + overrides into typed, validated RunConfig objects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 import envs
-from agents.config import (
+from agents.errors import UrgateError
+from agents.run.config import (
     CONFIG_DIR,
     EvalConfig,
     PPOConfig,
@@ -15,8 +16,7 @@ from agents.config import (
     embedded_default,
     load_config,
 )
-from agents.errors import UrgateError
-from agents.strict import parse_override
+from agents.run.strict import parse_override
 
 
 def test_default_yaml_states_the_embedded_default():
@@ -25,9 +25,9 @@ def test_default_yaml_states_the_embedded_default():
 
 
 def test_embedded_default_is_used_without_a_configs_directory(tmp_path, monkeypatch):
-    import agents.config
+    import agents.run.config
 
-    monkeypatch.setattr(agents.config, "CONFIG_DIR", tmp_path / "missing")
+    monkeypatch.setattr(agents.run.config, "CONFIG_DIR", tmp_path / "missing")
     assert load_config() == embedded_default()
     assert load_config(None, None, ["seed=3"]).seed == 3
 
@@ -194,5 +194,5 @@ def test_a_wheel_ships_every_config(tmp_path):
     (wheel,) = tmp_path.glob("urgate-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"configs/{name}.yaml" for name in available_configs()} <= names
-    assert "agents/config.py" in names
+    assert "agents/run/config.py" in names
     assert {f"policies/csrc/{p.name}" for p in (repo / "policies" / "csrc").iterdir()} <= names  # sources, headers

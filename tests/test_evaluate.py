@@ -1,4 +1,4 @@
-"""agents.evaluate: rollouts that carry the recurrent state, per-episode statistics, bad model files."""
+"""agents.run.evaluate: rollouts that carry the recurrent state, per-episode statistics, bad model files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from agents import factory
 from agents.errors import UrgateError
-from agents.evaluate import EpisodeStats, evaluate, run_episodes
+from agents.run import factory
+from agents.run.evaluate import EpisodeStats, evaluate, run_episodes
 
 TMAZE = "urgate/TMaze-v0"
 
@@ -113,7 +113,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_frames_of_different_sizes_share_one_canvas(tmp_path):
-    from agents.evaluate import pad_frames, write_video
+    from agents.run.evaluate import pad_frames, write_video
 
     small = np.full((4, 6, 3), 200, dtype=np.uint8)
     big = np.full((8, 10, 3), 100, dtype=np.uint8)
@@ -132,8 +132,8 @@ def test_eval_video_records_the_default_jobs_tmaze_run(tmp_path):
     """The README's ``eval RUN --video episode.gif`` on a run of the default job (a T-maze): frames of the T."""
     import imageio.v3 as iio
 
-    from agents.config import load_config
-    from agents.train import train
+    from agents.run.config import load_config
+    from agents.run.train import train
 
     overrides = ["n_envs=2", "ppo.n_steps=32", "ppo.batch_size=64", "ppo.n_epochs=1", "total_timesteps=64"]
     overrides += ["policy_kwargs.lstm_hidden_size=8", "eval.freq=0", "eval.n_episodes=1", "eval.n_envs=1"]

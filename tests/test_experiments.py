@@ -1,6 +1,6 @@
 """Experiment grids: expansion, validation, restartability and the backends.
 
-The unit tests run the grid in-process with a stand-in for ``agents.train`` that writes run directories in the
+The unit tests run the grid in-process with a stand-in for ``agents.run.train`` that writes run directories in the
 trainer's format, so they check the experiment logic alone; the end-to-end tests at the bottom train for real.
 """
 
@@ -11,13 +11,13 @@ import pytest
 import yaml
 from fake_runs import write_run
 
-import agents.experiments.execute as execute_module
+import agents.study.experiments.execute as execute_module
 from agents.errors import UrgateError
-from agents.experiments import EXPERIMENT_FILE, RUNS_DIR, Experiment, load_experiment, prepare, validate
-from agents.experiments.backends import _pack, _ray_task, _unpack
-from agents.experiments.execute import Job
-from agents.experiments.run import run_experiment
-from agents.rundir import run_state
+from agents.run.rundir import run_state
+from agents.study.experiments import EXPERIMENT_FILE, RUNS_DIR, Experiment, load_experiment, prepare, validate
+from agents.study.experiments.backends import _pack, _ray_task, _unpack
+from agents.study.experiments.execute import Job
+from agents.study.experiments.run import run_experiment
 
 
 class FakeTrainer:
@@ -27,7 +27,7 @@ class FakeTrainer:
         self.calls, self.fail, self.interrupt = [], set(fail), set(interrupt)
 
     def install(self, monkeypatch):
-        """Stand in for ``agents.train``'s train and resume where runs are executed."""
+        """Stand in for ``agents.run.train``'s train and resume where runs are executed."""
         monkeypatch.setattr(execute_module, "train", self.train)
         monkeypatch.setattr(execute_module, "resume", self.resume)
         return self

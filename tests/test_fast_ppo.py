@@ -1,4 +1,4 @@
-"""agents.FastRecurrentPPO and agents.buffers: stock RecurrentPPO's maths and save format on whole sequences."""
+"""agents.FastRecurrentPPO and agents.ppo.buffers: stock RecurrentPPO's maths and save format on whole sequences."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamp
 from stable_baselines3.common.logger import configure
 
 from agents import FastRecurrentPPO
-from agents.buffers import SequenceRolloutBuffer, SequenceSamples, plan_sequences
 from agents.errors import UrgateError
+from agents.ppo.buffers import SequenceRolloutBuffer, SequenceSamples, plan_sequences
 from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy
 from tests.recurrent_envs import DICT_SPACE, play, toy_vec_env
 

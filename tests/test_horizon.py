@@ -1,4 +1,4 @@
-"""agents.horizon: rollout sizes from the env's episode length, and the warning for sequences shorter than episodes."""
+"""agents.ppo.horizon: rollout sizes from the env's episode length, and the warning for sequences shorter than episodes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import gymnasium as gym
 import pytest
 
 import envs
-from agents import factory, horizon
-from agents.config import load_config
 from agents.errors import UrgateError
+from agents.ppo import horizon
+from agents.run import factory
+from agents.run.config import load_config
 from envs.subproc import LeanSubprocVecEnv
 
 TMAZE = "urgate/TMaze-v0"

@@ -1,4 +1,4 @@
-"""Figures (agents.plots) and numbers (agents.results) from experiment directories whose run directories are
+"""Figures (agents.study.plots) and numbers (agents.study.results) from experiment directories whose run directories are
 written with the trainer's own writers (tests/fake_runs.py)."""
 
 import json
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from fake_runs import write_run
 
-from agents import rundir
 from agents.errors import UrgateError
-from agents.experiments import RUNS_DIR, Experiment, prepare
-from agents.plots import plot_experiment
-from agents.results import RunData, aggregate_curves, frontier_table, load_runs, results_markdown, uses_success
+from agents.run import rundir
 from agents.stats import bootstrap_ci, iqm
+from agents.study.experiments import RUNS_DIR, Experiment, prepare
+from agents.study.plots import plot_experiment
+from agents.study.results import RunData, aggregate_curves, frontier_table, load_runs, results_markdown, uses_success
 
 
 def make_experiment(root, *, cores=("lstm", "ur"), seeds=(0, 1, 2, 3), lengths=(10, 100), **run_kwargs):
@@ -186,8 +186,8 @@ def test_every_run_state_plots_and_counts_only_finished_runs(tmp_path, with_succ
 
 def test_results_do_not_import_matplotlib_and_plots_do_not_import_the_process_pool():
     code = (
-        "import sys, agents.results; assert 'matplotlib' not in sys.modules, 'results imports matplotlib'; "
-        "import agents.plots; bad = [m for m in ('agents.experiments.backends', 'ray', 'concurrent.futures.process') "
+        "import sys, agents.study.results; assert 'matplotlib' not in sys.modules, 'results imports matplotlib'; "
+        "import agents.study.plots; bad = [m for m in ('agents.study.experiments.backends', 'ray', 'concurrent.futures.process') "
         "if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""agents.train, agents.factory and agents.loading in-process: the run directory, gate diagnostics, resume, NaN
+"""agents.run.train, agents.run.factory and agents.run.loading in-process: the run directory, gate diagnostics, resume, NaN
 guard."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import agents.evaluate
+import agents.run.evaluate
 import policies
-from agents import factory, loading, rundir
-from agents.config import RunConfig, load_config
 from agents.errors import UrgateError
-from agents.gate_stats import replay_inputs, rollout_gates
-from agents.train import resume, train
+from agents.run import factory, loading, rundir
+from agents.run.config import RunConfig, load_config
+from agents.run.gate_stats import replay_inputs, rollout_gates
+from agents.run.train import resume, train
 
 TINY = [
     "n_envs=2",
@@ -235,17 +235,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_stop_success_ends_the_run_at_the_evaluation_that_met_it(tmp_path, monkeypatch):
     """eval.stop_success: the run stops after stop_evals evaluations in a row at the success rate, counted across
     a resume, and records the evaluated step count; a failed evaluation restarts the count."""
-    import agents.callbacks
+    import agents.run.callbacks
 
     rates = iter([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0])  # evaluations at 0, 64, 128, ... steps
 
     def fake_episodes(model, venv, n_episodes, **kw):
-        stats = agents.evaluate.EpisodeStats()
+        stats = agents.run.evaluate.EpisodeStats()
         rate = next(rates)
         stats.returns, stats.lengths, stats.successes = [rate] * 2, [4] * 2, [rate] * 2
         return stats
 
-    monkeypatch.setattr(agents.callbacks, "run_episodes", fake_episodes)
+    monkeypatch.setattr(agents.run.callbacks, "run_episodes", fake_episodes)
     run_dir = tmp_path / "stop"
     extra = ("eval.stop_success=0.95", "eval.stop_evals=2", "total_timesteps=1024", "gate_diagnostics=0")
     summary = train(tiny(*extra), run_dir, progress_bar=False)
@@ -330,7 +330,7 @@ def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_
     )
     assert not np.allclose(final.obs_rms.mean, 0.0) and not np.allclose(final.obs_rms.var, 1.0)
     venvs, seen = [], []  # the evaluation envs; (observation the policy got, the env's raw observation) per step
-    real_run_episodes = agents.evaluate.run_episodes
+    real_run_episodes = agents.run.evaluate.run_episodes
 
     def spy(model, venv, n_episodes, **kwargs):
         real_predict = model.predict
@@ -343,8 +343,8 @@ def test_normalisation_statistics_are_saved_resumed_and_used_for_evaluation(tmp_
         venvs.append(venv)
         return real_run_episodes(model, venv, n_episodes, **kwargs)
 
-    monkeypatch.setattr(agents.evaluate, "run_episodes", spy)
-    result = agents.evaluate.evaluate(run_dir, n_episodes=2)
+    monkeypatch.setattr(agents.run.evaluate, "run_episodes", spy)
+    result = agents.run.evaluate.evaluate(run_dir, n_episodes=2)
     assert result["episodes"] == 2 and len(venvs) == 1 and seen
     venv = venvs[0]
     assert isinstance(venv, VecNormalize) and not venv.training and not venv.norm_reward

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from .. import rundir
-from ..config import RunConfig
-from ..train import resume, train
+from ...run import rundir
+from ...run.config import RunConfig
+from ...run.train import resume, train
 from .grid import RunSpec
 
 

@@ -14,8 +14,8 @@ from gymnasium import spaces
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from .errors import UrgateError, one_line
-from .fast_ppo import FastRecurrentPPO
+from ..errors import UrgateError, one_line
+from ..ppo.fast_ppo import FastRecurrentPPO
 
 # Saved on the model (SB3 pickles every attribute), so a zip on its own knows which env and core it was made for.
 RUN_INFO_ATTR = "urgate_run"

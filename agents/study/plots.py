@@ -1,4 +1,4 @@
-"""Figures for an experiment directory (``agents.experiments``), from the numbers of ``agents.results``.
+"""Figures for an experiment directory (``agents.study.experiments``), from the numbers of ``agents.study.results``.
 
 ``plot_experiment(exp_dir)`` writes into ``exp_dir/plots/``, as PNG and SVG:
 
@@ -10,7 +10,7 @@
 - ``gates_<env>``: histograms of the effective forget gates and of their timescales 1 / (1 - g) per core, at the
   start and the end of training (the paper's Figure 5, in RL form);
 
-and ``results.md`` (``agents.results``).
+and ``results.md`` (``agents.study.results``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from matplotlib.ticker import EngFormatter
 
 from policies import CORE_NAMES
 
-from . import rundir
-from .errors import UrgateError
+from ..errors import UrgateError
+from ..run import rundir
+from ..run.gate_stats import timescales
 from .experiments import RUNS_DIR, Experiment
-from .gate_stats import timescales
 from .results import (
     RunData,
     aggregate_curves,
@@ -265,7 +265,7 @@ def plot_gates(exp: Experiment, runs: list[RunData], env_id: str, out_dir: Path,
 def plot_experiment(exp_dir: str | Path, *, out_dir: str | Path | None = None, dpi: int = 130) -> list[Path]:
     """Write every figure (PNG + SVG) and ``results.md`` for an experiment directory.
 
-    :param exp_dir: directory written by ``agents.experiments.run_experiment``
+    :param exp_dir: directory written by ``agents.study.experiments.run_experiment``
     :param out_dir: where to write (default ``exp_dir/plots``)
     :param dpi: resolution of the PNGs
     :return: the written paths

@@ -1,4 +1,4 @@
-"""Strict dataclasses read from YAML and ``key=value`` overrides: the machinery beneath ``agents.config``'s schema.
+"""Strict dataclasses read from YAML and ``key=value`` overrides: the machinery beneath ``agents.run.config``'s schema.
 
 Every key is checked against the dataclass fields: an unknown key, or a value of the wrong type, raises
 ``UrgateError`` naming the key and the valid ones (with "did you mean"). Nested dataclasses are sections; a
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigValueError, UrgateError
+from ..errors import ConfigValueError, UrgateError
 
 
 class Strict:

@@ -1,9 +1,9 @@
 """Experiments: a grid of cores x seeds x settings x environments, each cell an ordinary training run.
 
 An experiment directory holds ``experiment.yaml`` (the grid, and the list of runs it expands to) and
-``runs/<name>/``, one run directory per cell written by ``agents.train.train``, plus ``logs/<name>.log`` with each
+``runs/<name>/``, one run directory per cell written by ``agents.run.train.train``, plus ``logs/<name>.log`` with each
 run's own output. Running an experiment again is always safe: runs whose ``summary.json`` says ``finished`` are
-skipped, runs with a checkpoint are resumed (``agents.train.resume``), runs that died before their first checkpoint
+skipped, runs with a checkpoint are resumed (``agents.run.train.resume``), runs that died before their first checkpoint
 start over.
 
 The modules, one concern each:

@@ -17,8 +17,8 @@ import yaml
 
 import envs
 
-from ..config import RunConfig, load_config
-from ..errors import UrgateError
+from ...errors import UrgateError
+from ...run.config import RunConfig, load_config
 
 EXPERIMENT_FILE = "experiment.yaml"
 

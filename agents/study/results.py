@@ -16,10 +16,10 @@ import numpy as np
 
 import envs
 
-from . import rundir
+from ..run import rundir
+from ..stats import Estimate, bootstrap_ci, curve_ci
 from .experiments import Experiment, RunSpec, load_experiment
 from .experiments.store import run_dir
-from .stats import Estimate, bootstrap_ci, curve_ci
 
 CURVE_POINTS = 60
 RESULTS_FILE = "results.md"

@@ -10,7 +10,7 @@ from typing import Any
 
 import rich.progress
 
-from .. import rundir
+from ...run import rundir
 from .execute import Job, Outcome, finished, interrupted
 
 

@@ -26,8 +26,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .. import rundir
-from ..errors import UrgateError
+from ...errors import UrgateError
+from ...run import rundir
 from .execute import Job, Outcome, execute, init_worker, interrupted, parent_signals
 
 POLL_S = 2.0

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from .. import rundir
-from ..errors import UrgateError
+from ...errors import UrgateError
+from ...run import rundir
 from . import store
 from .backends import BACKENDS
 from .execute import Job

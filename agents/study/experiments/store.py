@@ -1,5 +1,5 @@
 """The experiment directory on disk: ``experiment.yaml`` (the grid), ``runs/<name>/`` (one run directory per cell,
-``agents.rundir``) and ``logs/<name>.log`` (each run's own output)."""
+``agents.run.rundir``) and ``logs/<name>.log`` (each run's own output)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UrgateError
-from ..rundir import atomic_write
+from ...errors import UrgateError
+from ...run.rundir import atomic_write
 from .grid import EXPERIMENT_FILE, Experiment
 
 RUNS_DIR = "runs"

@@ -1,13 +1,13 @@
 """Run configuration as data: the schema (``PPOConfig``, ``EvalConfig``, ``RunConfig``) and where a run's config
 comes from (YAML files in ``configs/``, then ``key=value`` overrides).
 
-Every key is checked against the dataclasses below (``agents.strict`` holds the machinery): an unknown key or a
+Every key is checked against the dataclasses below (``agents.run.strict`` holds the machinery): an unknown key or a
 value of the wrong type raises ``UrgateError`` naming the key and the valid ones. A YAML file is merged over the
 dataclass defaults; ``embedded_default()`` is the default job that ``configs/default.yaml`` states, so the package
 trains without any file.
 
 ``policy_kwargs`` and ``env_kwargs`` are free-form dicts: the policy constructor and the environment family
-check their keys when the run is built (``agents.factory``).
+check their keys when the run is built (``agents.run.factory``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 import envs
 from policies import CORE_NAMES
 
-from .errors import UrgateError
+from ..errors import UrgateError
 from .strict import Strict, did_you_mean, merge, name_hint, parse_override, read_yaml, require, set_dotted
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = "default"
 LR_SCHEDULES = ("constant", "linear")
 VEC_ENVS = ("dummy", "subproc")
@@ -36,7 +36,7 @@ class PPOConfig:
 
     :param n_steps: steps per environment per rollout; also the longest sequence a minibatch holds, so it bounds
         how far back backpropagation through time reaches; ``auto``: the env's episode limit rounded up to a
-        multiple of 64 (``agents.horizon``)
+        multiple of 64 (``agents.ppo.horizon``)
     :param batch_size: minibatch size in steps (RecurrentPPO's meaning: an epoch is ``ceil(n_steps * n_envs /
         batch_size)`` gradient steps); ``auto``: the rollout in 8 minibatches (at most one per env) of whole env
         rollouts

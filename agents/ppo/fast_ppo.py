@@ -5,7 +5,7 @@ What differs from stock, and only this:
 - the minibatch composition: each env's rollout is cut into chunks of ``sequence_length`` steps (default: the
   longest divisor of ``n_steps`` that keeps stock's minibatch count) that keep episode resets inside them, and an
   epoch is stock's ``ceil(n_steps * n_envs / batch_size)`` minibatches, each a random set of whole chunks, built
-  once per rollout (``agents.buffers``). Stock cuts a rotated slice of ``batch_size`` transitions into sequences
+  once per rollout (``agents.ppo.buffers``). Stock cuts a rotated slice of ``batch_size`` transitions into sequences
   at episode starts and pads them to the longest; both make the same number of gradient steps;
 - with no padding there is no mask: every mean below is over real transitions, as stock's masked means are.
 

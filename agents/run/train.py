@@ -1,5 +1,5 @@
 """Train and resume runs: build from a config, learn with the callbacks, write the run directory
-(``agents.rundir`` names its files).
+(``agents.run.rundir`` names its files).
 
 Everything a user can get wrong (config, env id, core, policy keywords, run directory) is checked before the
 first file is written.
@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoard
 
 import envs
 
+from ..errors import UrgateError
 from . import factory, loading, rundir
 from .callbacks import (
     CheckpointCallback,
@@ -31,7 +32,6 @@ from .callbacks import (
 )
 from .checkpoints import save_model, write_checkpoint
 from .config import RunConfig
-from .errors import UrgateError
 
 log = logging.getLogger("urgate")
 EVAL_SEED_OFFSET = 10_000  # evaluation envs never replay the training envs' episodes
@@ -79,7 +79,7 @@ def make_logger(run_dir: Path) -> Logger:
 def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_bar: bool = True) -> dict[str, Any]:
     """Train a fresh run into ``run_dir``.
 
-    :param cfg: the resolved configuration (``agents.config.load_config``)
+    :param cfg: the resolved configuration (``agents.run.config.load_config``)
     :param run_dir: directory to create; an existing non-empty one needs ``overwrite``
     :param overwrite: replace an existing run directory
     :param progress_bar: show a live bar on stderr

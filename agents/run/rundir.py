@@ -1,4 +1,4 @@
-"""The run directory: every file ``agents.train`` writes, named once, and read and written only here.
+"""The run directory: every file ``agents.run.train`` writes, named once, and read and written only here.
 
 A run directory holds::
 

@@ -15,10 +15,10 @@ import imageio.v3 as iio
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from ..errors import ConfigValueError, UrgateError
+from ..stats import bootstrap_ci, mean
 from . import factory, loading, rundir
 from .config import RunConfig
-from .errors import ConfigValueError, UrgateError
-from .stats import bootstrap_ci, mean
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 MAX_VIDEO_FRAMES = 2_000

@@ -3,7 +3,7 @@ and model.
 
 Agents never special-case an environment id: the env family says which policy class and features extractor suit
 its observations (by name), and this module resolves those names in ``policies``. Loading saved models is
-``agents.loading``.
+``agents.run.loading``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import envs
 import policies
 from policies.extractors import EXTRACTORS
 
-from . import horizon
+from ..errors import ConfigValueError, UrgateError, one_line
+from ..ppo import horizon
+from ..ppo.fast_ppo import FastRecurrentPPO
 from .config import RunConfig
-from .errors import ConfigValueError, UrgateError, one_line
-from .fast_ppo import FastRecurrentPPO
 from .loading import RUN_INFO_ATTR, load_vecnormalize
 from .strict import did_you_mean, type_name
 

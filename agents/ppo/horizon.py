@@ -15,7 +15,7 @@ import math
 
 from stable_baselines3.common.vec_env import VecEnv
 
-from .errors import UrgateError
+from ..errors import UrgateError
 
 log = logging.getLogger("urgate")
 

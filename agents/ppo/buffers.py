@@ -26,7 +26,7 @@ import torch as th
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
-from .errors import UrgateError
+from ..errors import UrgateError
 
 
 class SequenceSamples(NamedTuple):
