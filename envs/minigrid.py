@@ -8,11 +8,17 @@ SB3's default ``CombinedExtractor``: ``features_extractor=None``).
 from __future__ import annotations
 
 import difflib
+import re
+import warnings
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
 from .errors import EnvConfigError
 from .wrappers import FirstActions, GridDictObs, SuccessFromReward
+
+if TYPE_CHECKING:
+    from .minigrid_vec import MemoryVecEnv
 
 # The memoryless ceiling of 0.5 is that of the Memory tasks.
 MEMORY_IDS = (
@@ -39,6 +45,12 @@ VIEWS = ("symbolic", "rgb")
 # all that navigation tasks such as the Memory tasks need. Fewer actions make exploration much cheaper (measured in
 # configs/minigrid.yaml).
 ACTION_SETS: dict[str, int | None] = {"all": None, "move": 3}
+# The minigrid releases whose Memory tasks ``envs.minigrid_vec.MemoryVecEnv`` was checked against, step for step
+# (tests/test_envs_minigrid_vec.py); with another version make_vec_env steps minigrid's own envs instead.
+VEC_CHECKED_VERSIONS = ((3, 0, 0), (3, 2, 0))  # first and last, inclusive
+# The keywords the vectorised Memory tasks take (others, e.g. agent_view_size, get minigrid's own envs).
+_VEC_KWARGS = frozenset({"actions", "view", "tile_size", "max_steps", "size", "random_length"})
+_warned_version: list[str] = []
 
 
 def make_minigrid(
@@ -87,3 +99,44 @@ def make_minigrid(
     if ACTION_SETS[actions] is not None:
         env = FirstActions(env, ACTION_SETS[actions])
     return SuccessFromReward(GridDictObs(env, symbolic=view == "symbolic"))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def vec_supported(env_id: str, view: str = "symbolic", **env_kwargs) -> bool:
+    """Whether ``make_minigrid_vec`` steps these arguments as arrays: a Memory id, the symbolic view, keywords the
+    vectorised version models, and a minigrid release it was checked against (else one warning per process)."""
+    if env_id not in MEMORY_IDS or view != "symbolic" or not set(env_kwargs) <= _VEC_KWARGS:
+        return False
+    import minigrid
+
+    low, high = VEC_CHECKED_VERSIONS
+    if low <= _version(minigrid.__version__) <= high:
+        return True
+    if not _warned_version:
+        _warned_version.append(minigrid.__version__)
+        checked = "..".join(".".join(map(str, v)) for v in VEC_CHECKED_VERSIONS)
+        warnings.warn(
+            f"minigrid {minigrid.__version__} is not a version the vectorised Memory tasks were checked against "
+            f"({checked}): stepping minigrid's own envs instead (correct, about 20x slower)",
+            stacklevel=3,
+        )
+    return False
+
+
+def make_minigrid_vec(env_id: str, n_envs: int, **env_kwargs) -> MemoryVecEnv | None:
+    """Vectorised family builder: the Memory tasks as ``envs.minigrid_vec.MemoryVecEnv`` (all copies stepped as
+    arrays, the same episodes as minigrid's own env for the same seeds), or None where ``vec_supported`` says no (then
+    ``envs.make_vec_env`` steps ``make_minigrid`` envs in a DummyVecEnv).
+
+    :param env_kwargs: as ``make_minigrid``
+    """
+    if not vec_supported(env_id, **env_kwargs):
+        return None
+    from .minigrid_vec import MemoryVecEnv
+
+    env_kwargs.pop("view", None)
+    env_kwargs.pop("tile_size", None)  # the RGB view's only
+    return MemoryVecEnv(env_id, n_envs, **env_kwargs)

@@ -45,7 +45,8 @@ class EnvFamily:
     :param set_by_id: keywords of ``env_class`` that the builder derives from the id (not accepted from users)
     :param records_video: whether its envs render ``rgb_array`` frames, so that ``eval --video`` can record them
     :param vec_builder: called as ``vec_builder(env_id, n_envs, **kwargs)`` for a VecEnv that steps all copies at
-        once with DummyVecEnv's semantics and episodes (``make_vec_env`` prefers it in-process), or None
+        once with DummyVecEnv's semantics and episodes (``make_vec_env`` prefers it in-process); it may return None
+        for ids or keywords it does not vectorise (then DummyVecEnv); None: the family has none
     """
 
     name: str
@@ -142,6 +143,7 @@ FAMILIES: dict[str, EnvFamily] = {
             extra=None,
             builder=minigrid.make_minigrid,
             pattern=minigrid.PATTERN,
+            vec_builder=minigrid.make_minigrid_vec,
         ),
         EnvFamily(
             name="visual_match",
@@ -290,9 +292,11 @@ def make_vec_env(
     family = family_of(env_id)
     if not subprocess and family.vec_builder is not None:
         family.check_kwargs(env_id, env_kwargs)
-        venv = VecMonitor(family.vec_builder(env_id, n_envs, **env_kwargs))  # Monitor's episode statistics
-        venv.seed(seed)
-        return venv
+        vectorised = family.vec_builder(env_id, n_envs, **env_kwargs)
+        if vectorised is not None:
+            venv = VecMonitor(vectorised)  # Monitor's episode statistics
+            venv.seed(seed)
+            return venv
     if not subprocess:
         # The first env is built here, so that a bad keyword raises EnvConfigError in the caller's frame.
         builder = _Builder(env_id, env_kwargs, first=family.build(env_id, **env_kwargs))
