@@ -3,10 +3,18 @@
     PYTHONPATH=. python benchmarks/envs.py                 # every family that is installed
     PYTHONPATH=. python benchmarks/envs.py --families tmaze visual_match --seconds 3
     PYTHONPATH=. python benchmarks/envs.py --families --memory-maze --worker-rss --train-steps 4096
+    PYTHONPATH=. python benchmarks/envs.py --families --vectorised --n-envs 64
 
 Two columns: one env from ``envs.make_env`` (the family's wrappers included, stepped in a plain loop with resets),
-and ``envs.make_vec_env`` with ``--n-envs`` in-process copies (SB3's DummyVecEnv + Monitor: what a rollout pays
-per env step). Memory Maze is measured as one env only here, after its maze is built.
+and ``envs.make_vec_env`` with ``--n-envs`` in-process copies (the family's vectorised VecEnv inside VecMonitor
+where it has one, else SB3's DummyVecEnv + Monitor: what a rollout pays per env step). Memory Maze is measured as
+one env only here, after its maze is built.
+
+``--vectorised``: for each id with a vectorised VecEnv, ``--n-envs`` copies stepped with random actions (auto-resets
+included) as SB3's DummyVecEnv over single envs (the path without it) against the vectorised VecEnv, both inside
+their episode statistics (Monitor / VecMonitor) as ``envs.make_vec_env`` builds them, side by side: steps per
+second of CPU time of this process (robust on a shared machine) and per wall second. Target from the issue on the
+grid tasks: MiniGrid-MemoryS17Random >= 200,000 steps per CPU second at 64 copies.
 Requirements from issue 4: T-maze >= 50,000 steps/s and Visual Match >= 5,000 steps/s for one env.
 
 ``--memory-maze``: upstream's raw dm_env task (``memory_maze.tasks``, unpatched) against ours (``envs.make_env``,
@@ -89,6 +97,53 @@ def vec_env_rate(env_id: str, kwargs: dict, n_envs: int, seconds: float) -> floa
     rate = steps / (time.perf_counter() - start)
     venv.close()
     return rate
+
+
+VECTORISED_CASES = {  # label -> (id, kwargs): the ids whose family has a vectorised VecEnv
+    "tmaze": ("urgate/TMaze-v0", {"length": 100}),
+    "minigrid S7": ("MiniGrid-MemoryS7-v0", {}),
+    "minigrid S17Random": ("MiniGrid-MemoryS17Random-v0", {}),
+}
+
+
+def random_action_rate(venv, seconds: float, seed: int = 0) -> tuple[float, float]:
+    """Steps of all copies per CPU second of this process and per wall second: ``venv`` stepped with random actions
+    (64 batches drawn up front, cycled) for at least ``seconds`` of CPU time after a reset."""
+    venv.reset()
+    rng = np.random.default_rng(seed)
+    actions = [rng.integers(venv.action_space.n, size=venv.num_envs) for _ in range(64)]
+    venv.step(actions[0])  # warm-up
+    steps, cpu, wall = 0, time.process_time(), time.perf_counter()
+    while time.process_time() - cpu < seconds:
+        for action in actions:
+            venv.step(action)
+        steps += len(actions) * venv.num_envs
+    return steps / (time.process_time() - cpu), steps / (time.perf_counter() - wall)
+
+
+def vectorised_table(n_envs: int, seconds: float) -> None:
+    """DummyVecEnv over single envs against the vectorised VecEnv, random actions (``random_action_rate``)."""
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs.registry import _Builder
+
+    print()
+    print(f"| {n_envs} copies, random actions | steps per CPU s, DummyVecEnv | vectorised | ratio | "
+          "steps per wall s, DummyVecEnv | vectorised |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, (env_id, kwargs) in VECTORISED_CASES.items():
+        dummy = sb3_make_vec_env(_Builder(env_id, kwargs), n_envs=n_envs, seed=0, vec_env_cls=DummyVecEnv)
+        vec = envs.make_vec_env(env_id, n_envs=n_envs, seed=0, **kwargs)
+        assert not isinstance(vec.unwrapped, DummyVecEnv), f"{env_id} has no vectorised VecEnv here"
+        slow_cpu, slow_wall = random_action_rate(dummy, seconds)
+        fast_cpu, fast_wall = random_action_rate(vec, seconds)
+        print(
+            f"| {label} (`{env_id}`) | {slow_cpu:,.0f} | {fast_cpu:,.0f} | {fast_cpu / slow_cpu:.0f}x | "
+            f"{slow_wall:,.0f} | {fast_wall:,.0f} |",
+            flush=True,
+        )
+    print(f"\nload average (1 min) after the table: {os.getloadavg()[0]:.1f}")
 
 
 MAZE_CASES = {  # label -> (size, id suffix)
@@ -284,6 +339,7 @@ def main() -> None:
     parser.add_argument("--maze-seconds", type=float, default=20.0, help="stepping time per Memory Maze cell")
     parser.add_argument("--worker-rss", action="store_true", help="RSS per subprocess child, SB3's against ours")
     parser.add_argument("--train-steps", type=int, default=0, help="Memory Maze training steps (0: not measured)")
+    parser.add_argument("--vectorised", action="store_true", help="DummyVecEnv against the vectorised VecEnvs")
     parser.add_argument("--maze-cell", nargs=4, help=argparse.SUPPRESS)  # side size variant seconds
     args = parser.parse_args()
     if args.maze_cell:
@@ -298,7 +354,7 @@ def main() -> None:
         f"# `{' '.join(['python', *sys.argv])}`  ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     )
     print()
-    print(f"| family | id | steps/s, one env | steps/s, {args.n_envs} envs (DummyVecEnv) |")
+    print(f"| family | id | steps/s, one env | steps/s, {args.n_envs} envs (envs.make_vec_env) |")
     print("|---|---|---:|---:|")
     for name in args.families:
         env_id, kwargs = CASES[name]
@@ -315,6 +371,8 @@ def main() -> None:
             else f"{vec_env_rate(env_id, kwargs, args.n_envs, args.seconds):,.0f}"
         )
         print(f"| {name} | `{shown}` | {single:,.0f} | {vec} |", flush=True)
+    if args.vectorised:
+        vectorised_table(args.n_envs, args.seconds)
     if args.memory_maze:
         memory_maze_table(args.maze_seconds)
     if args.worker_rss:

@@ -3,6 +3,14 @@
 Observations become ``Dict(image: 7x7x3 symbolic indices, direction: Discrete(4))`` (the mission string is dropped)
 for ``policies.extractors.SymbolicGridExtractor``; ``view="rgb"`` gives the 56x56x3 RGB view instead (then use
 SB3's default ``CombinedExtractor``: ``features_extractor=None``).
+
+``envs.make_vec_env`` steps the Memory tasks (``MEMORY_IDS``, symbolic view, both action sets) as one vectorised
+VecEnv, ``envs.minigrid_vec.MemoryVecEnv``: each episode comes from minigrid's own generator with the copy's seed,
+and the step and the view are numpy code over all copies, checked step for step against minigrid's own env (the
+versions in ``VEC_CHECKED_VERSIONS``; any other minigrid gets its own envs, with one warning). A copy of MiniGrid in
+JAX (NAVIX, XLand-MiniGrid) would draw other episodes for the same seed and bring JAX into a torch package, so the
+Memory tasks are reproduced in numpy instead. Everything else (the RGB view, other tasks, rendering, videos) runs
+minigrid's own env.
 """
 
 from __future__ import annotations
