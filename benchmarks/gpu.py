@@ -2,7 +2,7 @@
 
 Part 1, per size (T, B, input, H): the median time of one training-style call (``out, _ = core(x)``,
 ``out.sum().backward()``, synchronised) of ``ur`` through the Triton kernels, of ``ur`` through the pure-torch loop
-(``kernels.refine_recurrence_reference``) and of torch's ``nn.LSTM`` (cuDNN), plus the largest difference between the Triton
+(``recurrence.refine_recurrence_reference``) and of torch's ``nn.LSTM`` (cuDNN), plus the largest difference between the Triton
 and pure-torch outputs and input gradients at that size (the interpreter-run tests cannot check the GPU's memory
 model at scale; this does). Sizes: the three of ``benchmarks/cores.py`` plus (128, 64, 128, 256) and
 (1024, 16, 64, 128).
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.cores import SIZES as CORE_SIZES  # noqa: E402
 from policies import cores, make_core, triton_refine  # noqa: E402
-from policies.kernels import refine_recurrence_reference  # noqa: E402
+from policies.recurrence import refine_recurrence_reference  # noqa: E402
 
 SIZES = (*CORE_SIZES, (128, 64, 128, 256), (1024, 16, 64, 128))
 DRY_SIZES = ((3, 2, 4, 8), (5, 17, 3, 20))

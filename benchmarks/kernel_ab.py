@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policies import kernels  # noqa: E402
+from policies import extensions, kernels  # noqa: E402
 
 SIZES = ((32, 8, 64), (64, 16, 128), (128, 32, 256), (128, 2, 256))  # (T, B, H); B = 2: the default T-maze job
 
 
-def base_extension(revision: str, folder: Path) -> kernels.CompiledExtension:
+def base_extension(revision: str, folder: Path) -> extensions.CompiledExtension:
     """The refine kernel of ``revision``, its sources written to ``folder``, registering ``torch.ops.urgate_base``."""
     names = subprocess.run(
         ["git", "ls-tree", "--name-only", f"{revision}:policies/csrc"],
@@ -45,7 +45,7 @@ def base_extension(revision: str, folder: Path) -> kernels.CompiledExtension:
         for macro in ("TORCH_LIBRARY", "TORCH_LIBRARY_FRAGMENT"):
             text = text.replace(f"{macro}(urgate, m)", f"{macro}(urgate_base, m)")
         (folder / name).write_text(text)
-    return kernels.CompiledExtension(
+    return extensions.CompiledExtension(
         "refine_base", ["refine.cpp"], description=f"refine kernel of {revision}", source_dir=folder
     )
 

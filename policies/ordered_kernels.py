@@ -3,7 +3,7 @@ pure torch.
 
 ``ordered_recurrence`` is the one entry point the ordered cores call. Its definition is the plain loop of
 ``recurrence.step_loop`` over the cells of ``policies.gates`` (``ordered_recurrence_reference``, autograd through the
-loop). The compiled path (``csrc/ordered.cpp``, a ``kernels.CompiledExtension`` built on first use and cached) fuses
+loop). The compiled path (``csrc/ordered.cpp``, an ``extensions.CompiledExtension`` built on first use and cached) fuses
 each step's work for a batch row (activations, the cumulative softmax over the units, the cell update) into one
 pass next to one matrix product, and has a hand-written backward pass whose recurrent weight gradient is one matrix
 product over all steps. It must match the reference (tests/test_ordered.py).
@@ -21,8 +21,9 @@ import warnings
 
 import torch
 
+from .extensions import CompiledExtension
 from .gates import cumax, master_cell, ordered_cell, ordered_refine_cell
-from .kernels import DISABLE_ENV, CompiledExtension, CompiledRecurrence, _dispatch, kernel_disabled
+from .kernels import DISABLE_ENV, CompiledRecurrence, _dispatch, kernel_disabled
 from .recurrence import Cell, step_loop
 
 ORDERED, ORDERED_REFINE, MASTER_CUMAX, MASTER_UGI = "ordered", "ordered_refine", "master_cumax", "master_ugi"

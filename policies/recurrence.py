@@ -2,7 +2,9 @@
 
 An LSTM cell maps gate pre-activations (B, 4H) and the previous cell state to ``(h, c, gate)``; a GRU cell maps the
 input and recurrent projections and the previous hidden state to ``(h, gate)`` (see ``gates.py``). These loops are
-the definitions that the compiled kernels in ``policies.kernels`` are tested against.
+the definitions that the compiled kernels in ``policies.kernels`` and ``policies.ordered_kernels`` and the Triton
+kernels in ``policies.triton_refine`` are tested against; ``refine_recurrence_reference`` and
+``gru_recurrence_reference`` are the pure-torch paths of ``policies.kernels``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
+
+from .gates import gru_cell, refine_cell, refine_gru_cell
 
 Cell = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 GruCell = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -87,3 +91,29 @@ def gru_step_loop(
 
     out, (h,), gates = _loop(step, (h0,), xproj.shape[0], resets, keep_gates)
     return out, h, gates
+
+
+def refine_recurrence_reference(
+    xproj: torch.Tensor,
+    w_hh: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    resets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pure-torch refine recurrence: ``(out (T, B, H), h_T, c_T)``; see ``refine_recurrence``."""
+    out, h, c, _ = step_loop(refine_cell, xproj, w_hh, h0, c0, resets)
+    return out, h, c
+
+
+def gru_recurrence_reference(
+    xproj: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    h0: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    *,
+    refine: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch GRU / refine-GRU recurrence: ``(out (T, B, H), h_T)``; see ``gru_recurrence``."""
+    out, h, _ = gru_step_loop(refine_gru_cell if refine else gru_cell, xproj, w_hh, b_hh, h0, resets)
+    return out, h

@@ -35,7 +35,7 @@ import threading
 import torch
 from torch.autograd.function import once_differentiable
 
-from .kernels import refine_recurrence_reference
+from .recurrence import refine_recurrence_reference
 
 try:
     import triton

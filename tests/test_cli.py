@@ -485,7 +485,7 @@ def test_log_lines_are_printed_above_the_progress_bar(capsys):
     run_rl._announce_on_stderr()
     bar = tqdm(total=10, file=sys.stderr, mininterval=0)
     bar.update(3)
-    logging.getLogger("policies.kernels").warning("urgate: building the refine-gate CPU kernel")
+    logging.getLogger("policies.extensions").warning("urgate: building the refine-gate CPU kernel")
     logging.getLogger("urgate").info("eval at 3 steps: success 1.00, return 0.500 (2 episodes)")
     bar.close()
     segments = re.split(r"[\r\n]", capsys.readouterr().err)

@@ -1,8 +1,9 @@
 """The compiled refine-gate recurrences against their plain definitions, and the fallback rules around them.
 
-The references are ``policies.recurrence.step_loop`` over ``policies.gates.refine_cell`` (exposed as
-``kernels.refine_recurrence_reference``) and ``gru_step_loop`` over ``gru_cell`` / ``refine_gru_cell``
-(``kernels.gru_recurrence_reference``), differentiated by autograd.
+The references are ``policies.recurrence.step_loop`` over ``policies.gates.refine_cell``
+(``recurrence.refine_recurrence_reference``) and ``gru_step_loop`` over ``gru_cell`` / ``refine_gru_cell``
+(``recurrence.gru_recurrence_reference``), differentiated by autograd. The extension loader
+(``policies.extensions``) is tested at the end: cache key, concurrent first builds, killed and stuck builders.
 """
 
 import os
@@ -15,14 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from policies import kernels, make_core
-from policies.kernels import (
-    DISABLE_ENV,
-    gru_recurrence,
-    gru_recurrence_reference,
-    refine_recurrence,
-    refine_recurrence_reference,
-)
+from policies import extensions, kernels, make_core
+from policies.kernels import DISABLE_ENV, gru_recurrence, refine_recurrence
+from policies.recurrence import gru_recurrence_reference, refine_recurrence_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-10), torch.float32: dict(atol=2e-5, rtol=1e-4)}
@@ -233,7 +229,7 @@ def test_unsupported_dtype_falls_back_with_one_warning(monkeypatch):
 def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     # A real failed build: the compiler rejects the source (no torch header is parsed, so this is quick).
     (tmp_path / "broken.cpp").write_text("this is not C++;\n")
-    broken = kernels.CompiledExtension(
+    broken = extensions.CompiledExtension(
         "broken", ["broken.cpp"], description="broken test extension", source_dir=tmp_path
     )
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
@@ -311,17 +307,17 @@ PROBE_CPP = 'extern "C" int urgate_probe_answer() { return 42; }\n'
 PROBE_RUN = """
 import ctypes, json, os, signal, sys, time
 from pathlib import Path
-from policies import kernels
+from policies import extensions
 
-probe = kernels.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=Path(sys.argv[1]))
-build = kernels.CompiledExtension._build
+probe = extensions.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=Path(sys.argv[1]))
+build = extensions.CompiledExtension._build
 mode = sys.argv[2]
 if mode == "killed":  # die mid-build, as under SIGKILL or the OOM killer, leaving torch's lock file behind
     def killed(self, build_dir):
         build_dir.mkdir(parents=True, exist_ok=True)
         (build_dir / "lock").touch()
         os.kill(os.getpid(), signal.SIGKILL)
-    kernels.CompiledExtension._build = killed
+    extensions.CompiledExtension._build = killed
 if mode == "together":  # start loading with the other process; the builder builds once the other one waits
     import logging
     go = Path(sys.argv[3])
@@ -330,13 +326,13 @@ if mode == "together":  # start loading with the other process; the builder buil
             print(record.getMessage(), file=sys.stderr, flush=True)
             if "waiting for another process" in record.getMessage():
                 go.with_name("waiting").touch()
-    logging.getLogger("policies.kernels").addHandler(Waiting())
+    logging.getLogger("policies.extensions").addHandler(Waiting())
     def when_the_other_waits(self, build_dir):
         deadline = time.monotonic() + 30
         while not go.with_name("waiting").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         build(self, build_dir)
-    kernels.CompiledExtension._build = when_the_other_waits
+    extensions.CompiledExtension._build = when_the_other_waits
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.01)
@@ -368,7 +364,9 @@ def probe_result(stdout):
 
 def test_cache_is_keyed_by_torch_version_and_every_source_byte(probe_dir, monkeypatch):
     def name():
-        return kernels.CompiledExtension("probe", ["probe.cpp"], description="p", source_dir=probe_dir).library_name()
+        return extensions.CompiledExtension(
+            "probe", ["probe.cpp"], description="p", source_dir=probe_dir
+        ).library_name()
 
     first = name()
     assert first == name() and first.startswith("urgate_probe_")
@@ -383,7 +381,7 @@ def test_cache_is_keyed_by_torch_version_and_every_source_byte(probe_dir, monkey
     (probe_dir / "shared.h").write_text("#pragma once\n")  # a header the sources may include
     changed_header = name()
     assert len({first, other_torch, changed_source, changed_header}) == 4
-    build_dir = kernels.CompiledExtension("probe", ["probe.cpp"], description="p", source_dir=probe_dir)
+    build_dir = extensions.CompiledExtension("probe", ["probe.cpp"], description="p", source_dir=probe_dir)
     assert build_dir.build_directory() == probe_dir / "ext" / changed_header
 
 
@@ -413,11 +411,11 @@ def test_a_build_killed_midway_blocks_no_later_process(probe_dir):
 
 
 def test_a_stuck_builder_is_waited_for_boundedly_then_pure_torch_with_one_warning(probe_dir, monkeypatch):
-    probe = kernels.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=probe_dir)
+    probe = extensions.CompiledExtension("probe", ["probe.cpp"], description="probe extension", source_dir=probe_dir)
     lock = probe.build_directory().with_name(probe.build_directory().name + ".lock")
     lock.parent.mkdir(parents=True)
     hold = (
-        "import sys, time; from pathlib import Path; from policies.kernels import _build_lock\n"
+        "import sys, time; from pathlib import Path; from policies.extensions import _build_lock\n"
         "with _build_lock(Path(sys.argv[1]), 0):\n    print('locked', flush=True); time.sleep(120)\n"
     )
     holder = subprocess.Popen(
@@ -429,7 +427,7 @@ def test_a_stuck_builder_is_waited_for_boundedly_then_pure_torch_with_one_warnin
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(kernels, "BUILD_WAIT_S", 0.5)
+        monkeypatch.setattr(extensions, "BUILD_WAIT_S", 0.5)
         monkeypatch.setattr(kernels, "REFINE", probe)
         monkeypatch.setattr(kernels, "_warned", False)
         monkeypatch.delenv(DISABLE_ENV, raising=False)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from policies import PolicyConfigError, kernels, make_core, ordered_kernels
+from policies import PolicyConfigError, extensions, make_core, ordered_kernels
 from policies.gates import cumax, master_gates
 from policies.kernels import DISABLE_ENV
 from tests.test_cores import build, close, ks_uniform, paper_reference, random_case
@@ -202,7 +202,7 @@ def test_kernel_propagates_nan_and_inf_as_reference(kind, dtype, compiled):
 def test_fallback_warns_once_and_matches(monkeypatch):
     monkeypatch.delenv(DISABLE_ENV, raising=False)
     monkeypatch.setattr(ordered_kernels, "_warned", False)
-    unbuilt = kernels.CompiledExtension("ordered", ["ordered.cpp"], description="ordered-gate CPU kernel")
+    unbuilt = extensions.CompiledExtension("ordered", ["ordered.cpp"], description="ordered-gate CPU kernel")
     unbuilt.error = "the build failed: RuntimeError: simulated compiler failure"  # load() then returns False
     monkeypatch.setattr(ordered_kernels, "ORDERED_EXTENSION", unbuilt)
     core = build("om", 3, 4, L=2)

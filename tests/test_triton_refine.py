@@ -19,7 +19,8 @@ import torch
 pytest.importorskip("triton")
 
 from policies import kernels, make_core, triton_refine  # noqa: E402
-from policies.kernels import DISABLE_ENV, refine_recurrence, refine_recurrence_reference  # noqa: E402
+from policies.kernels import DISABLE_ENV, refine_recurrence  # noqa: E402
+from policies.recurrence import refine_recurrence_reference  # noqa: E402
 from policies.triton_refine import refine_recurrence_triton  # noqa: E402
 from tests.test_kernels import TOL, make_inputs, outputs_and_grads  # noqa: E402
 
