@@ -18,15 +18,11 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from typing import TYPE_CHECKING
 
 import gymnasium as gym
 
 from .errors import EnvConfigError
 from .wrappers import FirstActions, GridDictObs, SuccessFromReward
-
-if TYPE_CHECKING:
-    from .minigrid_vec import MemoryVecEnv
 
 # The memoryless ceiling of 0.5 is that of the Memory tasks.
 MEMORY_IDS = (
@@ -132,19 +128,3 @@ def vec_supported(env_id: str, view: str = "symbolic", **env_kwargs) -> bool:
             stacklevel=3,
         )
     return False
-
-
-def make_minigrid_vec(env_id: str, n_envs: int, **env_kwargs) -> MemoryVecEnv | None:
-    """Vectorised family builder: the Memory tasks as ``envs.minigrid_vec.MemoryVecEnv`` (all copies stepped as
-    arrays, the same episodes as minigrid's own env for the same seeds), or None where ``vec_supported`` says no (then
-    ``envs.make_vec_env`` steps ``make_minigrid`` envs in a DummyVecEnv).
-
-    :param env_kwargs: as ``make_minigrid``
-    """
-    if not vec_supported(env_id, **env_kwargs):
-        return None
-    from .minigrid_vec import MemoryVecEnv
-
-    env_kwargs.pop("view", None)
-    env_kwargs.pop("tile_size", None)  # the RGB view's only
-    return MemoryVecEnv(env_id, n_envs, **env_kwargs)

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from .errors import EnvConfigError
 from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_views
-from .minigrid import make_minigrid
+from .minigrid import make_minigrid, vec_supported
 
 LEFT, RIGHT, FORWARD = 0, 1, 2
 _TURN = np.array([-1, 1, 0, 0, 0, 0, 0], dtype=np.int64)  # direction change per action (MiniGrid's 7 actions)
@@ -207,3 +207,17 @@ def _copy_generator(rng: np.random.Generator) -> np.random.Generator:
     copy = np.random.Generator(type(rng.bit_generator)())
     copy.bit_generator.state = rng.bit_generator.state
     return copy
+
+
+def make_minigrid_vec(env_id: str, n_envs: int, **env_kwargs) -> MemoryVecEnv | None:
+    """Vectorised family builder: the Memory tasks as ``envs.minigrid_vec.MemoryVecEnv`` (all copies stepped as
+    arrays, the same episodes as minigrid's own env for the same seeds), or None where ``vec_supported`` says no (then
+    ``envs.make_vec_env`` steps ``make_minigrid`` envs in a DummyVecEnv).
+
+    :param env_kwargs: as ``make_minigrid``
+    """
+    if not vec_supported(env_id, **env_kwargs):
+        return None
+    env_kwargs.pop("view", None)
+    env_kwargs.pop("tile_size", None)  # the RGB view's only
+    return MemoryVecEnv(env_id, n_envs, **env_kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import inspect
 import re
@@ -44,9 +45,11 @@ class EnvFamily:
         (the builder forwards ``**env_kwargs`` to it); None: the builder's own signature lists them
     :param set_by_id: keywords of ``env_class`` that the builder derives from the id (not accepted from users)
     :param records_video: whether its envs render ``rgb_array`` frames, so that ``eval --video`` can record them
-    :param vec_builder: called as ``vec_builder(env_id, n_envs, **kwargs)`` for a VecEnv that steps all copies at
-        once with DummyVecEnv's semantics and episodes (``make_vec_env`` prefers it in-process); it may return None
-        for ids or keywords it does not vectorise (then DummyVecEnv); None: the family has none
+    :param vec_builder: ``"module:function"`` in this package (``"tmaze_vec:make_tmaze_vec"``), the function called
+        as ``function(env_id, n_envs, **kwargs)`` for a VecEnv that steps all copies at once with DummyVecEnv's
+        semantics and episodes (``make_vec_env`` prefers it in-process); the function may return None for ids or
+        keywords it does not vectorise (then DummyVecEnv); None: the family has none. A name, not the function: its
+        module needs SB3, which env worker processes never import, so it is imported only when a VecEnv is built
     """
 
     name: str
@@ -65,7 +68,7 @@ class EnvFamily:
     env_class: type | None = field(default=None, repr=False)
     set_by_id: tuple[str, ...] = field(default=(), repr=False)
     records_video: bool = True
-    vec_builder: Callable[..., VecEnv] | None = field(default=None, repr=False)
+    vec_builder: str | None = field(default=None, repr=False)
 
     def accepts(self, env_id: str) -> bool:
         """Whether ``env_id`` belongs to this family."""
@@ -83,6 +86,12 @@ class EnvFamily:
             )
         self.check_kwargs(env_id, env_kwargs)
         return self.builder(env_id, render_mode=render_mode, **env_kwargs)
+
+    def build_vec(self, env_id: str, n_envs: int, **env_kwargs) -> VecEnv | None:
+        """Import the family's vectorised module (``vec_builder``) and build ``n_envs`` copies stepped at once (None
+        where the builder does not vectorise these arguments)."""
+        module, _, function = self.vec_builder.partition(":")
+        return getattr(importlib.import_module(f".{module}", __package__), function)(env_id, n_envs, **env_kwargs)
 
     def accepted_kwargs(self) -> list[str] | None:
         """The env keywords this family accepts, from ``env_class``'s signature (else the builder's); None when
@@ -143,7 +152,7 @@ FAMILIES: dict[str, EnvFamily] = {
             extra=None,
             builder=minigrid.make_minigrid,
             pattern=minigrid.PATTERN,
-            vec_builder=minigrid.make_minigrid_vec,
+            vec_builder="minigrid_vec:make_minigrid_vec",
         ),
         EnvFamily(
             name="visual_match",
@@ -174,7 +183,7 @@ FAMILIES: dict[str, EnvFamily] = {
             extra=None,
             builder=tmaze.make_tmaze,
             env_class=tmaze.TMazeEnv,
-            vec_builder=tmaze.make_tmaze_vec,
+            vec_builder="tmaze_vec:make_tmaze_vec",
         ),
         _MEMORY_MAZE,
         dataclasses.replace(
@@ -292,7 +301,7 @@ def make_vec_env(
     family = family_of(env_id)
     if not subprocess and family.vec_builder is not None:
         family.check_kwargs(env_id, env_kwargs)
-        vectorised = family.vec_builder(env_id, n_envs, **env_kwargs)
+        vectorised = family.build_vec(env_id, n_envs, **env_kwargs)
         if vectorised is not None:
             venv = VecMonitor(vectorised)  # Monitor's episode statistics
             venv.seed(seed)

@@ -164,11 +164,3 @@ def make_tmaze(env_id: str, render_mode: str | None = None, **env_kwargs) -> TMa
         registry checks them against it)
     """
     return TMazeEnv(render_mode=render_mode, **env_kwargs)
-
-
-def make_tmaze_vec(env_id: str, n_envs: int, **env_kwargs):
-    """Vectorised family builder for ``urgate/TMaze-v0``: ``envs.tmaze_vec.TMazeVecEnv`` (keywords as
-    ``make_tmaze``), imported here because it needs SB3, which env worker processes never import."""
-    from .tmaze_vec import TMazeVecEnv
-
-    return TMazeVecEnv(n_envs, **env_kwargs)

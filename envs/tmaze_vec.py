@@ -103,3 +103,8 @@ class TMazeVecEnv(VecEnv):
 
     def get_images(self) -> list[np.ndarray | None]:
         return [None] * self.num_envs
+
+
+def make_tmaze_vec(env_id: str, n_envs: int, **env_kwargs) -> TMazeVecEnv:
+    """Vectorised family builder for ``urgate/TMaze-v0`` (keywords as ``envs.tmaze.make_tmaze``)."""
+    return TMazeVecEnv(n_envs, **env_kwargs)

@@ -1,5 +1,7 @@
 """The envs registry: ids, errors, seeding, vectorisation, and the API checks of gymnasium and SB3 for every core id."""
 
+import importlib
+import inspect
 import warnings
 
 import gymnasium as gym
@@ -163,3 +165,15 @@ def test_minigrid_symbolic_view_has_true_bounds_so_sb3_leaves_it_alone():
         assert not is_image_space(image)  # no division by 255, no transpose, whatever normalize_images says
         obs, _ = make_env(env_id, seed=0).reset()
         assert image.contains(obs["image"])
+
+
+def test_every_vec_builder_names_a_function_with_the_builder_signature():
+    # vec_builder is a "module:function" name (imported only when a VecEnv is built): a typo would show only when
+    # that family is trained.
+    named = {f.name: f.vec_builder for f in FAMILIES.values() if f.vec_builder is not None}
+    assert "tmaze" in named
+    for name, spec in named.items():
+        module, sep, function = spec.partition(":")
+        assert sep and module and function, (name, spec)
+        builder = getattr(importlib.import_module(f"envs.{module}"), function)
+        assert list(inspect.signature(builder).parameters)[:2] == ["env_id", "n_envs"], (name, spec)
