@@ -9,6 +9,7 @@ circle). Imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,26 @@ def test_a_forbidden_import_is_caught(tmp_path, path, source, bad):
     (tmp_path / "agents/run/ok.py").write_text("from ..ppo import buffers\nfrom ..errors import UrgateError\n")
     found = violations(tmp_path)
     assert len(found) == 1 and bad in found[0], found
+
+
+# docs/architecture.md describes the layout file for file: a module added, moved or removed must update it.
+PAGE = ROOT / "docs" / "architecture.md"
+DESCRIBED = ("agents/**/*.py", "envs/**/*.py", "policies/**/*.py", "policies/csrc/*", "configs/*", "benchmarks/*")
+PAGE_PATH = re.compile(r"`((?:agents|envs|policies|configs|benchmarks|tests)/[\w/.-]+\.\w+|run_rl\.py)`")
+
+
+def layout_files(root: Path) -> list[str]:
+    files = {p for pattern in DESCRIBED for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts}
+    return sorted(str(p.relative_to(root)) for p in files if p.suffix != ".pyc") + ["run_rl.py"]
+
+
+def test_the_architecture_page_lists_every_file_of_the_layout():
+    named = set(PAGE_PATH.findall(PAGE.read_text()))
+    missing = [f for f in layout_files(ROOT) if f not in named]
+    assert missing == [], f"docs/architecture.md does not describe {missing}: add a line for each"
+
+
+def test_every_file_the_architecture_page_names_exists():
+    named = set(PAGE_PATH.findall(PAGE.read_text()))
+    assert "agents/run/rundir.py" in named  # the pattern finds the page's paths
+    assert sorted(f for f in named if not (ROOT / f).is_file()) == []
