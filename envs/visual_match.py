@@ -23,6 +23,13 @@ phase. An LSTM's forget gates start with timescales of a few steps, so its gradi
 some units keep forget gates near 1 for ~100 steps; that is where chrono, UGI and the refine gate should help. The
 active task adds exploration: finding the cue pays off only at the end, so a weak memory gives no reason to look.
 Shorten ``distractor_steps`` (``memory_kwarg``) to make the tasks easier.
+
+One definition of the rules, ``Copies`` (the state of n copies, stepped as numpy arrays; rooms drawn per copy when
+a phase begins), serves two front ends: ``VisualMatchEnv``, a gymnasium env (one copy; it renders), and
+``envs.visual_match_vec.VisualMatchVecEnv``, an SB3 VecEnv over many copies with DummyVecEnv's auto-reset semantics
+and, for the same seeds, the same episodes as DummyVecEnv over ``VisualMatchEnv``s (``envs.make_vec_env`` returns
+it). Episodes last at most ``max_steps = cue_steps + distractor_steps + choice_steps`` steps, which
+``ppo.n_steps: auto`` reads.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from gymnasium import spaces
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from .errors import EnvConfigError
-from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, pad_room
+from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view
 from .wrappers import symbolic_image_space
 
 PASSIVE_ID, ACTIVE_ID = "urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"
@@ -46,6 +53,28 @@ PALETTE = ("red", "blue", "purple", "yellow", "grey", "green")  # cue colours, i
 BOX, BALL = OBJECT_TO_IDX["box"], OBJECT_TO_IDX["ball"]
 APPLE = np.array([BALL, COLOR_TO_IDX["green"], 0], dtype=np.uint8)
 DISTRACTOR_SIZE = (9, 5)  # interior width x height
+
+
+NO_RESPAWN = np.iinfo(np.int64).max
+# Every room, whatever its phase, lies at (PAD, PAD) of one canvas of this size, walls elsewhere: a canvas is a padded
+# room (``envs.gridview.pad_room``) for the largest room, so the view sees the same cells in it.
+CANVAS = (2 * len(PALETTE) + 1 + 2 * PAD, DISTRACTOR_SIZE[1] + 2 + 2 * PAD)
+_CELLS = CANVAS[0] * CANVAS[1]  # a cell of a canvas is numbered x * CANVAS[1] + y (canvas coordinates)
+# Direction after each (direction, action), and the step in cell numbers that each (direction, action) tries.
+_TURNED = np.array([[(d - 1) % 4, (d + 1) % 4, d] for d in range(4)])
+_TRIED = np.array([[0, 0, dx * CANVAS[1] + dy] for dx, dy in DIR_TO_VEC])
+# What walking into each (object, phase) does: the agent's own cell is always empty, so turning "walks" in place.
+_WALK, _EAT, _CHOOSE = (np.zeros((256, 3), dtype=bool) for _ in range(3))
+_WALK[EMPTY[0], :] = _WALK[BALL, DISTRACTOR] = True  # apples are eaten by walking onto them
+_EAT[BALL, DISTRACTOR] = True
+_CHOOSE[BOX, CHOICE] = True  # walking into a box makes the choice; the cue box is only looked at
+# The distractor room's interior cells (where apples can be), in the order of ``Copies.due``, and the reverse map.
+_INTERIOR = np.array(
+    [(x + 1 + PAD) * CANVAS[1] + y + 1 + PAD for y in range(DISTRACTOR_SIZE[1]) for x in range(DISTRACTOR_SIZE[0])]
+)
+_INTERIOR_INDEX = np.full(_CELLS, -1)
+_INTERIOR_INDEX[_INTERIOR] = np.arange(_INTERIOR.size)
+_BOX_COLUMN = (np.arange(_CELLS) // CANVAS[1] - PAD - 1) // 2  # choice room: box k lies at x = 1 + 2k
 
 
 def _room(width: int, height: int) -> np.ndarray:
@@ -60,8 +89,184 @@ def _box(colour: str) -> np.ndarray:
     return np.array([BOX, COLOR_TO_IDX[colour], 0], dtype=np.uint8)
 
 
+def _canvas(room: np.ndarray) -> np.ndarray:
+    """``room`` at (PAD, PAD) of a wall canvas of shape ``CANVAS``."""
+    canvas = np.empty((*CANVAS, 3), dtype=np.uint8)
+    canvas[:] = WALL
+    canvas[PAD : PAD + room.shape[0], PAD : PAD + room.shape[1]] = room
+    return canvas
+
+
+def _cell(x: int, y: int) -> int:
+    """The canvas cell of room coordinates (x, y)."""
+    return (x + PAD) * CANVAS[1] + y + PAD
+
+
+def _active_cue_room() -> np.ndarray:
+    """Two 3x3 parts, x 1..3 and 5..7, joined by a doorway at (4, 2)."""
+    room = _room(7, 3)
+    room[4, 1] = room[4, 3] = WALL
+    return room
+
+
+_ACTIVE_CELLS = [(x, y) for x in (1, 2, 3, 5, 6, 7) for y in (1, 2, 3)]  # where the agent and the cue may be
+
+
+class Copies:
+    """The state of ``n`` copies of one Visual Match task and its rules, written once over arrays: ``step`` moves
+    every copy (turns, walls, apples eaten and respawned, the choice, phase ends) with numpy operations over all
+    copies, ``view`` gives their egocentric views, and a new room is drawn per copy (``enter``, from copy ``i``'s
+    generator ``rngs[i]``; once per phase). ``VisualMatchEnv`` is one copy; ``envs.visual_match_vec`` steps many.
+
+    Copy ``i``'s room lies at (PAD, PAD) of ``canvas[i]``, a wall canvas of shape ``CANVAS``; the agent stands at
+    canvas cell ``cell[i]`` (``x * CANVAS[1] + y`` in canvas coordinates). Times are counted in steps of all copies
+    together (``clock``), so that phase ends and apple respawns are one comparison each.
+
+    :param task: the env whose settings (phase lengths, colours, apples, rewards) the copies follow
+    :param n: number of copies
+    """
+
+    def __init__(self, task: VisualMatchEnv, n: int) -> None:
+        self.task, self.n = task, n
+        self.canvas = np.empty((n, *CANVAS, 3), dtype=np.uint8)
+        self.canvas[:] = WALL
+        self._flat = self.canvas.reshape(n * _CELLS, 3)  # the same memory, one row per cell of every copy
+        self._first = np.arange(n) * _CELLS  # copy i's cells start at row _first[i] of _flat
+        self.cell = np.full(n, _cell(1, 1), dtype=np.int64)
+        self.dir = np.full(n, 3, dtype=np.int64)
+        self.phase = np.zeros(n, dtype=np.int64)
+        self.cue_colour = np.zeros(n, dtype=np.int64)  # index into task.colours
+        self.cue_pos = np.zeros((n, 2), dtype=np.int64)
+        self.choice_order = np.zeros((n, task.n_colours), dtype=np.int64)  # colour of each box, left to right
+        self.clock = 0  # steps taken by every copy
+        self.entered = np.zeros(n, dtype=np.int64)  # clock when each copy entered its room
+        self.phase_end = np.zeros(n, dtype=np.int64)  # clock at which its phase is over
+        # Clock at which each eaten apple of the distractor room reappears, per copy and interior cell (_INTERIOR).
+        self.due = np.full((n, _INTERIOR.size), NO_RESPAWN, dtype=np.int64)
+        self._next_due = NO_RESPAWN  # the earliest of them
+        self.rngs: list[np.random.Generator | None] = [None] * n
+        self._boxes = [_box(c) for c in task.colours]
+        self._templates = {
+            CUE: _canvas(_active_cue_room() if task.active else _room(3, 3)),
+            DISTRACTOR: _canvas(_room(*DISTRACTOR_SIZE)),
+            CHOICE: _canvas(_room(2 * task.n_colours - 1, 3)),
+        }
+
+    @property
+    def phase_t(self) -> np.ndarray:
+        """Steps taken in the current phase, per copy."""
+        return self.clock - self.entered
+
+    @property
+    def x(self) -> np.ndarray:
+        """Room coordinates of the agents."""
+        return self.cell // CANVAS[1] - PAD
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.cell % CANVAS[1] - PAD
+
+    # -- episode generation, per copy ------------------------------------------------------------------------
+
+    def new_episode(self, i: int) -> None:
+        """Start copy ``i``'s next episode: draw the cue colour and enter the cue room."""
+        self.cue_colour[i] = self.rngs[i].integers(self.task.n_colours)
+        self.enter(i, CUE)
+
+    def enter(self, i: int, phase: int) -> None:
+        """Move copy ``i`` into the room of ``phase``, drawn from its generator."""
+        task, rng, canvas = self.task, self.rngs[i], self.canvas[i]
+        self.phase[i], self.entered[i] = phase, self.clock
+        self.phase_end[i] = self.clock + task.phase_steps[phase]
+        self.due[i] = NO_RESPAWN
+        canvas[:] = self._templates[phase]
+        if phase == CUE:
+            if task.active:
+                start, cue = rng.choice(len(_ACTIVE_CELLS) // 2), rng.choice(len(_ACTIVE_CELLS) - 1)
+                (x, y), cue_pos = _ACTIVE_CELLS[start], _ACTIVE_CELLS[cue + (cue >= start)]
+                direction = int(rng.integers(4))
+            else:
+                (x, y), cue_pos, direction = (2, 3), (2, 1), 3
+            self.cue_pos[i] = cue_pos
+            canvas[cue_pos[0] + PAD, cue_pos[1] + PAD] = self._boxes[self.cue_colour[i]]
+        elif phase == DISTRACTOR:
+            width, height = DISTRACTOR_SIZE
+            cells = rng.permutation(width * height)[: task.n_apples + 1]
+            x, y = int(cells[0] % width) + 1, int(cells[0] // width) + 1
+            canvas[cells[1:] % width + 1 + PAD, cells[1:] // width + 1 + PAD] = APPLE
+            direction = int(rng.integers(4))
+        else:
+            order = rng.permutation(task.n_colours)
+            self.choice_order[i] = order
+            for k, c in enumerate(order.tolist()):
+                canvas[1 + 2 * k + PAD, 1 + PAD] = self._boxes[c]
+            (x, y), direction = (task.n_colours, 3), 3
+        self.cell[i], self.dir[i] = _cell(x, y), direction
+
+    # -- the rules, over arrays --------------------------------------------------------------------------------
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One step of every copy (``action``: int array of shape (n,)); copies whose phase ends enter the next room.
+
+        :return: ``(reward, terminated, success, choice)``: float32 rewards; whether the episode ended (a box
+            walked into, or the choice phase over); whether the matching box was chosen; the chosen colour, -1 where
+            none was
+        """
+        task = self.task
+        self.clock += 1
+        self.dir = _TURNED[self.dir, action]
+        target = self.cell + _TRIED[self.dir, action]
+        ahead = self._flat[self._first + target, 0]
+        self.cell = np.where(_WALK[ahead, self.phase], target, self.cell)
+        reward = np.zeros(self.n, dtype=np.float32)
+        eat = _EAT[ahead, self.phase]
+        if eat.any():
+            e = np.flatnonzero(eat)
+            self._flat[self._first[e] + target[e]] = EMPTY
+            self.due[e, _INTERIOR_INDEX[target[e]]] = due = self.clock - 1 + task.apple_respawn
+            self._next_due = min(self._next_due, due)
+            reward[e] = task.apple_reward
+        if self._next_due <= self.clock:
+            self._respawn()
+        chose = _CHOOSE[ahead, self.phase]
+        choice = np.full(self.n, -1, dtype=np.int64)
+        success = np.zeros(self.n, dtype=bool)
+        if chose.any():
+            c = np.flatnonzero(chose)
+            choice[c] = self.choice_order[c, _BOX_COLUMN[target[c]]]
+            success[c] = choice[c] == self.cue_colour[c]
+            reward[c] = np.where(success[c], task.final_reward, 0.0)
+        ends = (self.phase_end <= self.clock) & ~chose
+        timeout = ends & (self.phase == CHOICE)
+        if ends.any():
+            for i in np.flatnonzero(ends & ~timeout).tolist():
+                self.enter(i, self.phase[i] + 1)
+                while task.phase_steps[self.phase[i]] == 0:  # distractor_steps=0: straight to the choice
+                    self.enter(i, self.phase[i] + 1)
+        return reward, chose | timeout, success, choice
+
+    def _respawn(self) -> None:
+        """Eaten apples whose time has come reappear, except under the agent (``due`` is set in distractor rooms
+        only, and cleared when a room is entered)."""
+        i, k = np.nonzero(self.due <= self.clock)
+        rows = self._first[i] + _INTERIOR[k]
+        free = rows != self._first[i] + self.cell[i]
+        self._flat[rows[free]] = APPLE
+        self.due[i[free], k[free]] = NO_RESPAWN
+        self._next_due = int(self.due.min())
+
+    def view(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """The egocentric 7x7x3 views of copies ``idx`` (all by default), shape (len(idx), 7, 7, 3)."""
+        idx = np.arange(self.n) if idx is None else idx
+        x, y = self.x, self.y
+        return np.stack([egocentric_view(self.canvas[i], x[i], y[i], self.dir[i]) for i in idx.tolist()])
+
+
 class VisualMatchEnv(gym.Env):
     """Passive or Active Visual Match on a symbolic grid (see the module docstring for the task).
+
+    Steps through ``Copies``, the one definition of the rules, with one copy. Episodes last at most ``max_steps``
+    = ``cue_steps + distractor_steps + choice_steps`` steps.
 
     :param active: the cue is hidden in a two-part room (Active Visual Match) instead of shown (Passive)
     :param distractor_steps: length of the distractor phase, the memory delay (>= 0)
@@ -111,6 +316,7 @@ class VisualMatchEnv(gym.Env):
             raise EnvConfigError(f"VisualMatch render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.active = bool(active)
         self.phase_steps = (int(cue_steps), int(distractor_steps), int(choice_steps))
+        self.max_steps = sum(self.phase_steps)  # every episode ends by then (for ``ppo.n_steps: auto``)
         self.n_colours, self.n_apples = int(n_colours), int(n_apples)
         self.apple_reward, self.apple_respawn, self.final_reward = (
             float(apple_reward),
@@ -121,119 +327,79 @@ class VisualMatchEnv(gym.Env):
         self.colours = PALETTE[: self.n_colours]
         self.observation_space = spaces.Dict({"image": symbolic_image_space(), "direction": spaces.Discrete(4)})
         self.action_space = spaces.Discrete(3)
-        # State, set by reset(); public so that oracles and tests can read the truth.
-        self.phase = CUE
-        self.phase_t = 0  # steps taken in the current phase
-        self.cue_colour = 0  # index into self.colours
-        self.cue_pos = (0, 0)
-        self.choice_order: list[int] = []  # colour index of each box, left to right
-        self.pos = (1, 1)
-        self.dir = 3
-        self.room = _room(1, 1)
-        self._padded = pad_room(self.room)
-        self._respawns: list[tuple[int, int, int]] = []  # (due step, x, y)
+        self.copy = Copies(self, 1)
 
-    # -- rooms ---------------------------------------------------------------------------------------------------
+    # The state of the one copy, read-only, for oracles and tests.
 
-    def _enter(self, phase: int) -> None:
-        self.phase, self.phase_t = phase, 0
-        rng = self.np_random
-        if phase == CUE and not self.active:
-            self.room = _room(3, 3)
-            self.cue_pos, self.pos, self.dir = (2, 1), (2, 3), 3
-            self.room[self.cue_pos] = _box(self.colours[self.cue_colour])
-        elif phase == CUE:
-            # Two 3x3 parts, x 1..3 and 5..7, joined by a doorway at (4, 2).
-            self.room = _room(7, 3)
-            self.room[4, 1] = self.room[4, 3] = WALL
-            cells = [(x, y) for x in (1, 2, 3, 5, 6, 7) for y in (1, 2, 3)]
-            start, cue = rng.choice(len(cells) // 2), rng.choice(len(cells) - 1)
-            self.pos = cells[start]
-            self.cue_pos = [c for i, c in enumerate(cells) if i != start][cue]
-            self.dir = int(rng.integers(4))
-            self.room[self.cue_pos] = _box(self.colours[self.cue_colour])
-        elif phase == DISTRACTOR:
-            width, height = DISTRACTOR_SIZE
-            self.room = _room(width, height)
-            cells = rng.permutation(width * height)[: self.n_apples + 1]
-            self.pos = (int(cells[0] % width) + 1, int(cells[0] // width) + 1)
-            for c in cells[1:]:
-                self.room[int(c % width) + 1, int(c // width) + 1] = APPLE
-            self.dir = int(rng.integers(4))
-            self._respawns = []
-        else:
-            self.room = _room(2 * self.n_colours - 1, 3)
-            self.choice_order = [int(c) for c in rng.permutation(self.n_colours)]
-            for k, c in enumerate(self.choice_order):
-                self.room[1 + 2 * k, 1] = _box(self.colours[c])
-            self.pos, self.dir = (self.n_colours, 3), 3
-        self._padded = pad_room(self.room)
+    @property
+    def phase(self) -> int:
+        return int(self.copy.phase[0])
 
-    def _set(self, x: int, y: int, cell: np.ndarray) -> None:
-        self.room[x, y] = cell
-        self._padded[x + PAD, y + PAD] = cell
+    @property
+    def phase_t(self) -> int:
+        """Steps taken in the current phase."""
+        return int(self.copy.phase_t[0])
+
+    @property
+    def cue_colour(self) -> int:
+        """Index into ``colours``."""
+        return int(self.copy.cue_colour[0])
+
+    @property
+    def cue_pos(self) -> tuple[int, int]:
+        return int(self.copy.cue_pos[0, 0]), int(self.copy.cue_pos[0, 1])
+
+    @property
+    def choice_order(self) -> list[int]:
+        """Colour index of each box, left to right."""
+        return self.copy.choice_order[0].tolist()
+
+    @property
+    def pos(self) -> tuple[int, int]:
+        return int(self.copy.x[0]), int(self.copy.y[0])
+
+    @property
+    def dir(self) -> int:
+        return int(self.copy.dir[0])
+
+    @property
+    def room(self) -> np.ndarray:
+        """The current room, an (W, H, 3) array of MiniGrid cell encodings (a view of the copy's canvas)."""
+        width, height = self.room_size(self.phase)
+        return self.copy.canvas[0, PAD : PAD + width, PAD : PAD + height]
+
+    def room_size(self, phase: int) -> tuple[int, int]:
+        """Width and height of the room of ``phase``, walls included."""
+        if phase == CUE:
+            return (9, 5) if self.active else (5, 5)
+        if phase == DISTRACTOR:
+            return DISTRACTOR_SIZE[0] + 2, DISTRACTOR_SIZE[1] + 2
+        return 2 * self.n_colours + 1, 5
 
     def _obs(self) -> dict[str, Any]:
-        return {"image": egocentric_view(self._padded, self.pos[0], self.pos[1], self.dir), "direction": self.dir}
+        return {"image": self.copy.view()[0], "direction": self.dir}
 
     # -- gymnasium API -------------------------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.cue_colour = int(self.np_random.integers(self.n_colours))
-        self._enter(CUE)
+        self.copy.rngs[0] = self.np_random
+        self.copy.new_episode(0)
         return self._obs(), {}
 
     def step(self, action):
-        action = int(action)
-        reward, terminated, info = 0.0, False, {}
-        if action == LEFT:
-            self.dir = (self.dir - 1) % 4
-        elif action == RIGHT:
-            self.dir = (self.dir + 1) % 4
-        else:
-            dx, dy = DIR_TO_VEC[self.dir]
-            x, y = self.pos[0] + dx, self.pos[1] + dy
-            obj = self.room[x, y, 0]
-            if obj == EMPTY[0]:
-                self.pos = (x, y)
-            elif obj == BALL and self.phase == DISTRACTOR:
-                self.pos = (x, y)
-                self._set(x, y, EMPTY)
-                self._respawns.append((self.phase_t + self.apple_respawn, x, y))
-                reward = self.apple_reward
-            elif obj == BOX and self.phase == CHOICE:
-                chosen = self.choice_order[(x - 1) // 2]
-                success = chosen == self.cue_colour
-                reward, terminated = (self.final_reward if success else 0.0), True
-                info = {"is_success": success, "choice": chosen}
-        self.phase_t += 1
-        if self.phase == DISTRACTOR and self._respawns:
-            self._respawn()
-        if not terminated and self.phase_t >= self.phase_steps[self.phase]:
-            if self.phase == CHOICE:
-                terminated, info = True, {"is_success": False, "choice": None}
-            else:
-                self._enter(self.phase + 1)
-                while self.phase_steps[self.phase] == 0:  # distractor_steps=0: straight to the choice
-                    self._enter(self.phase + 1)
-        return self._obs(), reward, terminated, False, info
-
-    def _respawn(self) -> None:
-        pending = []
-        for due, x, y in self._respawns:
-            if due <= self.phase_t and (x, y) != self.pos:
-                self._set(x, y, APPLE)
-            else:
-                pending.append((due, x, y))
-        self._respawns = pending
+        reward, terminated, success, choice = self.copy.step(np.array([int(action)]))
+        info = {}
+        if terminated[0]:
+            info = {"is_success": bool(success[0]), "choice": int(choice[0]) if choice[0] >= 0 else None}
+        return self._obs(), float(reward[0]), bool(terminated[0]), False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
         from minigrid.core.grid import Grid
 
-        grid, _ = Grid.decode(self.room)
+        grid, _ = Grid.decode(np.ascontiguousarray(self.room))
         return grid.render(tile_size=16, agent_pos=self.pos, agent_dir=self.dir)
 
 
@@ -244,3 +410,11 @@ def make_visual_match(env_id: str, render_mode: str | None = None, **env_kwargs)
         list of them and of their defaults; the registry checks them against it)
     """
     return VisualMatchEnv(active=env_id == ACTIVE_ID, render_mode=render_mode, **env_kwargs)
+
+
+def make_visual_match_vec(env_id: str, n_envs: int, **env_kwargs):
+    """Vectorised family builder: ``envs.visual_match_vec.VisualMatchVecEnv`` (keywords as ``make_visual_match``),
+    imported here because it needs SB3, which env worker processes never import."""
+    from .visual_match_vec import VisualMatchVecEnv
+
+    return VisualMatchVecEnv(n_envs, active=env_id == ACTIVE_ID, **env_kwargs)

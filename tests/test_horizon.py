@@ -6,6 +6,7 @@ import logging
 
 import gymnasium as gym
 import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs
 from agents.errors import UrgateError
@@ -35,10 +36,30 @@ def test_a_user_who_passes_a_length_gets_rollouts_for_it_and_the_minibatch_count
     model = factory.build_model(cfg, env)
     assert (model.n_steps, model.batch_size) == (256, 256)
     assert model.rollout_buffer.sequence_length == 256  # whole rollouts: 8 sequences, one per minibatch
-    with pytest.raises(UrgateError, match="ppo.n_steps: auto needs the episode limit of urgate/PassiveVisualMatch"):
-        horizon.resolve(
-            "auto", 256, 8, envs.make_vec_env("urgate/PassiveVisualMatch-v0"), "urgate/PassiveVisualMatch-v0"
-        )
+    with pytest.raises(UrgateError, match="ppo.n_steps: auto needs the episode limit of no-limit"):
+        horizon.resolve("auto", 256, 8, DummyVecEnv([_NoLimit]), "no-limit")
+
+
+class _NoLimit(gym.Env):
+    """An env that declares no episode limit (no ``max_steps``, no spec)."""
+
+    observation_space = gym.spaces.Discrete(2)
+    action_space = gym.spaces.Discrete(2)
+
+
+@pytest.mark.parametrize("env_id", ["urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"])
+def test_visual_match_declares_its_episode_limit_in_process_and_in_subprocesses(env_id):
+    for subprocess in (False, True):
+        venv = envs.make_vec_env(env_id, n_envs=2, subprocess=subprocess, distractor_steps=60)
+        try:
+            assert horizon.episode_limit(venv) == 15 + 60 + 15
+            assert horizon.resolve("auto", "auto", 64, venv, env_id) == (128, 128 * 8)
+        finally:
+            venv.close()
+    sets = ["ppo.n_steps=auto", "ppo.batch_size=auto", "n_envs=4", "env_kwargs.cue_steps=15"]
+    cfg = load_config(None, env_id, [*sets, "env_kwargs.distractor_steps=90"])
+    model = factory.build_model(cfg, factory.make_training_env(cfg))
+    assert (model.n_steps, model.batch_size) == (128, 128)  # episodes of at most 15 + 90 + 15 = 120 steps
 
 
 def test_sequences_shorter_than_episodes_warn_once_saying_what_to_set(caplog):
@@ -64,7 +85,7 @@ def _cartpole() -> gym.Env:
     return gym.make("CartPole-v1")
 
 
-@pytest.mark.parametrize("env_id,limit", [("CartPole-v1", 500), ("urgate/PassiveVisualMatch-v0", None)])
+@pytest.mark.parametrize("env_id,limit", [("CartPole-v1", 500), ("urgate/PassiveVisualMatch-v0", 120)])
 def test_subprocess_envs_without_max_steps_are_asked_not_killed(env_id, limit):
     """A subprocess worker dies on get_attr of a missing attribute (SB3's and ours): building a Memory Maze run
     with `vec_env: subproc` crashed in check_sequences until the limit was asked with has_attr first."""

@@ -1,0 +1,103 @@
+"""``VisualMatchVecEnv``: every copy of Passive or Active Visual Match stepped at once as numpy arrays, an SB3 VecEnv.
+
+Kept apart from ``envs.visual_match`` because it needs SB3 (and so torch), which env worker processes never import;
+it steps through ``envs.visual_match.Copies``, the one definition of the task's rules, which ``VisualMatchEnv``
+uses with one copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from .errors import EnvConfigError
+from .visual_match import Copies, VisualMatchEnv
+
+# Per-copy state that get_attr answers per copy (anything else comes from the task's VisualMatchEnv).
+_PER_COPY = ("phase", "phase_t", "cue_colour", "dir")
+
+
+class VisualMatchVecEnv(VecEnv):
+    """``n_envs`` copies of Visual Match stepped together as numpy arrays: an SB3 VecEnv with DummyVecEnv's semantics.
+
+    Auto-reset as DummyVecEnv: a finished copy's ``info`` holds ``terminal_observation``, ``is_success`` and
+    ``choice`` (as ``VisualMatchEnv``'s last step), every step's info has ``TimeLimit.truncated`` (always False:
+    episodes end by the choice or its timeout), and the returned observation is the next episode's first. Copy ``i``
+    draws its episodes from its own generator, seeded by ``seed()`` + ``i`` at the next ``reset()`` as gymnasium
+    seeds ``VisualMatchEnv``, so the episodes are the ones DummyVecEnv over ``VisualMatchEnv``s plays. Episode
+    statistics (``info["episode"]``) come from wrapping it in SB3's ``VecMonitor``, as ``envs.make_vec_env`` does.
+    It does not render: ``VisualMatchEnv(render_mode="rgb_array")`` does.
+
+    :param n_envs: number of copies
+    :param task_kwargs: ``VisualMatchEnv``'s keywords (``active``, ``distractor_steps``, ...)
+    """
+
+    def __init__(self, n_envs: int, **task_kwargs: Any) -> None:
+        self.task = VisualMatchEnv(**task_kwargs)  # checks the keywords and holds the settings
+        super().__init__(n_envs, self.task.observation_space, self.task.action_space)
+        self.copies = Copies(self.task, n_envs)
+        self._actions = np.zeros(n_envs, dtype=np.int64)
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        return {"image": self.copies.view(), "direction": self.copies.dir.copy()}
+
+    def reset(self) -> dict[str, np.ndarray]:
+        for i, seed in enumerate(self._seeds):
+            if seed is not None or self.copies.rngs[i] is None:
+                self.copies.rngs[i], _ = seeding.np_random(seed)
+            self.copies.new_episode(i)
+        self._reset_seeds()
+        self._reset_options()
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return self._observations()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        reward, terminated, success, choice = self.copies.step(self._actions)
+        obs = self._observations()
+        infos = [{"TimeLimit.truncated": False} for _ in range(self.num_envs)]
+        finished = np.flatnonzero(terminated)
+        if finished.size:
+            for i in finished.tolist():
+                infos[i]["is_success"] = bool(success[i])
+                infos[i]["choice"] = int(choice[i]) if choice[i] >= 0 else None
+                infos[i]["terminal_observation"] = {
+                    "image": obs["image"][i].copy(),
+                    "direction": int(obs["direction"][i]),
+                }
+                self.copies.new_episode(i)
+            obs["image"][finished] = self.copies.view(finished)
+            obs["direction"][finished] = self.copies.dir[finished]
+        return obs, reward, terminated.copy(), infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """Per-copy state (``phase``, ``phase_t``, ``cue_colour``, ``dir``) per copy; anything else from the
+        task's ``VisualMatchEnv`` (its settings, ``max_steps``)."""
+        idx = self._get_indices(indices)
+        if attr_name in _PER_COPY:
+            return [getattr(self.copies, attr_name)[i].item() for i in idx]
+        return [getattr(self.task, attr_name) for _ in idx]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        raise EnvConfigError(f"VisualMatchVecEnv cannot set {attr_name!r}: build a new one with the keywords you want")
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        raise EnvConfigError(
+            f"VisualMatchVecEnv has no per-copy env objects to call {method_name!r} on; "
+            "use VisualMatchEnv for single episodes"
+        )
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def get_images(self) -> list[np.ndarray | None]:
+        return [None] * self.num_envs
