@@ -42,7 +42,7 @@ from gymnasium import spaces
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from .errors import EnvConfigError
-from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view
+from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_views
 from .wrappers import symbolic_image_space
 
 PASSIVE_ID, ACTIVE_ID = "urgate/PassiveVisualMatch-v0", "urgate/ActiveVisualMatch-v0"
@@ -257,9 +257,10 @@ class Copies:
 
     def view(self, idx: np.ndarray | None = None) -> np.ndarray:
         """The egocentric 7x7x3 views of copies ``idx`` (all by default), shape (len(idx), 7, 7, 3)."""
-        idx = np.arange(self.n) if idx is None else idx
-        x, y = self.x, self.y
-        return np.stack([egocentric_view(self.canvas[i], x[i], y[i], self.dir[i]) for i in idx.tolist()])
+        if idx is None:
+            return egocentric_views(self.canvas, self.x, self.y, self.dir)
+        cell = self.cell[idx]
+        return egocentric_views(self.canvas[idx], cell // CANVAS[1] - PAD, cell % CANVAS[1] - PAD, self.dir[idx])
 
 
 class VisualMatchEnv(gym.Env):
