@@ -103,6 +103,8 @@ VECTORISED_CASES = {  # label -> (id, kwargs): the ids whose family has a vector
     "tmaze": ("urgate/TMaze-v0", {"length": 100}),
     "minigrid S7": ("MiniGrid-MemoryS7-v0", {}),
     "minigrid S17Random": ("MiniGrid-MemoryS17Random-v0", {}),
+    "passive visual match, cue 15, distractor 60": ("urgate/PassiveVisualMatch-v0", {"distractor_steps": 60}),
+    "active visual match, cue 15, distractor 60": ("urgate/ActiveVisualMatch-v0", {"distractor_steps": 60}),
 }
 
 
