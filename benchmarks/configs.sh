@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the README's per-family config table (issue 5): each line is one training run with a family config
-# from configs/, as measured on the shared 2-core machine (wall times there: 5-14 min per run, 34 min for
+# Reproduces the per-family config table of docs/experiments/index.md: each line is one training run with a family config
+# from configs/, as measured on a 2-core machine running other jobs (wall times there: 5-14 min per run, 34 min for
 # visual_match). Results: each run directory's summary.json and evaluations.csv.
 #
 #   bash benchmarks/configs.sh [tmaze|popgym|minigrid|visual|memory_maze|all]   (default: all; memory_maze: 54 min)

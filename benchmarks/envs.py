@@ -13,9 +13,9 @@ one env only here, after its maze is built.
 ``--vectorised``: for each id with a vectorised VecEnv, ``--n-envs`` copies stepped with random actions (auto-resets
 included) as SB3's DummyVecEnv over single envs (the path without it) against the vectorised VecEnv, both inside
 their episode statistics (Monitor / VecMonitor) as ``envs.make_vec_env`` builds them, side by side: steps per
-second of CPU time of this process (robust on a shared machine) and per wall second. Target from the issue on the
-grid tasks: MiniGrid-MemoryS17Random >= 200,000 steps per CPU second at 64 copies.
-Requirements from issue 4: T-maze >= 50,000 steps/s and Visual Match >= 5,000 steps/s for one env.
+second of CPU time of this process (robust on a shared machine) and per wall second.
+Targets: MiniGrid-MemoryS17Random >= 200,000 steps per CPU second at 64 copies; T-maze >= 50,000 steps/s and
+Visual Match >= 5,000 steps/s for one env.
 
 ``--memory-maze``: upstream's raw dm_env task (``memory_maze.tasks``, unpatched) against ours (``envs.make_env``,
 with ``envs.memory_maze``'s fixes), each cell in a fresh process that imports neither torch nor SB3 (as an env
@@ -23,7 +23,7 @@ worker), the two sides alternating: steps per wall second and per CPU second of 
 included (random actions; resets, every 1000-4000 steps, off the clock; the CPU rate is what an idle core would
 give, robust on a shared machine), the peak RSS of
 the process (``ru_maxrss``, after three maze builds: old and new models coexist during a rebuild) and the time of a
-reset (a new maze). Targets from issue 15: ours >= 5x upstream's steps/s, <= 0.8 GB per env process.
+reset (a new maze). Targets: ours >= 5x upstream's steps/s, <= 0.8 GB per env process.
 ``--worker-rss``: the RSS of each child of SB3's ``SubprocVecEnv`` against ``envs.subproc.LeanSubprocVecEnv``, per
 family, after a reset and 50 steps. ``--train-steps N``: ``run_rl.py train`` on Memory Maze 9x9 with
 ``configs/memory_maze.yaml`` and 8 subprocess envs for N steps: steps/s (summary.json's fps) and the peak RSS of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the measured results in the README (issue 6): memory frontiers and learning curves per core.
+# Reproduces the measured results of docs/experiments/: memory frontiers and learning curves per core.
 # Each block is one restartable experiment: rerunning a line skips finished runs and resumes unfinished ones.
 # Wall times with 2 workers on the shared 2-core development machine: tmaze 25 min (36 runs), visual 26 min for
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
@@ -64,7 +64,7 @@ if [[ $what == investigate || $what == all ]]; then
 fi
 
 if [[ $what == frontier ]]; then
-  # 5. Issue 14's memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
+  # 5. The memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
   #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
   #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, ur at its default
   #    refine_bias). Not part of `all`. Measured with one worker per core at a quiet hour: length 50 2 min per run,
@@ -79,7 +79,7 @@ if [[ $what == frontier ]]; then
 fi
 
 if [[ $what == frontier_extra ]]; then
-  # 6. Issue 14's questions beyond the three main cores, same settings and budgets as block 5:
+  # 6. Questions beyond the three main cores, same settings and budgets as block 5:
   #    (a) the refine-bias convention: ur with b_r = 0 (Gu's later code) instead of b_r = -b_f;
   #    (b) the other cores of the paper and the GRU family where the budget allows (lengths 50 and 100);
   #    (c) what would move chrono past 250 (benchmarks/frontier.py --gates): at its default t_max 500, 1 % of its
@@ -109,7 +109,7 @@ if [[ $what == frontier_extra ]]; then
 fi
 
 if [[ $what == memory_maze ]]; then
-  # 7. Issue 15's long Memory Maze run (needs the memory-maze extra; ~6.5 GB of memory): 8 subprocess envs, 750k
+  # 7. The long Memory Maze run (needs the memory-maze extra; ~6.5 GB of memory): 8 subprocess envs, 750k
   #    steps, 8 greedy evaluation episodes every 150k. Measured: 85 min with everything pinned to one core
   #    (`taskset -c 0 bash benchmarks/experiments.sh memory_maze`); docs/results/memory_maze_long/.
   $PY run_rl.py compare --cores ur --seeds 1 --env urgate/MemoryMaze-9x9-v0 --config memory_maze --timesteps 750000 \

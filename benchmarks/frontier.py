@@ -1,5 +1,5 @@
-"""The README's memory-frontier table (issue 14) and its figure, from the per-length experiments of
-``benchmarks/experiments.sh frontier`` and ``frontier_extra``.
+"""The T-maze memory-frontier tables (docs/experiments/tmaze.md; the README's short one) and the figure, from
+the per-length experiments of ``benchmarks/experiments.sh frontier`` and ``frontier_extra``.
 
 Every experiment directory under ``--root`` is one length (its ``length`` grid value) at one budget, with
 ``--set`` overrides that make a variant of a core (``ur`` with ``refine_bias=zero``, ``chrono`` with 32 envs). A

@@ -1,4 +1,4 @@
-"""benchmarks/frontier.py: the README's frontier table from per-length experiments whose run directories are written
+"""benchmarks/frontier.py: the frontier tables from per-length experiments whose run directories are written
 with the trainer's own writers (tests/fake_runs.py)."""
 
 import json

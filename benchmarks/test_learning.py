@@ -6,7 +6,7 @@ from benchmarks.learning import THRESHOLD, train_and_evaluate
 from policies import CORE_NAMES
 
 # Measured below the bar at seed 1 (the slow test's seed), above it at every other seed tried; plain lstm also misses
-# 450 at about 1 seed in 8 (README, Learning check).
+# 450 at about 1 seed in 8 (docs/experiments/learning-check.md).
 MISSES_AT_SEED_1 = {"o": "O-LSTM measured 426.9 at seed 1; 494.6-500.0 at seeds 2-6"}
 
 

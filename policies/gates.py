@@ -1,6 +1,6 @@
 """The gating equations of Gu et al. (ICML 2020), each written once.
 
-Notation as in ../shared/PAPER.md: ``f`` is the forget gate, ``r`` the refine gate, ``g`` the effective gate
+Notation as in docs/equations.md (the paper's maths in this package's words): ``f`` is the forget gate, ``r`` the refine gate, ``g`` the effective gate
 that a refine cell uses in place of ``f``, ``H`` the hidden size. The ordered-neuron pieces (``cumax``, the master
 gates of ON-LSTM) follow docs/ordered_gates.md. Everything else in the package (the cores, the compiled kernels'
 references, the diagnostics) calls these functions rather than restating them.

@@ -1,4 +1,4 @@
-"""Every memory core against PAPER.md's equations (and nn.LSTM / nn.GRU itself), and the contract they share.
+"""Every memory core against the equations of docs/equations.md (and nn.LSTM / nn.GRU itself), and the contract they share.
 
 GRU-only properties (nn.GRU's layout, the refine GRU's blocks) are in tests/test_gru.py.
 """
@@ -60,7 +60,7 @@ def cumax_reference(a):
 
 
 def paper_reference(core, x, hx=None, starts=None):
-    """Step-by-step, unit-by-unit from PAPER.md's and docs/ordered_gates.md's equations, time-major (every layer
+    """Step-by-step, unit-by-unit from docs/equations.md's and docs/ordered_gates.md's equations, time-major (every layer
     at step t, then t + 1).
 
     GRU cores follow torch's nn.GRU documentation (``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``,

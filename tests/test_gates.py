@@ -1,4 +1,4 @@
-"""The gate equations of policies/gates.py against the properties listed in PAPER.md."""
+"""The gate equations of policies/gates.py against the properties listed in docs/equations.md."""
 
 import math
 
