@@ -1,7 +1,7 @@
 """A user's own SB3 script with the gated policy, on torch's default thread count against one thread.
 
-The script is what the README's SB3 section shows (docs/speed.md, Torch threads): stock sb3-contrib ``RecurrentPPO`` with ``MlpGatedPolicy``
-(core ``ur``, 128 units) on the T-maze, 8 envs x 128 steps, batch 256, ``--steps`` environment steps. Each setting
+The script is what the README's SB3 section shows (the table: docs/speed.md, Torch threads): stock sb3-contrib
+``RecurrentPPO`` with ``MlpGatedPolicy`` (core ``ur``, 128 units) on the T-maze, 8 envs x 128 steps, batch 256, ``--steps`` environment steps. Each setting
 runs in a fresh process (torch's thread pool is fixed once it has started), alternating default / 1 thread
 ``--repeats`` times, so a busy machine slows both alike; the table shows the median steps/s of each.
 
