@@ -21,7 +21,7 @@ log = logging.getLogger("urgate")
 
 AUTO = "auto"
 AUTO_MULTIPLE = 64  # rollouts are a multiple of this, so they hold a whole number of 64-step chunks
-AUTO_MINIBATCHES = 8  # 64 envs -> minibatches of 8 whole sequences (docs/experiments/tmaze.md: the config for length 100)
+AUTO_MINIBATCHES = 8  # 64 envs -> minibatches of 8 whole sequences (docs/experiments/tmaze.md)
 
 
 def episode_limit(venv: VecEnv) -> int | None:
