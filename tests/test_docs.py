@@ -163,3 +163,9 @@ def test_files_named_exist(path: Path):
     """A file of the repository named in the README or a page exists (moving a module means updating its docs)."""
     missing = sorted({name for name in REPO_PATH.findall(path.read_text()) if not (ROOT / name).exists()})
     assert missing == [], f"{path.relative_to(ROOT)} names files that do not exist"
+
+
+def test_readme_stays_short():
+    """The README is for users (what, install, quick start, short tables); measurements go to docs/experiments/."""
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines <= 250, f"README.md has {lines} lines: move details to a page under docs/ and link it"
