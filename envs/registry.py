@@ -169,7 +169,7 @@ FAMILIES: dict[str, EnvFamily] = {
             builder=visual_match.make_visual_match,
             env_class=visual_match.VisualMatchEnv,
             set_by_id=("active",),
-            vec_builder=visual_match.make_visual_match_vec,
+            vec_builder="visual_match_vec:make_visual_match_vec",
         ),
         EnvFamily(
             name="tmaze",

@@ -411,11 +411,3 @@ def make_visual_match(env_id: str, render_mode: str | None = None, **env_kwargs)
         list of them and of their defaults; the registry checks them against it)
     """
     return VisualMatchEnv(active=env_id == ACTIVE_ID, render_mode=render_mode, **env_kwargs)
-
-
-def make_visual_match_vec(env_id: str, n_envs: int, **env_kwargs):
-    """Vectorised family builder: ``envs.visual_match_vec.VisualMatchVecEnv`` (keywords as ``make_visual_match``),
-    imported here because it needs SB3, which env worker processes never import."""
-    from .visual_match_vec import VisualMatchVecEnv
-
-    return VisualMatchVecEnv(n_envs, active=env_id == ACTIVE_ID, **env_kwargs)

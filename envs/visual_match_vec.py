@@ -15,7 +15,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from .errors import EnvConfigError
-from .visual_match import Copies, VisualMatchEnv
+from .visual_match import ACTIVE_ID, Copies, VisualMatchEnv
 
 # Per-copy state that get_attr answers per copy (anything else comes from the task's VisualMatchEnv).
 _PER_COPY = ("phase", "phase_t", "cue_colour", "dir")
@@ -101,3 +101,9 @@ class VisualMatchVecEnv(VecEnv):
 
     def get_images(self) -> list[np.ndarray | None]:
         return [None] * self.num_envs
+
+
+def make_visual_match_vec(env_id: str, n_envs: int, **env_kwargs) -> VisualMatchVecEnv:
+    """Vectorised family builder for ``urgate/PassiveVisualMatch-v0`` and ``urgate/ActiveVisualMatch-v0`` (keywords
+    as ``envs.visual_match.make_visual_match``)."""
+    return VisualMatchVecEnv(n_envs, active=env_id == ACTIVE_ID, **env_kwargs)
