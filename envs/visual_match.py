@@ -34,6 +34,7 @@ it). Episodes last at most ``max_steps = cue_steps + distractor_steps + choice_s
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -112,6 +113,10 @@ def _active_cue_room() -> np.ndarray:
 _ACTIVE_CELLS = [(x, y) for x in (1, 2, 3, 5, 6, 7) for y in (1, 2, 3)]  # where the agent and the cue may be
 
 
+# The per-copy arrays of ``Copies`` (the state a snapshot holds besides the clock and the generators).
+_STATE = ("canvas", "cell", "dir", "phase", "cue_colour", "cue_pos", "choice_order", "entered", "phase_end", "due")
+
+
 class Copies:
     """The state of ``n`` copies of one Visual Match task and its rules, written once over arrays: ``step`` moves
     every copy (turns, walls, apples eaten and respawned, the choice, phase ends) with numpy operations over all
@@ -151,6 +156,22 @@ class Copies:
             DISTRACTOR: _canvas(_room(*DISTRACTOR_SIZE)),
             CHOICE: _canvas(_room(2 * task.n_colours - 1, 3)),
         }
+
+    def get_state(self) -> dict[str, Any]:
+        """A picklable snapshot of everything that decides what the copies do next, generators included."""
+        state = {name: getattr(self, name).copy() for name in _STATE}
+        state.update(clock=self.clock, next_due=self._next_due, rngs=copy.deepcopy(self.rngs))
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a ``get_state`` snapshot of copies of the same task and number."""
+        for name in _STATE:
+            if state[name].shape != getattr(self, name).shape:
+                raise ValueError(f"state of other Visual Match copies: {name} has shape {state[name].shape}")
+        self.canvas[:] = state["canvas"]  # in place: _flat is a view of it
+        for name in _STATE[1:]:
+            setattr(self, name, state[name].copy())
+        self.clock, self._next_due, self.rngs = state["clock"], state["next_due"], copy.deepcopy(state["rngs"])
 
     @property
     def phase_t(self) -> np.ndarray:
@@ -328,46 +349,46 @@ class VisualMatchEnv(gym.Env):
         self.colours = PALETTE[: self.n_colours]
         self.observation_space = spaces.Dict({"image": symbolic_image_space(), "direction": spaces.Discrete(4)})
         self.action_space = spaces.Discrete(3)
-        self.copy = Copies(self, 1)
+        self.copies = Copies(self, 1)
 
     # The state of the one copy, read-only, for oracles and tests.
 
     @property
     def phase(self) -> int:
-        return int(self.copy.phase[0])
+        return int(self.copies.phase[0])
 
     @property
     def phase_t(self) -> int:
         """Steps taken in the current phase."""
-        return int(self.copy.phase_t[0])
+        return int(self.copies.phase_t[0])
 
     @property
     def cue_colour(self) -> int:
         """Index into ``colours``."""
-        return int(self.copy.cue_colour[0])
+        return int(self.copies.cue_colour[0])
 
     @property
     def cue_pos(self) -> tuple[int, int]:
-        return int(self.copy.cue_pos[0, 0]), int(self.copy.cue_pos[0, 1])
+        return int(self.copies.cue_pos[0, 0]), int(self.copies.cue_pos[0, 1])
 
     @property
     def choice_order(self) -> list[int]:
         """Colour index of each box, left to right."""
-        return self.copy.choice_order[0].tolist()
+        return self.copies.choice_order[0].tolist()
 
     @property
     def pos(self) -> tuple[int, int]:
-        return int(self.copy.x[0]), int(self.copy.y[0])
+        return int(self.copies.x[0]), int(self.copies.y[0])
 
     @property
     def dir(self) -> int:
-        return int(self.copy.dir[0])
+        return int(self.copies.dir[0])
 
     @property
     def room(self) -> np.ndarray:
         """The current room, an (W, H, 3) array of MiniGrid cell encodings (a view of the copy's canvas)."""
         width, height = self.room_size(self.phase)
-        return self.copy.canvas[0, PAD : PAD + width, PAD : PAD + height]
+        return self.copies.canvas[0, PAD : PAD + width, PAD : PAD + height]
 
     def room_size(self, phase: int) -> tuple[int, int]:
         """Width and height of the room of ``phase``, walls included."""
@@ -378,18 +399,18 @@ class VisualMatchEnv(gym.Env):
         return 2 * self.n_colours + 1, 5
 
     def _obs(self) -> dict[str, Any]:
-        return {"image": self.copy.view()[0], "direction": self.dir}
+        return {"image": self.copies.view()[0], "direction": self.dir}
 
     # -- gymnasium API -------------------------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.copy.rngs[0] = self.np_random
-        self.copy.new_episode(0)
+        self.copies.rngs[0] = self.np_random
+        self.copies.new_episode(0)
         return self._obs(), {}
 
     def step(self, action):
-        reward, terminated, success, choice = self.copy.step(np.array([int(action)]))
+        reward, terminated, success, choice = self.copies.step(np.array([int(action)]))
         info = {}
         if terminated[0]:
             info = {"is_success": bool(success[0]), "choice": int(choice[0]) if choice[0] >= 0 else None}

@@ -76,6 +76,16 @@ class VisualMatchVecEnv(VecEnv):
             obs["direction"][finished] = self.copies.dir[finished]
         return obs, reward, terminated.copy(), infos
 
+    def get_state(self) -> dict[str, Any]:
+        """A picklable snapshot of what decides what the copies do next (generators, pending seeds, episodes)."""
+        return {"copies": self.copies.get_state(), "seeds": list(self._seeds)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a ``get_state`` snapshot taken from a VisualMatchVecEnv with the same id, keywords and
+        ``n_envs``; the next step continues as the original's would."""
+        self.copies.set_state(state["copies"])
+        self._seeds = list(state["seeds"])
+
     def close(self) -> None:
         pass
 

@@ -3,6 +3,8 @@ actions -> the same episodes, step for step, with DummyVecEnv's auto-reset seman
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
@@ -132,3 +134,32 @@ def test_every_episode_ends_within_max_steps():
             _, _, dones, infos = vec.step(np.zeros(2, dtype=np.int64))  # turning left forever
             assert dones.all() == (t == limit) and not dones.any() or t == limit
         assert [i["choice"] for i in infos] == [None, None] and [i["episode"]["l"] for i in infos] == [limit] * 2
+
+
+@pytest.mark.parametrize("env_id", [PASSIVE_ID, ACTIVE_ID])
+def test_a_restored_state_continues_as_the_original(env_id):
+    """get_state/set_state (what a checkpoint stores): a VecEnv restored from a pickled snapshot, taken mid-episode
+    with apples waiting to respawn, plays on exactly as the original, through auto-resets and a reseeding reset."""
+    kwargs = {"cue_steps": 3, "distractor_steps": 20, "n_apples": 30, "apple_respawn": 4}
+    original = VisualMatchVecEnv(4, active=env_id == ACTIVE_ID, **kwargs)
+    original.seed(5)
+    original.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(37):
+        original.step(rng.integers(3, size=4))
+    assert (original.copies.due != np.iinfo(np.int64).max).any()  # respawns pending in the snapshot
+    original.seed(9)  # seeds pending for the next reset are part of the state
+    state = pickle.loads(pickle.dumps(original.get_state()))
+    restored = VisualMatchVecEnv(4, active=env_id == ACTIVE_ID, **kwargs)
+    restored.set_state(state)
+    for t in range(300):
+        if t == 150:
+            np.testing.assert_array_equal(original.reset()["image"], restored.reset()["image"])
+        actions = rng.integers(3, size=4)
+        (obs_o, rew_o, done_o, _), (obs_r, rew_r, done_r, _) = original.step(actions), restored.step(actions)
+        np.testing.assert_array_equal(obs_o["image"], obs_r["image"])
+        np.testing.assert_array_equal(obs_o["direction"], obs_r["direction"])
+        np.testing.assert_array_equal(rew_o, rew_r)
+        np.testing.assert_array_equal(done_o, done_r)
+    with pytest.raises(ValueError, match="shape"):
+        VisualMatchVecEnv(3, **kwargs).set_state(state)
