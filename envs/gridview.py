@@ -115,19 +115,25 @@ def visibility(clear: np.ndarray) -> np.ndarray:
     return _BIT_ROWS[entries & ((1 << VIEW) - 1)].transpose(1, 2, 0)  # [y, n, x] -> [n, x, y]
 
 
-def egocentric_views(padded: np.ndarray, x: np.ndarray, y: np.ndarray, direction: np.ndarray) -> np.ndarray:
+def egocentric_views(
+    padded: np.ndarray, x: np.ndarray, y: np.ndarray, direction: np.ndarray, rooms: np.ndarray | None = None
+) -> np.ndarray:
     """The 7x7x3 symbolic observations of N agents, as MiniGrid encodes them.
 
-    :param padded: (N, A, B, 3) uint8, copy i's room padded as ``pad_room`` does (room cell (x, y) at
-        [i, x + PAD, y + PAD], at least ``PAD`` walls around it)
+    :param padded: (R, A, B, 3) uint8 rooms padded as ``pad_room`` does (room cell (x, y) of room r at
+        [r, x + PAD, y + PAD], at least ``PAD`` walls around it); R = N unless ``rooms`` is given
     :param x: (N,) agent columns in room coordinates
     :param y: (N,) agent rows in room coordinates
     :param direction: (N,) directions, 0 right, 1 down, 2 left, 3 up
-    :return: (N, 7, 7, 3) uint8 views, indexed [copy, view x, view y, channel]
+    :param rooms: (N,) the room of each agent, indices into ``padded`` (default: agent i is in room i); several
+        agents may share a room
+    :return: (N, 7, 7, 3) uint8 views, indexed [agent, view x, view y, channel]
     """
-    n, width, height = padded.shape[:3]
+    width, height = padded.shape[1:3]
+    if rooms is None:
+        rooms = np.arange(len(x))
     cells = _flat_offsets(height)[direction]
-    cells += ((np.arange(n) * width + x + PAD) * height + y + PAD)[:, None, None]
+    cells += ((rooms * width + x + PAD) * height + y + PAD)[:, None, None]
     views = np.take(padded.reshape(-1, 3), cells, axis=0)  # (N, 7, 7, 3)
     views *= visibility(views[..., 0] != WALL[0])[..., None]
     views[:, VIEW // 2, VIEW - 1] = EMPTY
