@@ -119,10 +119,10 @@ def test_memory_vec_env_time_limit(env_id):
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id", MEMORY_IDS)
 def test_memory_vec_env_soak(env_id):
-    """Longer: 32 copies, 6000 steps per action set."""
+    """Longer: 16 copies, 4000 steps per action set (about 10 minutes for all ids on a loaded 2-core machine)."""
     for actions in ("all", "move"):
-        seen = _compare(env_id, actions, n_envs=32, steps=6000, seed=11)
-        assert seen["success"] >= 100 and seen["failure"] >= 100, seen
+        seen = _compare(env_id, actions, n_envs=16, steps=4000, seed=11)
+        assert seen["success"] >= 50 and seen["failure"] >= 50, seen
 
 
 def test_memory_vec_env_is_what_make_vec_env_builds_and_answers_sb3s_queries():
