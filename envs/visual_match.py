@@ -133,8 +133,10 @@ class Copies:
 
     def __init__(self, task: VisualMatchEnv, n: int) -> None:
         self.task, self.n = task, n
-        self.canvas = np.empty((n, *CANVAS, 3), dtype=np.uint8)
-        self.canvas[:] = WALL
+        # Copy i's room is canvas[i] = _slots[i]; slots n.. hold the last rooms of finished episodes (``restart``).
+        self._slots = np.empty((2 * n, *CANVAS, 3), dtype=np.uint8)
+        self._slots[:] = WALL
+        self.canvas = self._slots[:n]
         self._flat = self.canvas.reshape(n * _CELLS, 3)  # the same memory, one row per cell of every copy
         self._first = np.arange(n) * _CELLS  # copy i's cells start at row _first[i] of _flat
         self.cell = np.full(n, _cell(1, 1), dtype=np.int64)
@@ -210,19 +212,20 @@ class Copies:
                 (x, y), cue_pos, direction = (2, 3), (2, 1), 3
             self.cue_pos[i] = cue_pos
             canvas[cue_pos[0] + PAD, cue_pos[1] + PAD] = self._boxes[self.cue_colour[i]]
+            cell = _cell(x, y)
         elif phase == DISTRACTOR:
-            width, height = DISTRACTOR_SIZE
-            cells = rng.permutation(width * height)[: task.n_apples + 1]
-            x, y = int(cells[0] % width) + 1, int(cells[0] // width) + 1
-            canvas[cells[1:] % width + 1 + PAD, cells[1:] // width + 1 + PAD] = APPLE
+            # Interior cell k = y * width + x (from 0), _INTERIOR's order: the agent's, then the apples'.
+            cells = _INTERIOR[rng.permutation(_INTERIOR.size)[: task.n_apples + 1]]
+            cell = cells[0]
+            self._flat[self._first[i] + cells[1:]] = APPLE
             direction = int(rng.integers(4))
         else:
             order = rng.permutation(task.n_colours)
             self.choice_order[i] = order
             for k, c in enumerate(order.tolist()):
                 canvas[1 + 2 * k + PAD, 1 + PAD] = self._boxes[c]
-            (x, y), direction = (task.n_colours, 3), 3
-        self.cell[i], self.dir[i] = _cell(x, y), direction
+            cell, direction = _cell(task.n_colours, 3), 3
+        self.cell[i], self.dir[i] = cell, direction
 
     # -- the rules, over arrays --------------------------------------------------------------------------------
 
@@ -269,19 +272,31 @@ class Copies:
     def _respawn(self) -> None:
         """Eaten apples whose time has come reappear, except under the agent (``due`` is set in distractor rooms
         only, and cleared when a room is entered)."""
-        i, k = np.nonzero(self.due <= self.clock)
-        rows = self._first[i] + _INTERIOR[k]
-        free = rows != self._first[i] + self.cell[i]
-        self._flat[rows[free]] = APPLE
-        self.due[i[free], k[free]] = NO_RESPAWN
+        i, k = np.divmod(np.flatnonzero(self.due <= self.clock), _INTERIOR.size)
+        free = _INTERIOR[k] != self.cell[i]
+        i, k = i[free], k[free]
+        self._flat[self._first[i] + _INTERIOR[k]] = APPLE
+        self.due[i, k] = NO_RESPAWN
         self._next_due = int(self.due.min())
 
-    def view(self, idx: np.ndarray | None = None) -> np.ndarray:
-        """The egocentric 7x7x3 views of copies ``idx`` (all by default), shape (len(idx), 7, 7, 3)."""
-        if idx is None:
-            return egocentric_views(self.canvas, self.x, self.y, self.dir)
-        cell = self.cell[idx]
-        return egocentric_views(self.canvas[idx], cell // CANVAS[1] - PAD, cell % CANVAS[1] - PAD, self.dir[idx])
+    def view(self) -> np.ndarray:
+        """The egocentric 7x7x3 views of every copy, shape (n, 7, 7, 3)."""
+        return egocentric_views(self.canvas, self.x, self.y, self.dir)
+
+    def restart(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start the next episode of copies ``finished`` (indices); return the views of every copy afterwards and
+        the last views of the finished episodes, computed together in one call of the view.
+
+        :return: ``(views, last_views)``, shapes (n, 7, 7, 3) and (len(finished), 7, 7, 3)
+        """
+        n, k = self.n, finished.size
+        self._slots[n : n + k] = self.canvas[finished]
+        last_cell, last_dir = self.cell[finished], self.dir[finished]
+        for i in finished.tolist():
+            self.new_episode(i)
+        cell, direction = np.concatenate([self.cell, last_cell]), np.concatenate([self.dir, last_dir])
+        views = egocentric_views(self._slots[: n + k], cell // CANVAS[1] - PAD, cell % CANVAS[1] - PAD, direction)
+        return views[:n], views[n:]
 
 
 class VisualMatchEnv(gym.Env):

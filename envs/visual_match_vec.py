@@ -60,20 +60,18 @@ class VisualMatchVecEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         reward, terminated, success, choice = self.copies.step(self._actions)
-        obs = self._observations()
-        infos = [{"TimeLimit.truncated": False} for _ in range(self.num_envs)]
         finished = np.flatnonzero(terminated)
-        if finished.size:
-            for i in finished.tolist():
-                infos[i]["is_success"] = bool(success[i])
-                infos[i]["choice"] = int(choice[i]) if choice[i] >= 0 else None
-                infos[i]["terminal_observation"] = {
-                    "image": obs["image"][i].copy(),
-                    "direction": int(obs["direction"][i]),
-                }
-                self.copies.new_episode(i)
-            obs["image"][finished] = self.copies.view(finished)
-            obs["direction"][finished] = self.copies.dir[finished]
+        if finished.size:  # the first observations of the next episodes, the last of the finished ones
+            last_dir = self.copies.dir[finished]
+            image, last_views = self.copies.restart(finished)
+        else:
+            image = self.copies.view()
+        obs = {"image": image, "direction": self.copies.dir.copy()}
+        infos = [{"TimeLimit.truncated": False} for _ in range(self.num_envs)]
+        for j, i in enumerate(finished.tolist()):
+            infos[i]["is_success"] = bool(success[i])
+            infos[i]["choice"] = int(choice[i]) if choice[i] >= 0 else None
+            infos[i]["terminal_observation"] = {"image": last_views[j], "direction": int(last_dir[j])}
         return obs, reward, terminated.copy(), infos
 
     def get_state(self) -> dict[str, Any]:
