@@ -64,11 +64,12 @@ _CELLS = CANVAS[0] * CANVAS[1]  # a cell of a canvas is numbered x * CANVAS[1] +
 # Direction after each (direction, action), and the step in cell numbers that each (direction, action) tries.
 _TURNED = np.array([[(d - 1) % 4, (d + 1) % 4, d] for d in range(4)])
 _TRIED = np.array([[0, 0, dx * CANVAS[1] + dy] for dx, dy in DIR_TO_VEC])
-# What walking into each (object, phase) does: the agent's own cell is always empty, so turning "walks" in place.
-_WALK, _EAT, _CHOOSE = (np.zeros((256, 3), dtype=bool) for _ in range(3))
-_WALK[EMPTY[0], :] = _WALK[BALL, DISTRACTOR] = True  # apples are eaten by walking onto them
-_EAT[BALL, DISTRACTOR] = True
-_CHOOSE[BOX, CHOICE] = True  # walking into a box makes the choice; the cue box is only looked at
+# What walking into each (object, phase) does; the agent's own cell is always empty, so turning "walks" in place.
+BLOCKED, CHOOSES, WALKS, EATS = 0, 1, 2, 3  # WALKS and above: the agent moves
+_MEETS = np.full((256, 3), BLOCKED, dtype=np.int8)
+_MEETS[EMPTY[0], :] = WALKS
+_MEETS[BALL, DISTRACTOR] = EATS  # apples are eaten by walking onto them
+_MEETS[BOX, CHOICE] = CHOOSES  # walking into a box makes the choice; the cue box is only looked at
 # The distractor room's interior cells (where apples can be), in the order of ``Copies.due``, and the reverse map.
 _INTERIOR = np.array(
     [(x + 1 + PAD) * CANVAS[1] + y + 1 + PAD for y in range(DISTRACTOR_SIZE[1]) for x in range(DISTRACTOR_SIZE[0])]
@@ -115,6 +116,12 @@ _ACTIVE_CELLS = [(x, y) for x in (1, 2, 3, 5, 6, 7) for y in (1, 2, 3)]  # where
 
 # The per-copy arrays of ``Copies`` (the state a snapshot holds besides the clock and the generators).
 _STATE = ("canvas", "cell", "dir", "phase", "cue_colour", "cue_pos", "choice_order", "entered", "phase_end", "due")
+
+
+def _views(canvas: np.ndarray, cell: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``egocentric_views`` of agents at canvas cells ``cell``."""
+    x, y = np.divmod(cell, CANVAS[1])
+    return egocentric_views(canvas, x - PAD, y - PAD, direction)
 
 
 class Copies:
@@ -240,10 +247,10 @@ class Copies:
         self.clock += 1
         self.dir = _TURNED[self.dir, action]
         target = self.cell + _TRIED[self.dir, action]
-        ahead = self._flat[self._first + target, 0]
-        self.cell = np.where(_WALK[ahead, self.phase], target, self.cell)
+        meets = _MEETS[self._flat[self._first + target, 0], self.phase]
+        self.cell = np.where(meets >= WALKS, target, self.cell)
         reward = np.zeros(self.n, dtype=np.float32)
-        eat = _EAT[ahead, self.phase]
+        eat = meets == EATS
         if eat.any():
             e = np.flatnonzero(eat)
             self._flat[self._first[e] + target[e]] = EMPTY
@@ -252,7 +259,7 @@ class Copies:
             reward[e] = task.apple_reward
         if self._next_due <= self.clock:
             self._respawn()
-        chose = _CHOOSE[ahead, self.phase]
+        chose = meets == CHOOSES
         choice = np.full(self.n, -1, dtype=np.int64)
         success = np.zeros(self.n, dtype=bool)
         if chose.any():
@@ -281,7 +288,7 @@ class Copies:
 
     def view(self) -> np.ndarray:
         """The egocentric 7x7x3 views of every copy, shape (n, 7, 7, 3)."""
-        return egocentric_views(self.canvas, self.x, self.y, self.dir)
+        return _views(self.canvas, self.cell, self.dir)
 
     def restart(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start the next episode of copies ``finished`` (indices); return the views of every copy afterwards and
@@ -295,7 +302,7 @@ class Copies:
         for i in finished.tolist():
             self.new_episode(i)
         cell, direction = np.concatenate([self.cell, last_cell]), np.concatenate([self.dir, last_dir])
-        views = egocentric_views(self._slots[: n + k], cell // CANVAS[1] - PAD, cell % CANVAS[1] - PAD, direction)
+        views = _views(self._slots[: n + k], cell, direction)
         return views[:n], views[n:]
 
 
