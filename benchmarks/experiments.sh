@@ -5,8 +5,8 @@
 # the 12 Passive runs (the 12 Active ones finished in a later rerun: 8 min of resumed runs), minigrid 12 min per task (6 runs each), investigate 12 min (6 runs).
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
-#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|all]   (default: all but
-#   the frontier and memory_maze blocks)
+#   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
+#   minigrid_recipe|all]   (default: all but the frontier, memory_maze, visual_diagnosis and minigrid_recipe blocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -15,8 +15,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -116,4 +116,18 @@ if [[ $what == memory_maze ]]; then
       --set n_envs=8 --set eval.n_envs=1 --set eval.n_episodes=8 --set eval.freq=150000 --set checkpoint_freq=25000 \
       --workers 1 --exp-dir "$OUT/memory_maze_long"
   $PY run_rl.py plot "$OUT/memory_maze_long"
+fi
+
+if [[ $what == visual_diagnosis ]]; then
+  # 8. What makes Visual Match's choice slow to learn without a delay (cue 1 step, no distractor phase), ur seed 0,
+  #    200k steps per run, 4 checkpoints kept for benchmarks/visual_match_diagnosis.py: configs/visual_match.yaml
+  #    as shipped, with shared_lstm (the T-maze's recipe), and with 64 envs and whole episodes per rollout.
+  #    Measured one run at a time on one core: docs/results/visual_match_diagnosis/.
+  VM=(--cores ur --seeds 1 --env urgate/PassiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
+      --timesteps 200000 --set keep_checkpoints=4 --workers 1)
+  $PY run_rl.py compare "${VM[@]}" --exp-dir "$OUT/vm_d0_baseline"
+  $PY run_rl.py compare "${VM[@]}" --set policy_kwargs.shared_lstm=true --set policy_kwargs.enable_critic_lstm=false \
+      --exp-dir "$OUT/vm_d0_shared_lstm"
+  $PY run_rl.py compare "${VM[@]}" --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto \
+      --exp-dir "$OUT/vm_d0_64envs"
 fi

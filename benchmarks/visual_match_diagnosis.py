@@ -31,12 +31,14 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not benchmarks/ (whose envs.py shadows)
 
 from agents.run.config import load_config  # noqa: E402
 from agents.run.evaluate import run_episodes  # noqa: E402
-from agents.run.factory import build_model, make_training_env, make_vec_env, set_threads  # noqa: E402
+from agents.run.factory import build_model, make_training_env, set_threads  # noqa: E402
 from agents.run.loading import load_model  # noqa: E402
 from envs.visual_match import CHOICE, DISTRACTOR, VisualMatchEnv, make_visual_match  # noqa: E402
 
@@ -70,11 +72,11 @@ def extractor_table(model, env_kwargs: dict[str, Any], env_id: str) -> list[tupl
         seed += 1
         if not env.active:
             cues.setdefault(env.cue_colour, obs)
-        env._enter(CHOICE)
+        env.copy.enter(0, CHOICE)
         choice.setdefault(tuple(env.choice_order), env._obs())
     # One step of the agent in the distractor room (turning on the spot: the view rotates).
     env.reset(seed=1)
-    env._enter(DISTRACTOR)
+    env.copy.enter(0, DISTRACTOR)
     before = env._obs()
     env.step(0)
     after = env._obs()
@@ -153,16 +155,18 @@ def gradient_table(model) -> tuple[list[tuple[str, float, float, float]], float,
 def choice_table(model, env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int) -> list[tuple[str, ...]]:
     rows = []
     for deterministic in (True, False):
-        venv = make_vec_env(env_id, env_kwargs, 16, seed)
+        # One-copy envs, so that each box order can be read before the step that ends an episode (auto-reset).
+        venv = DummyVecEnv([lambda: Monitor(make_visual_match(env_id, **env_kwargs)) for _ in range(16)])
+        venv.seed(seed)
         counts = {"left": 0, "middle": 0, "right": 0, "none": 0}
         infos: list[dict[str, Any]] = []
         original = venv.step_wait
 
         def step_wait(original=original, venv=venv, infos=infos):
+            orders = [list(env.unwrapped.choice_order) for env in venv.envs]
             obs, rew, done, info = original()
             for i in np.flatnonzero(done):
-                env = venv.envs[i].unwrapped
-                infos.append({"choice": info[i].get("choice"), "order": list(env.choice_order)})
+                infos.append({"choice": info[i].get("choice"), "order": orders[i]})
             return obs, rew, done, info
 
         venv.step_wait = step_wait
