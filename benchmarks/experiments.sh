@@ -131,3 +131,22 @@ if [[ $what == visual_diagnosis ]]; then
   $PY run_rl.py compare "${VM[@]}" --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto \
       --exp-dir "$OUT/vm_d0_64envs"
 fi
+
+if [[ $what == minigrid_recipe ]]; then
+  # 9. configs/minigrid.yaml with whole episodes per rollout (ppo.n_steps: auto, batch_size: auto), stopping once
+  #    two evaluations in a row (100 greedy episodes each) reach 0.95: S7, then the target S13Random (and
+  #    S17Random) at 20M steps per run. Measured so far: S7 ur seed 0 solved at 100k steps (stopped at 152k), and
+  #    the start of S13Random ur seed 0 (docs/experiments/minigrid.md); the rest is the plan, restartable as is.
+  MG=(--config minigrid --set eval.freq=100000 --set eval.stop_success=0.95 --workers "$WORKERS")
+  $PY run_rl.py compare --cores ur --seeds 1 --env MiniGrid-MemoryS7-v0 --config minigrid --set eval.stop_success=0.95 \
+      --workers "$WORKERS" --exp-dir "$OUT/mg_s7_auto"
+  $PY run_rl.py compare --cores ur --seeds 3 --env MiniGrid-MemoryS13Random-v0 --timesteps 20000000 "${MG[@]}" \
+      --exp-dir "$OUT/mg_s13random"
+  $PY run_rl.py compare --cores ur --seeds 3 --env MiniGrid-MemoryS17Random-v0 --timesteps 20000000 "${MG[@]}" \
+      --exp-dir "$OUT/mg_s17random"
+  $PY run_rl.py compare --cores lstm,chrono,ur,urgru --seeds 3 --env MiniGrid-MemoryS13Random-v0 \
+      --timesteps 20000000 "${MG[@]}" --exp-dir "$OUT/mg_s13random"  # adds the other cores to the same experiment
+  $PY run_rl.py compare --cores ur --seeds 3 --env MiniGrid-MemoryS13Random-v0 --timesteps 20000000 "${MG[@]}" \
+      --set policy_kwargs.core_kwargs.refine_bias=zero --exp-dir "$OUT/mg_s13random_ur_refine_bias_zero"
+  $PY run_rl.py plot "$OUT/mg_s13random"
+fi
