@@ -104,6 +104,9 @@ def _cell(x: int, y: int) -> int:
     return (x + PAD) * CANVAS[1] + y + PAD
 
 
+_BOX_CELLS = np.array([_cell(1 + 2 * k, 1) for k in range(len(PALETTE))])  # the choice room's boxes
+
+
 def _active_cue_room() -> np.ndarray:
     """Two 3x3 parts, x 1..3 and 5..7, joined by a doorway at (4, 2)."""
     room = _room(7, 3)
@@ -159,7 +162,7 @@ class Copies:
         self.due = np.full((n, _INTERIOR.size), NO_RESPAWN, dtype=np.int64)
         self._next_due = NO_RESPAWN  # the earliest of them
         self.rngs: list[np.random.Generator | None] = [None] * n
-        self._boxes = [_box(c) for c in task.colours]
+        self._boxes = np.array([_box(c) for c in task.colours])
         self._templates = {
             CUE: _canvas(_active_cue_room() if task.active else _room(3, 3)),
             DISTRACTOR: _canvas(_room(*DISTRACTOR_SIZE)),
@@ -212,7 +215,8 @@ class Copies:
         canvas[:] = self._templates[phase]
         if phase == CUE:
             if task.active:
-                start, cue = rng.choice(len(_ACTIVE_CELLS) // 2), rng.choice(len(_ACTIVE_CELLS) - 1)
+                # integers(k) draws what choice(k) would, at a fifth of the cost
+                start, cue = rng.integers(len(_ACTIVE_CELLS) // 2), rng.integers(len(_ACTIVE_CELLS) - 1)
                 (x, y), cue_pos = _ACTIVE_CELLS[start], _ACTIVE_CELLS[cue + (cue >= start)]
                 direction = int(rng.integers(4))
             else:
@@ -229,8 +233,7 @@ class Copies:
         else:
             order = rng.permutation(task.n_colours)
             self.choice_order[i] = order
-            for k, c in enumerate(order.tolist()):
-                canvas[1 + 2 * k + PAD, 1 + PAD] = self._boxes[c]
+            self._flat[self._first[i] + _BOX_CELLS[: task.n_colours]] = self._boxes[order]  # box k at (1 + 2k, 1)
             cell, direction = _cell(task.n_colours, 3), 3
         self.cell[i], self.dir[i] = cell, direction
 
