@@ -71,6 +71,20 @@ def _row_visibility_table() -> np.ndarray:
 
 
 _OFFSETS = _view_offsets()
+
+
+def _inverse_offsets() -> np.ndarray:
+    """(4, 13, 13) int64: for direction d and a room cell at (dx, dy) from the agent, the view cell i * 7 + j that
+    shows it (``_OFFSETS`` inverted), -1 where it is outside the view; indexed [d, dx + PAD, dy + PAD]."""
+    inverse = np.full((4, 2 * PAD + 1, 2 * PAD + 1), -1, dtype=np.int64)
+    for d in range(4):
+        for i in range(VIEW):
+            for j in range(VIEW):
+                inverse[d, _OFFSETS[d, 0, i, j] + PAD, _OFFSETS[d, 1, i, j] + PAD] = i * VIEW + j
+    return inverse
+
+
+_INVERSE = _inverse_offsets()
 _ROW_TABLE = _row_visibility_table()
 _BIT_ROWS = ((np.arange(1 << VIEW)[:, None] >> np.arange(VIEW)) & 1).astype(bool)  # 7 bits -> bool row
 _AGENT_SEES = 1 << (VIEW // 2)  # the agent's cell, bottom centre, is visible
@@ -138,6 +152,19 @@ def egocentric_views(
     views *= visibility(views[..., 0] != WALL[0])[..., None]
     views[:, VIEW // 2, VIEW - 1] = EMPTY
     return views
+
+
+def view_position(
+    x: np.ndarray, y: np.ndarray, direction: np.ndarray, cell_x: np.ndarray | int, cell_y: np.ndarray | int
+) -> np.ndarray:
+    """Where room cell (cell_x, cell_y) lies in each agent's 7x7 view (MiniGridEnv.relative_coords).
+
+    :return: (N,) int64: view cell (i, j) as i * 7 + j (index into a view reshaped to (49, 3)), -1 where the cell
+        is outside the view; whether it is visible is for the view itself to say (hidden cells are encoded 0)
+    """
+    dx, dy = cell_x - x, cell_y - y
+    near = (np.abs(dx) <= PAD) & (np.abs(dy) <= PAD)
+    return np.where(near, _INVERSE[direction, np.clip(dx, -PAD, PAD) + PAD, np.clip(dy, -PAD, PAD) + PAD], -1)
 
 
 def egocentric_view(padded: np.ndarray, x: int, y: int, direction: int) -> np.ndarray:

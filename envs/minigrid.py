@@ -11,6 +11,9 @@ versions in ``VEC_CHECKED_VERSIONS``; any other minigrid gets its own envs, with
 JAX (NAVIX, XLand-MiniGrid) would draw other episodes for the same seed and bring JAX into a torch package, so the
 Memory tasks are reproduced in numpy instead. Everything else (the RGB view, other tasks, rendering, videos) runs
 minigrid's own env.
+
+Memory cue (``envs.cue``): ``info["memory_cue"]`` = 0 (a key) or 1 (a ball), the start room's object, on every
+step whose view shows it (single env: ``MemoryCue``; vectorised: the same steps, tested).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import warnings
 
 import gymnasium as gym
 
+from .cue import CUE_INFO
 from .errors import EnvConfigError
+from .gridview import VIEW
 from .wrappers import FirstActions, GridDictObs, SuccessFromReward
 
 # The memoryless ceiling of 0.5 is that of the Memory tasks.
@@ -55,6 +60,13 @@ VEC_CHECKED_VERSIONS = ((3, 0, 0), (3, 2, 0))  # first and last, inclusive
 # The keywords the vectorised Memory tasks take (others, e.g. agent_view_size, get minigrid's own envs).
 _VEC_KWARGS = frozenset({"actions", "view", "tile_size", "max_steps", "size", "random_length"})
 _warned_version: list[str] = []
+# The Memory tasks' cue (``envs.cue``): the start room's object, 0 a key, 1 a ball.
+CUE_CLASSES = {"key": 0, "ball": 1}
+
+
+def start_object_cell(height: int) -> tuple[int, int]:
+    """Where a Memory task puts the start room's object (``MemoryEnv._gen_grid``)."""
+    return 1, height // 2 - 1
 
 
 def make_minigrid(
@@ -96,6 +108,10 @@ def make_minigrid(
         env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **env_kwargs)
     except TypeError as e:
         raise EnvConfigError(f"{env_id}: bad keyword argument ({e})") from None
+    from minigrid.envs import MemoryEnv
+
+    if isinstance(env.unwrapped, MemoryEnv) and env.unwrapped.agent_view_size == VIEW:
+        env = MemoryCue(env)
     if view == "rgb":
         from minigrid.wrappers import RGBImgPartialObsWrapper
 
@@ -103,6 +119,35 @@ def make_minigrid(
     if ACTION_SETS[actions] is not None:
         env = FirstActions(env, ACTION_SETS[actions])
     return SuccessFromReward(GridDictObs(env, symbolic=view == "symbolic"))
+
+
+class MemoryCue(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """``info[envs.cue.CUE_INFO]`` = 0 (key) or 1 (ball), the start room's object, on every step (reset included)
+    whose view shows it (inside the view and not hidden by walls): what a Memory task asks the agent to remember.
+
+    :param env: a MiniGrid ``MemoryEnv`` with the 7x7 view, before any wrapper that changes the observation
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def _cue(self, obs, info):
+        task = self.env.unwrapped
+        start = start_object_cell(task.height)
+        where = task.relative_coords(*start)  # in the view, and not hidden (hidden cells are encoded 0)
+        if where is not None and obs["image"][where][0] != 0:
+            info = dict(info)
+            info[CUE_INFO] = CUE_CLASSES[task.grid.get(*start).type]
+        return info
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._cue(obs, info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._cue(obs, info)
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -24,9 +24,10 @@ from gymnasium.utils import seeding
 from minigrid.core.constants import OBJECT_TO_IDX
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from .cue import CUE_INFO
 from .errors import EnvConfigError
-from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_views
-from .minigrid import make_minigrid, vec_supported
+from .gridview import DIR_TO_VEC, EMPTY, PAD, VIEW, WALL, egocentric_views, view_position
+from .minigrid import CUE_CLASSES, make_minigrid, start_object_cell, vec_supported
 
 LEFT, RIGHT, FORWARD = 0, 1, 2
 _TURN = np.array([-1, 1, 0, 0, 0, 0, 0], dtype=np.int64)  # direction change per action (MiniGrid's 7 actions)
@@ -36,6 +37,22 @@ _DY = np.array([dy for _, dy in DIR_TO_VEC], dtype=np.int64)
 _MEMORY_OBJECTS = frozenset(OBJECT_TO_IDX[name] for name in ("empty", "wall", "key", "ball"))
 _STATE = ("x", "y", "direction", "steps", "success_cell", "failure_cell")  # per-copy arrays besides the layout
 _CACHE_BYTES = 64 * 2**20  # most memory the cached layouts may take (a 17x17 task has fewer than 700 of 2.5 kB)
+
+
+def start_object_shown(image: np.ndarray, x, y, direction, height: int) -> np.ndarray:
+    """Whether each agent's view shows the start room's object (inside the view and not hidden by walls), as
+    ``envs.minigrid.MemoryCue`` asks minigrid.
+
+    :param image: (N, 7, 7, 3) symbolic views, hidden cells encoded 0
+    :param x: (N,) agent columns
+    :param y: (N,) agent rows
+    :param direction: (N,) agent directions
+    :param height: the task's grid height
+    :return: (N,) bool
+    """
+    cell = view_position(x, y, direction, *start_object_cell(height))
+    seen = image.reshape(len(cell), VIEW * VIEW, 3)[np.arange(len(cell)), np.maximum(cell, 0), 0] != 0
+    return (cell >= 0) & seen
 
 
 class _Draws:
@@ -109,7 +126,8 @@ class MemoryVecEnv(VecEnv):
         capacity = 2 * n_envs + 64
         self.rooms = np.empty((capacity, self.width + 2 * PAD, self.height + 2 * PAD, 3), dtype=np.uint8)
         self.rooms[:] = WALL  # the padding; a layout's room is written inside it
-        self.starts = np.zeros((capacity, 5), dtype=np.int64)  # x, y, direction, success cell, failure cell
+        # x, y, direction, success cell, failure cell, cue class (envs.minigrid.CUE_CLASSES)
+        self.starts = np.zeros((capacity, 6), dtype=np.int64)
         self.n_layouts = 2 * n_envs
         self.max_layouts = max(self.n_layouts + 1, _CACHE_BYTES // self.rooms[0].nbytes)
         self._cache = _Node()
@@ -163,7 +181,7 @@ class MemoryVecEnv(VecEnv):
             grow = min(len(self.rooms), self.max_layouts - len(self.rooms))
             self.rooms = np.concatenate([self.rooms, np.repeat(self.rooms[:1], grow, axis=0)])
             self.rooms[-grow:] = WALL
-            self.starts = np.concatenate([self.starts, np.zeros((grow, 5), dtype=np.int64)])
+            self.starts = np.concatenate([self.starts, np.zeros((grow, self.starts.shape[1]), dtype=np.int64)])
         self.n_layouts += 1
         return self.n_layouts - 1
 
@@ -179,7 +197,8 @@ class MemoryVecEnv(VecEnv):
             )
         self.rooms[layout, PAD : PAD + self.width, PAD : PAD + self.height] = room
         (x, y), (sx, sy), (fx, fy) = memory.agent_pos, memory.success_pos, memory.failure_pos
-        self.starts[layout] = (x, y, memory.agent_dir, sx * h + sy, fx * h + fy)
+        cue = CUE_CLASSES[memory.grid.get(*start_object_cell(h)).type]
+        self.starts[layout] = (x, y, memory.agent_dir, sx * h + sy, fx * h + fy, cue)
 
     def _new_episodes(self, idx: list[int]) -> None:
         for i in idx:
@@ -202,7 +221,13 @@ class MemoryVecEnv(VecEnv):
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
         image = egocentric_views(self.rooms, self.x, self.y, self.direction, self.layout)
+        self._say_cues(self.reset_infos, image, self.x, self.y, self.direction, self.layout)
         return {"image": image, "direction": self.direction.copy()}
+
+    def _say_cues(self, infos: list[dict], image, x, y, direction, layout) -> None:
+        """Put the cue (``envs.cue``) into ``infos[k]`` where view k shows the start room's object."""
+        for k in np.flatnonzero(start_object_shown(image, x, y, direction, self.height)).tolist():
+            infos[k][CUE_INFO] = int(self.starts[layout[k], 5])
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions).reshape(self.num_envs)
@@ -230,6 +255,7 @@ class MemoryVecEnv(VecEnv):
         finished = np.flatnonzero(dones)
         if not finished.size:
             image = egocentric_views(self.rooms, self.x, self.y, self.direction, layout)
+            self._say_cues(infos, image, self.x, self.y, self.direction, layout)
             return {"image": image, "direction": self.direction.copy()}, reward, dones, infos
         # The finished episodes' last views and the new episodes' first views, in one call.
         last = layout[finished], self.x[finished], self.y[finished], self.direction[finished]
@@ -245,7 +271,27 @@ class MemoryVecEnv(VecEnv):
             infos[i]["terminal_observation"] = {"image": image[self.num_envs + k].copy(), "direction": int(last[3][k])}
             infos[i]["is_success"] = bool(terminated[i] and reward[i] > 0)
             self.reset_infos[i] = {}
-        return {"image": image[: self.num_envs], "direction": self.direction.copy()}, reward, dones, infos
+        # Cues: a finished copy's step info says what its last view showed, its reset info what the first one shows.
+        ongoing = np.flatnonzero(~dones)
+        step_infos = [infos[i] for i in ongoing.tolist()] + [infos[i] for i in finished.tolist()]
+        self._say_cues(
+            step_infos,
+            image[np.concatenate([ongoing, np.arange(self.num_envs, len(image))])],
+            np.concatenate([self.x[ongoing], last[1]]),
+            np.concatenate([self.y[ongoing], last[2]]),
+            np.concatenate([self.direction[ongoing], last[3]]),
+            np.concatenate([layout[ongoing], last[0]]),
+        )
+        new_image = image[: self.num_envs]
+        self._say_cues(
+            [self.reset_infos[i] for i in finished.tolist()],
+            new_image[finished],
+            self.x[finished],
+            self.y[finished],
+            self.direction[finished],
+            self.layout[finished],
+        )
+        return {"image": new_image, "direction": self.direction.copy()}, reward, dones, infos
 
     def close(self) -> None:
         self.template.close()

@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs.minigrid as mg
 from envs import EnvConfigError, make_vec_env
+from envs.cue import CUE_INFO
 from envs.minigrid import MEMORY_IDS, make_minigrid
 from envs.minigrid_vec import MemoryVecEnv
 
@@ -48,7 +49,8 @@ def _guided_actions(dummy: DummyVecEnv, targets: np.ndarray, rng: np.random.Gene
 
 def _compare(env_id: str, actions: str, n_envs: int, steps: int, seed: int, **kwargs) -> dict[str, int]:
     """Step both VecEnvs ``steps`` times with the same actions (a reseeding reset half way) and assert they agree;
-    return how many episodes ended each way and how often a no-op action faced an object."""
+    return how many episodes ended each way, how often a no-op action faced an object and how many steps' infos
+    said the cue (``envs.cue``)."""
     vec = make_vec_env(env_id, n_envs=n_envs, seed=seed, actions=actions, **kwargs)
     assert isinstance(vec.unwrapped, MemoryVecEnv)
     dummy = sb3_make_vec_env(
@@ -58,12 +60,13 @@ def _compare(env_id: str, actions: str, n_envs: int, steps: int, seed: int, **kw
     rng = np.random.default_rng(seed)
     explore = np.linspace(0.05, 1.0, n_envs)  # the last copy acts at random
     targets = rng.integers(3, size=n_envs)
-    seen = {"success": 0, "failure": 0, "truncated": 0, "both": 0, "noop_at_object": 0}
+    seen = {"success": 0, "failure": 0, "truncated": 0, "both": 0, "noop_at_object": 0, "cue": 0}
     for phase in range(2):
         if phase:
             vec.seed(seed + 1000)
             dummy.seed(seed + 1000)
         obs_v, obs_d = vec.reset(), dummy.reset()
+        assert vec.unwrapped.reset_infos == dummy.reset_infos
         for t in range(steps // 2 + 1):
             for key in ("image", "direction"):
                 np.testing.assert_array_equal(obs_v[key], obs_d[key], err_msg=f"{key} at step {t}")
@@ -77,9 +80,12 @@ def _compare(env_id: str, actions: str, n_envs: int, steps: int, seed: int, **kw
             obs_d, rew_d, done_d, infos_d = dummy.step(act)
             np.testing.assert_array_equal(rew_v, rew_d)
             np.testing.assert_array_equal(done_v, done_d)
+            assert vec.unwrapped.reset_infos == dummy.reset_infos, t  # the cue of new episodes' first views
             for i, (iv, id_) in enumerate(zip(infos_v, infos_d, strict=True)):
                 assert iv.keys() == id_.keys(), (t, i)
                 assert iv["TimeLimit.truncated"] == id_["TimeLimit.truncated"]
+                assert iv.get(CUE_INFO) == id_.get(CUE_INFO), (t, i)
+                seen["cue"] += CUE_INFO in id_
                 if "terminal_observation" not in id_:
                     continue
                 for key in ("image", "direction"):
@@ -103,7 +109,7 @@ def test_memory_vec_env_plays_minigrids_episodes(env_id, actions):
     """Thousands of steps per id and action set: guided and random copies, episodes ending in success, failure and
     (the random copy, on the small rooms) at the time limit, and a reseeding reset."""
     seen = _compare(env_id, actions, n_envs=8, steps=300, seed=sum(map(ord, env_id + actions)))
-    assert seen["success"] >= 5 and seen["failure"] >= 5, seen
+    assert seen["success"] >= 5 and seen["failure"] >= 5 and seen["cue"] >= 20, seen
     if actions == "all":
         assert seen["noop_at_object"] > 0, seen
 
@@ -193,3 +199,23 @@ def test_memory_vec_env_without_the_layout_cache(monkeypatch):
     monkeypatch.setattr(minigrid_vec, "_CACHE_BYTES", 0)
     seen = _compare("MiniGrid-MemoryS13Random-v0", "all", n_envs=8, steps=300, seed=4)
     assert seen["success"] >= 5 and seen["failure"] >= 5, seen
+
+
+def test_memory_cue_is_said_when_minigrids_view_shows_the_start_object():
+    """The single env's cue against minigrid's own view: said exactly on the steps where the start room's object
+    is inside the view and visible (MiniGridEnv.relative_coords and gen_obs_grid's mask), with its type."""
+    env = make_minigrid("MiniGrid-MemoryS7-v0")
+    rng = np.random.default_rng(0)
+    said = 0
+    _, info = env.reset(seed=0)
+    for _ in range(3000):
+        task = env.unwrapped
+        start = (1, task.height // 2 - 1)
+        where = task.relative_coords(*start)
+        shown = where is not None and task.gen_obs_grid()[1][where]
+        assert info.get(CUE_INFO) == ({"key": 0, "ball": 1}[task.grid.get(*start).type] if shown else None)
+        said += shown
+        _, _, terminated, truncated, info = env.step(int(rng.choice(3, p=[0.3, 0.3, 0.4])))
+        if terminated or truncated:
+            _, info = env.reset()
+    assert said > 100

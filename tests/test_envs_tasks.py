@@ -9,7 +9,7 @@ from minigrid.core.grid import Grid
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
 from envs import EnvConfigError, family_of, make_env, make_vec_env
-from envs.gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, egocentric_views, pad_room
+from envs.gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, egocentric_views, pad_room, view_position
 from envs.oracles import MEMORYLESS, ORACLES, facing, minigrid_memory_oracle, plan, run_episodes, visual_match_oracle
 from envs.tmaze import DOWN, FORWARD, UP, TMazeEnv
 from envs.tmaze_vec import TMazeVecEnv
@@ -286,6 +286,13 @@ def test_egocentric_view_matches_minigrid():
             expected = _minigrid_view(room, x, y, d)
             np.testing.assert_array_equal(egocentric_view(pad_room(room), x, y, d), expected)
         x, y, d = (np.array(c) for c in zip(*poses, strict=True))
+        cx, cy = rng.integers(-8, 20, len(canvas)), rng.integers(-8, 20, len(canvas))
+        positions = view_position(x, y, d, cx, cy)
+        for k in range(len(canvas)):  # MiniGridEnv.get_view_coords, per agent
+            (dx, dy), (rx, ry) = DIR_TO_VEC[d[k]], DIR_TO_VEC[(d[k] + 1) % 4]
+            lx, ly = cx[k] - (x[k] + 6 * dx - 3 * rx), cy[k] - (y[k] + 6 * dy - 3 * ry)
+            vx, vy = rx * lx + ry * ly, -(dx * lx + dy * ly)
+            assert positions[k] == (vx * 7 + vy if 0 <= vx < 7 and 0 <= vy < 7 else -1)
         views = egocentric_views(canvas, x, y, d)
         assert views.shape == (len(canvas), 7, 7, 3) and views.dtype == np.uint8
         for view, room, (x, y, d) in zip(views, rooms, poses, strict=True):
