@@ -14,6 +14,8 @@ An episode has three phases, each in its own room (the agent is moved between ro
 These defaults are those of the published grid-world versions. Observations are MiniGrid's:
 ``Dict(image: 7x7x3 symbolic egocentric view, direction: Discrete(4))`` (``envs.gridview``); actions 0 left, 1 right,
 2 forward. Without memory of the cue the choice is a guess: success rate at most ``1 / n_colours``.
+The cue (``envs.cue``): ``info["memory_cue"]`` = the cue colour's index (``cue_colour``) on every step, reset
+included, whose observation shows the cue box (in the cue room, the only box).
 
 What an LSTM is expected to struggle with: the only information that matters (one colour, seen in the first few
 steps) must survive 90+ steps of observations that vary a lot and carry rewards of their own. The apple rewards
@@ -42,6 +44,7 @@ import numpy as np
 from gymnasium import spaces
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
+from .cue import CUE_INFO
 from .errors import EnvConfigError
 from .gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_views
 from .wrappers import symbolic_image_space
@@ -289,6 +292,13 @@ class Copies:
         self.due[i, k] = NO_RESPAWN
         self._next_due = int(self.due.min())
 
+    def cue_shown(self, views: np.ndarray) -> np.ndarray:
+        """Whether each copy's view (``views``, of every copy) shows the cue: a box in view in the cue room."""
+        in_cue = self.phase == CUE
+        if not in_cue.any():
+            return in_cue
+        return in_cue & (views[:, :, :, 0] == BOX).any(axis=(1, 2))
+
     def view(self) -> np.ndarray:
         """The egocentric 7x7x3 views of every copy, shape (n, 7, 7, 3)."""
         return _views(self.canvas, self.cell, self.dir)
@@ -423,8 +433,12 @@ class VisualMatchEnv(gym.Env):
             return DISTRACTOR_SIZE[0] + 2, DISTRACTOR_SIZE[1] + 2
         return 2 * self.n_colours + 1, 5
 
-    def _obs(self) -> dict[str, Any]:
-        return {"image": self.copies.view()[0], "direction": self.dir}
+    def _obs(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The observation; the cue's class goes into ``info`` when the view shows it (``envs.cue``)."""
+        views = self.copies.view()
+        if self.copies.cue_shown(views)[0]:
+            info[CUE_INFO] = self.cue_colour
+        return {"image": views[0], "direction": self.dir}
 
     # -- gymnasium API -------------------------------------------------------------------------------------------
 
@@ -432,14 +446,15 @@ class VisualMatchEnv(gym.Env):
         super().reset(seed=seed)
         self.copies.rngs[0] = self.np_random
         self.copies.new_episode(0)
-        return self._obs(), {}
+        info: dict[str, Any] = {}
+        return self._obs(info), info
 
     def step(self, action):
         reward, terminated, success, choice = self.copies.step(np.array([int(action)]))
         info = {}
         if terminated[0]:
             info = {"is_success": bool(success[0]), "choice": int(choice[0]) if choice[0] >= 0 else None}
-        return self._obs(), float(reward[0]), bool(terminated[0]), False, info
+        return self._obs(info), float(reward[0]), bool(terminated[0]), False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

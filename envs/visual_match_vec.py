@@ -14,6 +14,7 @@ import numpy as np
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from .cue import CUE_INFO
 from .errors import EnvConfigError
 from .visual_match import ACTIVE_ID, Copies, VisualMatchEnv
 
@@ -26,7 +27,9 @@ class VisualMatchVecEnv(VecEnv):
 
     Auto-reset as DummyVecEnv: a finished copy's ``info`` holds ``terminal_observation``, ``is_success`` and
     ``choice`` (as ``VisualMatchEnv``'s last step), every step's info has ``TimeLimit.truncated`` (always False:
-    episodes end by the choice or its timeout), and the returned observation is the next episode's first. Copy ``i``
+    episodes end by the choice or its timeout), and the returned observation is the next episode's first, whose
+    reset info is in ``reset_infos[i]``. ``info["memory_cue"]`` (``envs.cue``) is set as ``VisualMatchEnv`` sets
+    it. Copy ``i``
     draws its episodes from its own generator, seeded by ``seed()`` + ``i`` at the next ``reset()`` as gymnasium
     seeds ``VisualMatchEnv``, so the episodes are the ones DummyVecEnv over ``VisualMatchEnv``s plays. Episode
     statistics (``info["episode"]``) come from wrapping it in SB3's ``VecMonitor``, as ``envs.make_vec_env`` does.
@@ -42,9 +45,6 @@ class VisualMatchVecEnv(VecEnv):
         self.copies = Copies(self.task, n_envs)
         self._actions = np.zeros(n_envs, dtype=np.int64)
 
-    def _observations(self) -> dict[str, np.ndarray]:
-        return {"image": self.copies.view(), "direction": self.copies.dir.copy()}
-
     def reset(self) -> dict[str, np.ndarray]:
         for i, seed in enumerate(self._seeds):
             if seed is not None or self.copies.rngs[i] is None:
@@ -52,8 +52,11 @@ class VisualMatchVecEnv(VecEnv):
             self.copies.new_episode(i)
         self._reset_seeds()
         self._reset_options()
+        image = self.copies.view()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return self._observations()
+        for i in np.flatnonzero(self.copies.cue_shown(image)).tolist():
+            self.reset_infos[i][CUE_INFO] = int(self.copies.cue_colour[i])
+        return {"image": image, "direction": self.copies.dir.copy()}
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs)
@@ -72,6 +75,10 @@ class VisualMatchVecEnv(VecEnv):
             infos[i]["is_success"] = bool(success[i])
             infos[i]["choice"] = int(choice[i]) if choice[i] >= 0 else None
             infos[i]["terminal_observation"] = {"image": last_views[j], "direction": int(last_dir[j])}
+            self.reset_infos[i] = {}
+        # The cue's class where the returned view shows it: in the step's info, or the reset's for a new episode.
+        for i in np.flatnonzero(self.copies.cue_shown(image)).tolist():
+            (self.reset_infos[i] if terminated[i] else infos[i])[CUE_INFO] = int(self.copies.cue_colour[i])
         return obs, reward, terminated.copy(), infos
 
     def get_state(self) -> dict[str, Any]:

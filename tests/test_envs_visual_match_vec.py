@@ -10,7 +10,8 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
 from envs import EnvConfigError, make_vec_env
-from envs.visual_match import ACTIVE_ID, PASSIVE_ID, VisualMatchEnv
+from envs.cue import CUE_INFO
+from envs.visual_match import ACTIVE_ID, BOX, CUE, LEFT, PASSIVE_ID, VisualMatchEnv
 from envs.visual_match_vec import VisualMatchVecEnv
 
 # Settings that reach every rule quickly: short phases, no delay, many colours, a room full of apples that come back
@@ -45,7 +46,7 @@ def compare(env_id: str, kwargs: dict, n_envs: int, steps: int, seed: int) -> di
     assert isinstance(vec.unwrapped, VisualMatchVecEnv)
     dummy = sb3_make_vec_env(lambda: VisualMatchEnv(active=env_id == ACTIVE_ID, **kwargs), n_envs=n_envs, seed=seed)
     rng = np.random.default_rng(seed)
-    seen = {"success": 0, "wrong box": 0, "timeout": 0, "apples": 0}
+    seen = {"success": 0, "wrong box": 0, "timeout": 0, "apples": 0, "cue shown": 0}
     for half in range(2):
         if half:
             vec.seed(seed + 100)
@@ -53,6 +54,7 @@ def compare(env_id: str, kwargs: dict, n_envs: int, steps: int, seed: int) -> di
         obs_v, obs_d = vec.reset(), dummy.reset()
         for key in ("image", "direction"):
             np.testing.assert_array_equal(obs_v[key], obs_d[key])
+        assert vec.unwrapped.reset_infos == dummy.reset_infos
         for _ in range(steps // 2):
             actions = rng.choice(3, size=n_envs, p=[0.25, 0.25, 0.5])
             obs_v, rew_v, done_v, infos_v = vec.step(actions)
@@ -64,8 +66,12 @@ def compare(env_id: str, kwargs: dict, n_envs: int, steps: int, seed: int) -> di
             np.testing.assert_array_equal(rew_v, rew_d)
             np.testing.assert_array_equal(done_v, done_d)
             seen["apples"] += int(((rew_d > 0) & ~done_d).sum())
+            assert vec.unwrapped.reset_infos == dummy.reset_infos  # the first step's cue of new episodes
+            seen["cue shown"] += sum(CUE_INFO in i for i in infos_d)
+            seen["cue shown"] += sum(CUE_INFO in dummy.reset_infos[i] for i in np.flatnonzero(done_d))
             for iv, id_ in zip(infos_v, infos_d, strict=True):
                 assert iv.keys() == id_.keys()
+                assert iv.get(CUE_INFO) == id_.get(CUE_INFO)
                 assert iv["TimeLimit.truncated"] is id_["TimeLimit.truncated"] is False
                 if "terminal_observation" in id_:
                     for key in ("image", "direction"):
@@ -163,3 +169,26 @@ def test_a_restored_state_continues_as_the_original(env_id):
         np.testing.assert_array_equal(done_o, done_r)
     with pytest.raises(ValueError, match="shape"):
         VisualMatchVecEnv(3, **kwargs).set_state(state)
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_the_cue_is_said_on_exactly_the_steps_whose_view_shows_the_cue_box(active):
+    env = VisualMatchEnv(active=active, cue_steps=6, distractor_steps=4)
+    rng = np.random.default_rng(0)
+    said = {"cue room, box in view": 0, "cue room, box out of view": 0}
+    for seed in range(30):
+        obs, info = env.reset(seed=seed)
+        terminated = False
+        while not terminated:
+            box = bool((obs["image"][:, :, 0] == BOX).any())
+            if env.phase == CUE:
+                assert info.get(CUE_INFO) == (env.cue_colour if box else None)
+                said["cue room, box in view" if box else "cue room, box out of view"] += 1
+            else:
+                assert CUE_INFO not in info  # the choice room's boxes are not the cue
+            obs, _, terminated, _, info = env.step(int(rng.integers(3)))
+        if not active:
+            obs, info = env.reset(seed=seed)
+            assert info == {CUE_INFO: env.cue_colour}  # passive: the cue is in view at the first step
+            assert CUE_INFO in env.step(LEFT)[4] and CUE_INFO not in env.step(LEFT)[4]  # facing down: out of view
+    assert min(said.values()) > 10
