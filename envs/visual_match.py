@@ -294,10 +294,11 @@ class Copies:
 
     def cue_shown(self, views: np.ndarray) -> np.ndarray:
         """Whether each copy's view (``views``, of every copy) shows the cue: a box in view in the cue room."""
-        in_cue = self.phase == CUE
-        if not in_cue.any():
-            return in_cue
-        return in_cue & (views[:, :, :, 0] == BOX).any(axis=(1, 2))
+        shown = self.phase == CUE
+        in_cue = np.flatnonzero(shown)
+        if in_cue.size:
+            shown[in_cue] = (views[in_cue, :, :, 0] == BOX).any(axis=(1, 2))
+        return shown
 
     def view(self) -> np.ndarray:
         """The egocentric 7x7x3 views of every copy, shape (n, 7, 7, 3)."""
