@@ -25,7 +25,7 @@ train() {  # train NAME ARGS...: one run into $OUT/NAME; a finished run is skipp
 
 if [[ $what == tmaze || $what == all ]]; then
   for seed in 0 1 2; do train "tmaze-ur-s$seed" --core ur --seed "$seed"; done  # the default job
-  for seed in 0 1 2; do train "tmaze100-chrono-s$seed" --env urgate/TMaze-v0 --seed "$seed"; done  # configs/tmaze.yaml
+  for seed in 0 1 2; do train "tmaze100-chrono-s$seed" --config tmaze_long --seed "$seed"; done
 fi
 if [[ $what == popgym || $what == all ]]; then
   train popgym-ur-s0 --core ur --config popgym

@@ -32,7 +32,7 @@ LINEAR_LR=(--set ppo.lr_schedule=linear --set ppo.target_kl=0.02)
 
 if [[ $what == tmaze || $what == all ]]; then
   # 1. T-maze memory frontier: 3 cores x 3 seeds x 4 lengths, 100k steps per run.
-  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --grid length=5,10,20,40 \
+  $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=5,10,20,40 \
       --timesteps 100000 "${PPO[@]}" "${CONSTANT_LR[@]}" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier"
   $PY run_rl.py plot "$OUT/tmaze_frontier"
 fi
@@ -57,14 +57,14 @@ fi
 if [[ $what == investigate || $what == all ]]; then
   # 4. Why UR does not beat chrono at length 40 with H = 64: UGI caps its initial timescales near H (and
   #    b_r = -b_f halves that), chrono starts at up to t_max = 500. H = 256 lets UGI reach ~128 steps.
-  $PY run_rl.py compare --cores ur,chrono --seeds 3 --env urgate/TMaze-v0 --grid length=40 \
+  $PY run_rl.py compare --cores ur,chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=40 \
       --grid policy_kwargs.lstm_hidden_size=256 --timesteps 100000 "${PPO[@]}" "${CONSTANT_LR[@]}" --workers "$WORKERS" \
       --exp-dir "$OUT/tmaze_hidden256"
   $PY run_rl.py plot "$OUT/tmaze_hidden256"
 fi
 
 if [[ $what == frontier ]]; then
-  # 5. The memory frontier with configs/tmaze.yaml (auto rollout sizes from the length, 64 envs,
+  # 5. The memory frontier with configs/tmaze_long.yaml (auto rollout sizes from the length, 64 envs,
   #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
   #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, ur at its default
   #    refine_bias). Not part of `all`. Measured with one worker per core at a quiet hour: length 50 2 min per run,
@@ -72,7 +72,7 @@ if [[ $what == frontier ]]; then
   #    junction last the whole 2 * (length + 1) step limit, so evaluating costs up to a third of a run).
   for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length$length"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length$length"
   done
@@ -88,22 +88,22 @@ if [[ $what == frontier_extra ]]; then
   #        beyond the length; 32 envs make twice the updates within the same budget.
   for spec in 100:2000000 250:4000000 500:4000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
         --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps "$budget" --workers "$WORKERS" \
         --exp-dir "$OUT/tmaze_frontier_long/length${length}_ur_refine_bias_zero"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length${length}_ur_refine_bias_zero"
   done
   for spec in 50:1000000 100:2000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores u,r,gru,urgru --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    $PY run_rl.py compare --cores u,r,gru,urgru --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length${length}_more_cores"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length${length}_more_cores"
   done
-  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
+  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=500 \
       --set policy_kwargs.core_kwargs.t_max=1000 --timesteps 4000000 --workers "$WORKERS" \
       --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_tmax1000"
   $PY run_rl.py plot "$OUT/tmaze_frontier_long/length500_chrono_tmax1000"
-  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze --grid length=500 \
+  $PY run_rl.py compare --cores chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=500 \
       --set n_envs=32 --timesteps 4000000 --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length500_chrono_32envs"
   $PY run_rl.py plot "$OUT/tmaze_frontier_long/length500_chrono_32envs"
 fi

@@ -40,7 +40,7 @@ from policies.recurrence import refine_recurrence_reference  # noqa: E402
 SIZES = (*CORE_SIZES, (128, 64, 128, 256), (1024, 16, 64, 128))
 DRY_SIZES = ((3, 2, 4, 8), (5, 17, 3, 20))
 # (env id, config, timesteps on the GPU): each run a few tens of seconds at the expected GPU rates.
-PPO_RUNS = (("urgate/TMaze-v0", "tmaze", 20480), ("MiniGrid-MemoryS7-v0", "minigrid", 10240))
+PPO_RUNS = (("urgate/TMaze-v0", "tmaze_long", 20480), ("MiniGrid-MemoryS7-v0", "minigrid", 10240))
 PPO_CORES = ("lstm", "ur")
 DRY_TIMESTEPS = 1024
 FALLBACK_WARNING = "pure-torch recurrence"

@@ -23,8 +23,8 @@ the speed on an idle core) and per wall second, and the ratio to stock's best.
 Usage: ``PYTHONPATH=. python benchmarks/throughput.py [--tasks cartpole,minigrid] [--cores lstm,chrono,u,r,ur]
 [--rounds 3] [--steps 4096,2048]``
 
-``--tasks tmaze`` measures the long-horizon job instead: what ``python run_rl.py train --env urgate/TMaze-v0 --set
-env_kwargs.length=L --core C`` builds (configs/tmaze.yaml, its ``auto`` rollout sizes), for each length in
+``--tasks tmaze`` measures the long-horizon job instead: what ``python run_rl.py train --config tmaze_long --set
+env_kwargs.length=L --core C`` builds (configs/tmaze_long.yaml, its ``auto`` rollout sizes), for each length in
 ``--lengths`` and core, each ``model.learn`` in a fresh child process (so its peak RSS is its own; the compiled
 kernel is loaded before timing), plus the same VecEnv stepped with random actions (the ceiling). Reported: env steps
 per CPU second and per wall second (best round), the share of time in ``collect_rollouts`` and ``train``, the
@@ -177,7 +177,7 @@ def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = No
 
     torch.set_num_threads(1)
     overrides = [f"env_kwargs.length={length}", *(extra or [])]
-    cfg = load_config("tmaze", None, overrides + ([f"core={core}"] if core != "random" else []))
+    cfg = load_config("tmaze_long", None, overrides + ([f"core={core}"] if core != "random" else []))
     env = factory.make_training_env(cfg)
     if core == "random":
         env.reset()
@@ -242,7 +242,7 @@ def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int, ext
                 file=sys.stderr,
             )
     print(
-        f"\n### T-maze, configs/tmaze.yaml (auto rollout sizes): {steps} env steps per run, best of {rounds} rounds\n"
+        f"\n### T-maze, configs/tmaze_long.yaml (auto rollout sizes): {steps} env steps per run, best of {rounds} rounds\n"
     )
     print(
         "| length | core | rollout (envs x n_steps), minibatch | steps/s (CPU) | steps/s (wall) | collect | train "

@@ -21,7 +21,19 @@ from agents.run.strict import parse_override
 
 def test_default_yaml_states_the_embedded_default():
     assert load_config() == embedded_default()
-    assert load_config("default") == embedded_default()
+    assert load_config("tmaze") == embedded_default()
+
+
+@pytest.mark.parametrize("overrides", [[], ["core=lstm", "seed=3"], ["env_kwargs.length=100"]])
+def test_naming_the_default_env_gives_the_same_run(overrides):
+    """One env, one config: spelling out the default env changes nothing, and leaving out the core keeps the
+    package's default core (the long-length recipe is a config of its own, asked for by name)."""
+    implicit = load_config(None, None, overrides)
+    assert implicit == load_config(None, RunConfig.env_id, overrides)
+    assert implicit.env_id == RunConfig.env_id
+    assert load_config(None, RunConfig.env_id).core == RunConfig.core == "ur"
+    long = load_config("tmaze_long", RunConfig.env_id, overrides)
+    assert long.n_envs > implicit.n_envs and long.ppo.normalize and not implicit.ppo.normalize
 
 
 def test_embedded_default_is_used_without_a_configs_directory(tmp_path, monkeypatch):
@@ -34,7 +46,7 @@ def test_embedded_default_is_used_without_a_configs_directory(tmp_path, monkeypa
 
 def test_every_config_file_loads_and_every_family_has_one():
     names = available_configs()
-    assert "default" in names
+    assert {"tmaze", "tmaze_long"} <= set(names)
     for name in names:
         cfg = load_config(name)
         assert isinstance(cfg, RunConfig)
@@ -52,7 +64,7 @@ def test_env_picks_its_family_config_and_overrides_the_file_env():
 
 def test_overrides_reach_nested_keys_with_yaml_values():
     cfg = load_config(
-        "default",
+        "tmaze",
         None,
         [
             "ppo.n_steps=64",
@@ -77,11 +89,11 @@ def test_overrides_reach_nested_keys_with_yaml_values():
     assert cfg.eval.deterministic is False
     assert cfg.core == "lstm" and cfg.total_timesteps == 10_000
     # untouched values keep the file's
-    assert cfg.ppo.batch_size == load_config("default").ppo.batch_size
+    assert cfg.ppo.batch_size == load_config("tmaze").ppo.batch_size
 
 
 def test_later_override_wins_and_null_clears():
-    cfg = load_config("default", None, ["ppo.n_steps=64", "ppo.n_steps=32", "ppo.target_kl=0.1", "ppo.target_kl=null"])
+    cfg = load_config("tmaze", None, ["ppo.n_steps=64", "ppo.n_steps=32", "ppo.target_kl=0.1", "ppo.target_kl=null"])
     assert cfg.ppo.n_steps == 32 and cfg.ppo.target_kl is None
 
 
@@ -109,7 +121,7 @@ def test_later_override_wins_and_null_clears():
 )
 def test_bad_overrides_name_the_key_and_what_is_valid(override, fragments):
     with pytest.raises(UrgateError) as info:
-        load_config("default", None, [override])
+        load_config("tmaze", None, [override])
     message = str(info.value)
     assert "\n" not in message
     for fragment in fragments:
@@ -134,7 +146,7 @@ def test_malformed_files(tmp_path, text, fragment):
 
 
 def test_unknown_config_name_and_missing_file():
-    with pytest.raises(UrgateError, match=r"unknown config 'tmaz'.*did you mean 'tmaze'.*default"):
+    with pytest.raises(UrgateError, match=r"unknown config 'tmaz'.*did you mean 'tmaze'.*tmaze_long"):
         load_config("tmaz")
     with pytest.raises(UrgateError, match="not found"):
         load_config("does/not/exist.yaml")
@@ -144,7 +156,7 @@ def test_unknown_env_id_is_reported_by_envs():
     with pytest.raises(envs.EnvConfigError, match="unknown environment id"):
         load_config(None, "urgate/TMaze-v9", [])
     with pytest.raises(envs.EnvConfigError, match="unknown environment id"):
-        load_config("default", None, ["env_id=Nope-v0"])
+        load_config("tmaze", None, ["env_id=Nope-v0"])
 
 
 def test_yaml_round_trip():

@@ -40,8 +40,7 @@ TINY = [
 
 
 def tiny(*extra: str, env: str = "urgate/TMaze-v0") -> RunConfig:
-    # The T-maze under the default job's config (its family config, tmaze, is the long-horizon one).
-    return load_config("default" if env == "urgate/TMaze-v0" else None, env, [*TINY, *extra])
+    return load_config(None, env, [*TINY, *extra])
 
 
 def rows(path) -> list[dict[str, str]]:

@@ -3,8 +3,9 @@ comes from (YAML files in ``configs/``, then ``key=value`` overrides).
 
 Every key is checked against the dataclasses below (``agents.run.strict`` holds the machinery): an unknown key or a
 value of the wrong type raises ``UrgateError`` naming the key and the valid ones. A YAML file is merged over the
-dataclass defaults; ``embedded_default()`` is the default job that ``configs/default.yaml`` states, so the package
-trains without any file.
+dataclass defaults. A run's config is the one named with ``--config``, else its env family's (``configs/tmaze.yaml``
+for the default env): naming the default env or leaving it out gives the same run. ``embedded_default()`` is the
+default job that ``configs/tmaze.yaml`` states, so the package trains without any file.
 
 ``policy_kwargs`` and ``env_kwargs`` are free-form dicts: the policy constructor and the environment family
 check their keys when the run is built (``agents.run.factory``).
@@ -25,7 +26,6 @@ from ..errors import UrgateError
 from .strict import Strict, did_you_mean, merge, name_hint, parse_override, read_yaml, require, set_dotted
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-DEFAULT_CONFIG = "default"
 LR_SCHEDULES = ("constant", "linear")
 VEC_ENVS = ("dummy", "subproc")
 
@@ -217,7 +217,7 @@ class RunConfig(Strict):
 
 
 def embedded_default() -> RunConfig:
-    """The default job that ``configs/default.yaml`` states, for an install without the ``configs/`` directory.
+    """The default job that ``configs/tmaze.yaml`` states, for an install without the ``configs/`` directory.
 
     The dataclass defaults hold the PPO settings; the env- and policy-specific dicts stay empty there so that a
     family's config never inherits another family's keywords.
@@ -250,15 +250,17 @@ def load_config(name_or_path: str | None = None, env_id: str | None = None, over
     """Resolve a run configuration: a YAML file, then the env id, then ``key=value`` overrides, validated.
 
     :param name_or_path: a config name in ``configs/`` or a YAML path; None picks the env family's config
-        (``envs.family_of(env_id).config``), or ``default`` when no env is given either
-    :param env_id: environment id; overrides the file's ``env_id``
+        (``envs.family_of(env_id).config``)
+    :param env_id: environment id; overrides the file's ``env_id``; None: the file's, or without a file the
+        default env (``RunConfig.env_id``), whose family config is then read as if the id had been given
     :param overrides: ``key=value`` strings with dotted keys (``ppo.n_steps=64``,
         ``policy_kwargs.core_kwargs.t_max=300``); values are parsed as YAML scalars or flow collections
     :return: the validated ``RunConfig``
     """
     if name_or_path is None:
-        name_or_path = DEFAULT_CONFIG if env_id is None else envs.family_of(env_id).config
-    if name_or_path == DEFAULT_CONFIG and not (CONFIG_DIR / f"{DEFAULT_CONFIG}.yaml").is_file():
+        name_or_path = envs.family_of(env_id or RunConfig.env_id).config
+    default_family = envs.family_of(RunConfig.env_id).config
+    if name_or_path == default_family and not (CONFIG_DIR / f"{default_family}.yaml").is_file():
         data: dict[str, Any] = embedded_default().to_dict()  # installed without configs/
         source = "embedded default"
     else:
