@@ -148,3 +148,45 @@ def test_eval_video_records_the_default_jobs_tmaze_run(tmp_path):
     assert frames.shape[1:] == (48, (length + 1) * 16, 3) and len(frames) >= 2  # (GIF merges repeated frames)
     green = (frames[..., 1] > 150) & (frames[..., 0] < 100)
     assert green[0].any()  # the cue at the first step
+
+
+def _first_goals(monkeypatch, model_path, seed, n_envs=16):
+    """The cue of every env's first episode in ``evaluate(model_path, seed=seed)``."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    import agents.evaluate
+
+    seen = []
+    play = agents.evaluate.run_episodes
+
+    class Recorder(VecEnvWrapper):
+        def reset(self):
+            obs = self.venv.reset()
+            seen.append(obs[:, 0].copy())
+            return obs
+
+        def step_wait(self):
+            return self.venv.step_wait()
+
+    monkeypatch.setattr(
+        agents.evaluate, "run_episodes", lambda model, venv, *a, **k: play(model, Recorder(venv), *a, **k)
+    )
+    evaluate(model_path, seed=seed, n_envs=n_envs, n_episodes=n_envs)
+    return seen[0]
+
+
+def test_eval_seed_picks_the_episodes(tmp_path, monkeypatch):
+    """``evaluate(path, seed=s)`` plays the episodes of envs seeded s + i, whatever seed the model was trained with
+    (loading a model must not reseed the evaluation envs with the training seed)."""
+    from agents.checkpoints import save_model
+    from agents.config import load_config
+
+    cfg = load_config(None, TMAZE, ["n_envs=2", "policy_kwargs.lstm_hidden_size=8", "env_kwargs.length=3", "seed=0"])
+    model = factory.build_model(cfg, factory.make_training_env(cfg))
+    save_model(model, tmp_path / "model.zip")
+    goals = {}
+    for seed in (1, 999, 123456):
+        goals[seed] = _first_goals(monkeypatch, tmp_path / "model.zip", seed)
+        expected = factory.make_vec_env(TMAZE, {"length": 3}, 16, seed).reset()[:, 0]
+        np.testing.assert_array_equal(goals[seed], expected)
+    assert not np.array_equal(goals[1], goals[999]) and not np.array_equal(goals[999], goals[123456])

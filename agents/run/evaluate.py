@@ -13,6 +13,7 @@ from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
 from ..errors import ConfigValueError, UrgateError
@@ -146,7 +147,9 @@ def evaluate(
     :param env_id: environment id; default: the one the model was trained on (recorded in the zip / run)
     :param n_episodes: episodes to play
     :param deterministic: greedy actions (default) or sampled ones
-    :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``), an integer >= 0 or None
+    :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``; their episodes are those of
+        ``envs.make_vec_env(env_id, n_envs, seed)``, never the training envs'), and of sampled actions for a model
+        loaded here; an integer >= 0 or None
     :param video_path: write the first episodes of the first env to this ``.gif`` or ``.mp4``
     :param env_kwargs: env keywords; default: those the model was trained with (none for another env)
     :param n_envs: envs stepped side by side (1 when recording a video)
@@ -187,6 +190,8 @@ def evaluate(
             venv = loading.load_vecnormalize(Path(stats_file), venv, training=False)
         if resolved is not None:
             model = loading.load_model(resolved.model_path, device=device, env=venv)
+            if seed is not None:  # loading seeded the global generators with the training seed; sampling uses them
+                set_random_seed(seed)
         else:
             loading.check_spaces(model.observation_space, model.action_space, venv, "the model")
         frames: list[np.ndarray] | None = [] if video_path is not None else None

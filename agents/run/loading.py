@@ -61,7 +61,9 @@ def load_model(path: Path, *, device: str = "cpu", env: VecEnv | None = None, ex
     :param path: a model ``.zip``
     :param device: torch device to load the weights on
     :param env: the environment it will act or train in; its observation and action spaces must match the
-        model's (the number of envs may differ)
+        model's (the number of envs may differ). Loading leaves it as it is: SB3's ``load(env=...)`` reseeds it with
+        the training seed (an evaluation would replay the training envs' episodes) and resets it; attach it with
+        ``model.set_env`` to train in it
     :param expect_core: the core the model must have (e.g. the run's config); None accepts any
     """
     path = Path(path)
@@ -72,7 +74,7 @@ def load_model(path: Path, *, device: str = "cpu", env: VecEnv | None = None, ex
     if env is not None:
         check_spaces(data["observation_space"], data["action_space"], env, repr(str(path)))
     try:
-        return FastRecurrentPPO.load(str(path), env=env, device=device)
+        return FastRecurrentPPO.load(str(path), env=None, device=device)
     except Exception as exc:
         raise UrgateError(f"cannot load model {str(path)!r}: {one_line(exc)}") from None
 

@@ -133,6 +133,7 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
     env = factory.make_training_env(cfg, normalize_stats=stats if cfg.ppo.normalize else None)
     try:
         model = loading.load_model(ckpt, device=cfg.device, env=env, expect_core=cfg.core)
+        model.set_env(env)
     except BaseException:
         env.close()
         raise
