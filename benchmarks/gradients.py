@@ -188,7 +188,9 @@ def load_experiment_cores(exp_dir: Path, match: str = "") -> dict[str, list[nn.M
     Reads only the weights (``policy.pth`` inside the SB3 zip, loaded with ``weights_only=True``) and rebuilds the
     core with ``make_core`` from the sizes of the saved tensors, so no pickled code is executed.
     """
-    run_dirs = [exp_dir] if rundir.is_run_dir(exp_dir) else sorted(p for p in (exp_dir / RUNS_DIR).glob("*"))
+    run_dirs = (
+        [exp_dir] if rundir.is_run_dir(exp_dir) else sorted(p for p in (exp_dir / RUNS_DIR).glob("*") if p.is_dir())
+    )
     found: dict[str, list[nn.Module]] = {}
     for run in run_dirs:
         if match not in run.name:

@@ -5,7 +5,7 @@
 first use and caches the library under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) in a
 folder named by the torch version and a hash of everything that went into the build, so two virtualenvs with
 different torch builds, or two checkouts with different sources, never load each other's library. Processes that
-start together build once: the builder holds an advisory file lock (``fcntl.flock``) that the operating system
+start together build once: the builder holds an advisory file lock (``policies.locks``, ``fcntl.flock``) that the operating system
 releases when the holder dies, so a killed build leaves nothing that blocks a later process (which rebuilds from
 scratch), and a waiter gives up after ``BUILD_WAIT_S`` seconds and falls back instead of waiting forever (torch's
 own lock file waits forever on a build that was killed).
@@ -21,16 +21,12 @@ import re
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; concurrent first builds then rely on torch's own lock file
-    fcntl = None
+from .locks import LockHeld, exclusive_lock
 
 CSRC = Path(__file__).with_name("csrc")
 # How long a process waits for another one's build before it falls back: a build takes 15-60 s, several minutes
@@ -69,41 +65,20 @@ class BuildWaitTimeout(RuntimeError):
 
 @contextlib.contextmanager
 def _build_lock(path: Path, wait_s: float) -> Iterator[None]:
-    """Hold the exclusive advisory lock on ``path``, waiting at most ``wait_s`` seconds for its holder.
+    """Hold the build lock on ``path`` (``policies.locks``), waiting at most ``wait_s`` seconds for its holder (on
+    Windows, without advisory locks, concurrent first builds rely on torch's own lock file)."""
 
-    The lock dies with the process that holds it, however it ends. The holder's pid is written into the file, for
-    the message of a waiter that gives up.
-    """
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not announced:
-                    announced = True
-                    _log.warning("urgate: waiting for another process that is building %s", path.stem)
-                if time.monotonic() >= deadline:
-                    owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    raise BuildWaitTimeout(
-                        f"waited {wait_s:g} s for another process (pid {owner}) that holds the build lock {path}"
-                    ) from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    def announce() -> None:
+        _log.warning("urgate: waiting for another process that is building %s", path.stem)
+
+    with contextlib.ExitStack() as stack:
         try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            stack.enter_context(exclusive_lock(path, wait_s, on_wait=announce))
+        except LockHeld as held:
+            raise BuildWaitTimeout(
+                f"waited {wait_s:g} s for another process (pid {held.pid}) that holds the build lock {path}"
+            ) from None
+        yield
 
 
 class CompiledExtension:

@@ -532,3 +532,31 @@ def test_compare_rejects_an_unknown_core_in_its_list():
 def test_compare_accepts_every_registered_core():
     exp = run_rl.experiment_from_args(cores="gru,ugru,urgru,ur", seeds="1", env="urgate/TMaze-v0")
     assert exp.cores == ["gru", "ugru", "urgru", "ur"]
+
+
+def test_a_run_directory_in_use_stops_a_second_process_naming_the_first(tmp_path):
+    """``resume R`` or ``train --run-dir R --overwrite`` while another process trains into R: one line naming that
+    process, exit 2, the first run undisturbed; the lock dies with its holder (SIGKILL), so R resumes afterwards."""
+    run_dir = tmp_path / "run"
+    latest = run_dir / "checkpoints" / "latest.json"
+    first = subprocess.Popen(
+        [*TRAIN_FOREVER, "--set", "checkpoint_freq=64", "--run-dir", str(run_dir), "--no-progress"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _train_until_trained(run_dir, first, latest.is_file)
+        for argv in (["resume", str(run_dir)], [*TINY_TMAZE, "--run-dir", str(run_dir), "--overwrite"]):
+            second = run_cli(*argv, cwd=tmp_path)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr
+            assert f"run directory {str(run_dir)!r} is in use by another process, pid {first.pid} (" in lines[0]
+            assert f"pid {first.pid} (run_rl.py --env urgate/TMaze-v0" in lines[0]  # and its command line
+        assert first.poll() is None and latest.is_file()
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    saved = json.loads(latest.read_text())["timesteps"]
+    assert run_rl.main(["resume", str(run_dir), "--timesteps", str(saved + 64), "--no-progress"]) == 0

@@ -259,14 +259,48 @@ def test_ctrl_c_on_the_parent_checkpoints_every_running_run(tmp_path, signame, b
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
     deadline = time.time() + 60
     runs = exp_dir / RUNS_DIR
+
+    def run_dirs():  # (a running run's lock file, .<name>.lock, sits beside its directory)
+        return [d for d in runs.iterdir() if d.is_dir()] if runs.exists() else []
+
     while time.time() < deadline and not (
-        runs.exists() and all((d / "progress.csv").exists() for d in runs.iterdir()) and len(list(runs.iterdir())) == 2
+        all((d / "progress.csv").exists() for d in run_dirs()) and len(run_dirs()) == 2
     ):
         time.sleep(0.5)
     proc.send_signal(getattr(signal, signame))  # the parent only: it forwards one SIGINT to each worker
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "continue with: python run_rl.py compare --exp-dir" in err
-    for d in runs.iterdir():
+    for d in run_dirs():
         assert run_state(d) == "resumable"
         assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_an_experiment_directory_in_use_stops_a_second_compare(tmp_path, capsys):
+    """A second ``compare`` on an experiment directory that another process runs: one line naming it, exit 2,
+    nothing written; the lock dies with its holder."""
+    import subprocess
+    from pathlib import Path
+
+    import run_rl
+
+    exp_dir = tmp_path / "exp"
+    root = Path(__file__).resolve().parent.parent
+    hold = (
+        "import sys, time; from pathlib import Path; from agents.rundir import directory_lock\n"
+        "with directory_lock(Path(sys.argv[1]), 'experiment directory'):\n    print('locked', flush=True); time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(exp_dir)], cwd=root, stdout=subprocess.PIPE, text=True)
+    args = ["compare", "--cores", "lstm", "--seeds", "1", "--env", "urgate/TMaze-v0", "--exp-dir", str(exp_dir)]
+    args += ["--timesteps", "64", "--no-progress", *TINY]
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_rl.main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by another process, pid {holder.pid}" in err[0], err
+        assert not exp_dir.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert run_rl.main(args) == 0
+    assert run_state(exp_dir / RUNS_DIR / load_experiment(exp_dir).runs()[0].name) == "finished"

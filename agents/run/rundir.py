@@ -14,19 +14,27 @@ A run directory holds::
 
 Every file that is replaced (summary, checkpoint metadata, gates, models) is written through a temporary file and
 renamed, so a reader never sees half of one; ``evaluations.csv`` only grows by appended rows.
+
+A process that trains into a run directory (or runs an experiment directory) holds ``.<name>.lock`` beside it
+(``directory_lock``): a second process on the same directory stops with one line naming the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from policies.locks import LockHeld, exclusive_lock
+
+from .errors import UrgateError
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -77,6 +85,32 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold the lock of a run or experiment directory (``.<name>.lock`` beside it, removed on release; the
+    operating system releases it when the holder dies, however it dies).
+
+    :param directory: the directory (need not exist yet; its parent is created)
+    :param what: what the directory is, for the message
+    :raises UrgateError: when another process holds it, naming that process
+    """
+    directory = Path(directory)
+    parent = directory.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UrgateError(f"{what} {str(directory)!r}: cannot create {str(parent)!r} ({exc.strerror})") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(parent / f".{directory.absolute().name}.lock", remove=True))
+        except LockHeld as held:
+            raise UrgateError(
+                f"{what} {str(directory)!r} is in use by another process, {held.holder()}: wait for it to end, "
+                f"or stop it (kill -INT {held.pid}) and run this again"
+            ) from None
+        yield
 
 
 # -- config.yaml -----------------------------------------------------------------------------------------------

@@ -88,6 +88,11 @@ def train(cfg: RunConfig, run_dir: Path, *, overwrite: bool = False, progress_ba
         checkpoint is kept)
     """
     run_dir = Path(run_dir)
+    with rundir.directory_lock(run_dir):
+        return _train(cfg, run_dir, overwrite=overwrite, progress_bar=progress_bar)
+
+
+def _train(cfg: RunConfig, run_dir: Path, *, overwrite: bool, progress_bar: bool) -> dict[str, Any]:
     check_run_dir(run_dir, overwrite)
     factory.check_device(cfg.device)
     factory.set_threads(cfg.threads)
@@ -117,6 +122,11 @@ def resume(run_dir: Path, *, progress_bar: bool = True, total_timesteps: int | N
     run_dir = Path(run_dir)
     if not rundir.is_run_dir(run_dir):
         raise UrgateError(f"{str(run_dir)!r} is not a run directory (no {rundir.CONFIG})")
+    with rundir.directory_lock(run_dir):
+        return _resume(run_dir, progress_bar=progress_bar, total_timesteps=total_timesteps)
+
+
+def _resume(run_dir: Path, *, progress_bar: bool, total_timesteps: int | None) -> dict[str, Any]:
     cfg = RunConfig.from_yaml(rundir.config_path(run_dir))
     ckpt = rundir.checkpoint_path(run_dir)
     if not ckpt.exists():

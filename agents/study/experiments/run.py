@@ -49,23 +49,24 @@ def run_experiment(
         raise UrgateError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
     exp_dir = Path(exp_dir)
     configs = validate(exp)
-    store.prepare(exp, exp_dir)
-    specs = exp.runs()
-    jobs = [Job(s, configs[s.name], store.run_dir(exp_dir, s.name), store.log_path(exp_dir, s.name)) for s in specs]
-    todo = [j for j in jobs if rundir.run_state(j.run_dir) != "finished"]
-    report = ExperimentReport(exp_dir, total=len(jobs), skipped=len(jobs) - len(todo))
-    threads = max((j.cfg.threads for j in jobs), default=1)
-    n_workers = min(workers or default_workers(threads), max(1, len(todo)))
-    t0 = time.perf_counter()
-    with Progress(todo, report, enabled=progress) as bar:
-        if todo:
-            BACKENDS[backend](
-                todo,
-                workers=n_workers,
-                address=address,
-                gpus_per_run=gpus_per_run,
-                on_done=bar.done,
-                on_poll=bar.poll,
-            )
-    report.wall_time_s = time.perf_counter() - t0
-    return report
+    with rundir.directory_lock(exp_dir, "experiment directory"):  # a second compare on it stops here
+        store.prepare(exp, exp_dir)
+        specs = exp.runs()
+        jobs = [Job(s, configs[s.name], store.run_dir(exp_dir, s.name), store.log_path(exp_dir, s.name)) for s in specs]
+        todo = [j for j in jobs if rundir.run_state(j.run_dir) != "finished"]
+        report = ExperimentReport(exp_dir, total=len(jobs), skipped=len(jobs) - len(todo))
+        threads = max((j.cfg.threads for j in jobs), default=1)
+        n_workers = min(workers or default_workers(threads), max(1, len(todo)))
+        t0 = time.perf_counter()
+        with Progress(todo, report, enabled=progress) as bar:
+            if todo:
+                BACKENDS[backend](
+                    todo,
+                    workers=n_workers,
+                    address=address,
+                    gpus_per_run=gpus_per_run,
+                    on_done=bar.done,
+                    on_poll=bar.poll,
+                )
+        report.wall_time_s = time.perf_counter() - t0
+        return report
