@@ -15,6 +15,7 @@ the parsed arguments plus one ``Command`` entry in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -186,7 +187,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", type=Path, help="run directory (its final model, else its latest checkpoint) or model .zip")
+    p.add_argument(
+        "path",
+        type=Path,
+        help="run directory (its final model, else its latest checkpoint, else its best model) or a model .zip",
+    )
     p.add_argument("--episodes", type=int, default=50, help="episodes to play (default 50)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
     p.add_argument("--video", type=Path, help="record the first episodes to a .gif or .mp4 (plays them in one env)")
@@ -219,6 +224,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except _user_errors() as exc:
         raise _in_flag_terms(exc, args, EVAL_FLAGS) from None
     _print_eval(result, prefix=f"{result['env_id']} ({'greedy' if not args.stochastic else 'sampled'}): ")
+    if args.path.is_dir() and Path(result["model"]).name != rundir.FINAL_MODEL:
+        print(f"evaluated {result['model']} (the run has no {rundir.FINAL_MODEL} yet)")
     out = args.out or (args.path / rundir.EVAL_RESULT if args.path.is_dir() else None)
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -557,10 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+READER_GONE = (errno.EPIPE, errno.EIO)  # a closed pipe, a terminal that hung up
+
+
 class _PipeSafe:
     """A text stream whose writes survive a reader that went away: ``run_rl.py list | head -3`` closes the pipe
-    early, and Ctrl-C under ``2>&1 | tee log`` kills ``tee``. After the first EPIPE the file descriptor is pointed
-    at /dev/null, so training carries on to its checkpoint and the interpreter's final flush stays quiet."""
+    early, Ctrl-C under ``2>&1 | tee log`` kills ``tee``, and a closed terminal (SIGHUP) fails every write with
+    EIO. After the first EPIPE or EIO the file descriptor is pointed at /dev/null, so training carries on to its
+    checkpoint and the interpreter's final flush stays quiet."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
@@ -576,14 +587,18 @@ class _PipeSafe:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in READER_GONE:
+                raise
             self._silence()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in READER_GONE:
+                raise
             self._silence()
 
     def __getattr__(self, name: str):

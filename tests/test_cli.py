@@ -337,7 +337,7 @@ def _assert_resumable_after_stop(run_dir: Path) -> None:
 TRAIN_FOREVER = [sys.executable, str(ROOT / "run_rl.py"), *TINY_TMAZE, "--timesteps", "10000000"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_and_sigterm_save_a_resumable_checkpoint(sig, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -560,3 +560,27 @@ def test_a_run_directory_in_use_stops_a_second_process_naming_the_first(tmp_path
         first.wait(timeout=30)
     saved = json.loads(latest.read_text())["timesteps"]
     assert run_rl.main(["resume", str(run_dir), "--timesteps", str(saved + 64), "--no-progress"]) == 0
+
+
+def test_a_run_stopped_before_its_first_checkpoint_gets_one_advice_everywhere(tmp_path, capsys):
+    """A run killed before its first checkpoint (config.yaml, evaluations and best_model.zip, no checkpoint): eval
+    evaluates its best model, resume and train give the same advice, and the advised command works."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    tiny = [*TINY_TMAZE, "--set", "eval.freq=64", "--timesteps", "128", "--no-progress"]
+    assert run_rl.main([*tiny, "--run-dir", str(run_dir)]) == 0
+    shutil.rmtree(run_dir / "checkpoints")
+    for name in ("final_model.zip", "summary.json"):
+        (run_dir / name).unlink()
+    capsys.readouterr()
+    assert run_rl.main(["eval", str(run_dir), "--episodes", "2"]) == 0
+    assert f"evaluated {run_dir / 'best_model.zip'} (the run has no final_model.zip yet)" in capsys.readouterr().out
+    advice = "it stopped before its first checkpoint, so it cannot be resumed; evaluate its best model so far with"
+    again = f"python run_rl.py train --config {run_dir / 'config.yaml'} --run-dir {run_dir} --overwrite"
+    for argv in (["resume", str(run_dir)], [*tiny, "--run-dir", str(run_dir)]):
+        assert run_rl.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and advice in err[0] and err[0].endswith(again), err
+    assert run_rl.main([*again.split()[2:], "--no-progress"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"

@@ -30,6 +30,8 @@ from .evaluate import run_episodes
 from .gate_stats import gate_summary, rollout_gates, timescales
 
 log = logging.getLogger("urgate")
+# Signals that stop a run with a checkpoint (SIGHUP does not exist on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 GATE_SAMPLES = 20_000  # gate values kept per diagnostics (of num_layers * n_steps * n_envs * hidden)
 
 
@@ -41,15 +43,16 @@ class NonFiniteError(RuntimeError):
 
 
 class StopRequest:
-    """Turns the first Ctrl-C (SIGINT) or SIGTERM (a scheduler's stop) into a request to stop at the next step and
-    save a checkpoint; the second one aborts (the trainer still saves what was trained on).
+    """Turns the first Ctrl-C (SIGINT), SIGTERM (a scheduler's stop) or SIGHUP (the terminal was closed) into a
+    request to stop at the next step and save a checkpoint; the second one aborts (the trainer still saves what was
+    trained on).
 
     Used as a context manager around ``model.learn``. Signal handlers can only be installed from the main thread;
     elsewhere (e.g. a worker thread) Ctrl-C arrives as ``KeyboardInterrupt`` as usual. The notice is best effort:
     under ``| tee log`` Ctrl-C also kills the reader of the pipe, and a failed write must not cost the checkpoint.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = STOP_SIGNALS
 
     def __init__(self) -> None:
         self.requested = False

@@ -100,7 +100,8 @@ class Resolved:
 
 
 def resolve(path: str | Path) -> Resolved:
-    """A run directory (its final model, else its latest checkpoint) or a model zip, with its run info.
+    """A run directory (its final model, else its latest checkpoint, else its best model: a run stopped before its
+    first checkpoint) or a model zip, with its run info.
 
     :param path: run directory or ``.zip``
     """
@@ -111,13 +112,12 @@ def resolve(path: str | Path) -> Resolved:
                 f"{str(path)!r} is not a run directory (no {rundir.CONFIG}); give a run directory or a .zip"
             )
         cfg = RunConfig.from_yaml(rundir.config_path(path))
-        final, latest = rundir.final_model_path(path), rundir.checkpoint_path(path)
-        for candidate in (final, latest):
+        candidates = (rundir.final_model_path(path), rundir.checkpoint_path(path), rundir.best_model_path(path))
+        for candidate in candidates:
             if candidate.exists():
                 return Resolved(candidate, factory.run_info(cfg), _existing(rundir.normalize_stats_path(candidate)))
-        raise UrgateError(
-            f"run directory {str(path)!r} has no {final.name} and no {latest.relative_to(path).as_posix()} yet"
-        )
+        names = ", ".join(c.relative_to(path).as_posix() for c in candidates)
+        raise UrgateError(f"run directory {str(path)!r} has no model yet (none of {names}): {rundir.next_steps(path)}")
     loading.check_model_file(path)
     return Resolved(path, {}, _existing(rundir.normalize_stats_path(path)))
 
@@ -155,7 +155,8 @@ def evaluate(
     :param n_envs: envs stepped side by side (1 when recording a video)
     :param device: torch device for a model loaded here
     :param normalize_stats: VecNormalize statistics for observations; default: those saved next to the zip
-    :return: ``mean_return``, ``std_return``, ``ci95``, ``success_rate``, ``mean_length``, ``episodes``, ``env_id``
+    :return: ``mean_return``, ``std_return``, ``ci95``, ``success_rate``, ``mean_length``, ``episodes``, ``env_id``,
+        ``deterministic``, and ``model`` (the zip evaluated) when given a path
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
         raise ConfigValueError("n_episodes", n_episodes, "an integer >= 1 (episodes to play)")
@@ -201,6 +202,8 @@ def evaluate(
     result = stats.summary()
     result["env_id"] = env_id
     result["deterministic"] = deterministic
+    if resolved is not None:
+        result["model"] = str(resolved.model_path)
     if video_path is not None:
         write_video(frames or [], Path(video_path))
         result["video"] = str(video_path)

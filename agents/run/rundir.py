@@ -340,6 +340,23 @@ def checkpoint_timesteps(run_dir: Path) -> int | None:
 # -- the state of a run ----------------------------------------------------------------------------------------
 
 
+def next_steps(run_dir: Path) -> str:
+    """What a user can still do with an existing run directory, as a command: the one advice that ``train``,
+    ``resume`` and ``eval`` give about it."""
+    state, r = run_state(run_dir), str(run_dir)
+    if state == "finished":
+        return f"it is finished: evaluate it with: python run_rl.py eval {r} (or train it longer with: python run_rl.py resume {r} --timesteps N)"
+    if state == "resumable":
+        return f"continue it with: python run_rl.py resume {r}"
+    again = f"python run_rl.py train --config {config_path(run_dir)} --run-dir {r} --overwrite"
+    if best_model_path(run_dir).is_file():
+        return (
+            f"it stopped before its first checkpoint, so it cannot be resumed; evaluate its best model so far with: "
+            f"python run_rl.py eval {r}, or start it again with: {again}"
+        )
+    return f"it stopped before its first checkpoint and holds no model; start it again with: {again}"
+
+
 def run_state(run_dir: Path) -> str:
     """``"finished"``, ``"resumable"`` (has a checkpoint), ``"partial"`` (died before one) or ``"new"``."""
     data = read_summary(run_dir)

@@ -43,13 +43,16 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UrgateError(f"run directory {str(run_dir)!r} exists and is a file")
     if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not rundir.is_run_dir(run_dir):
+            raise UrgateError(
+                f"{str(run_dir)!r} exists and is not a run directory (no {rundir.CONFIG}), so it is never "
+                "overwritten: choose another --run-dir"
+            )
         if not overwrite:
             raise UrgateError(
-                f"run directory {str(run_dir)!r} already exists: pass --overwrite to replace it, or continue it "
-                f"with: python run_rl.py resume {run_dir}"
+                f"run directory {str(run_dir)!r} already exists: pass --overwrite to replace it; "
+                f"{rundir.next_steps(run_dir)}"
             )
-        if not rundir.is_run_dir(run_dir):
-            raise UrgateError(f"refusing to overwrite {str(run_dir)!r}: it is not a run directory (no {rundir.CONFIG})")
 
 
 class _CSV(CSVOutputFormat):
@@ -130,7 +133,7 @@ def _resume(run_dir: Path, *, progress_bar: bool, total_timesteps: int | None) -
     cfg = RunConfig.from_yaml(rundir.config_path(run_dir))
     ckpt = rundir.checkpoint_path(run_dir)
     if not ckpt.exists():
-        raise UrgateError(f"run {str(run_dir)!r} has no checkpoint to resume from ({ckpt} is missing)")
+        raise UrgateError(f"run {str(run_dir)!r} has no checkpoint to resume from: {rundir.next_steps(run_dir)}")
     if total_timesteps is not None:
         if total_timesteps < 1:
             raise UrgateError(f"--timesteps {total_timesteps}: must be an integer >= 1 (the run's new total budget)")

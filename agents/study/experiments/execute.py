@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ...run import rundir
+from ...run.callbacks import STOP_SIGNALS
 from ...run.config import RunConfig
 from ...run.train import resume, train
 from .grid import RunSpec
@@ -102,9 +103,9 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-# The parent of a pool stops the grid on Ctrl-C and on SIGTERM (``kill PID``), also when started in the background,
-# where a non-interactive shell leaves SIGINT ignored.
-parent_signals = functools.partial(_sigint, _raise_interrupt, (signal.SIGINT, signal.SIGTERM))
+# The parent of a pool stops the grid on Ctrl-C, on SIGTERM (``kill PID``) and on SIGHUP (the terminal was closed),
+# also when started in the background, where a non-interactive shell leaves SIGINT ignored.
+parent_signals = functools.partial(_sigint, _raise_interrupt, STOP_SIGNALS)
 
 
 def init_worker() -> None:
