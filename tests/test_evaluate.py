@@ -154,10 +154,10 @@ def _first_goals(monkeypatch, model_path, seed, n_envs=16):
     """The cue of every env's first episode in ``evaluate(model_path, seed=seed)``."""
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
-    import agents.evaluate
+    import agents.run.evaluate
 
     seen = []
-    play = agents.evaluate.run_episodes
+    play = agents.run.evaluate.run_episodes
 
     class Recorder(VecEnvWrapper):
         def reset(self):
@@ -169,7 +169,7 @@ def _first_goals(monkeypatch, model_path, seed, n_envs=16):
             return self.venv.step_wait()
 
     monkeypatch.setattr(
-        agents.evaluate, "run_episodes", lambda model, venv, *a, **k: play(model, Recorder(venv), *a, **k)
+        agents.run.evaluate, "run_episodes", lambda model, venv, *a, **k: play(model, Recorder(venv), *a, **k)
     )
     evaluate(model_path, seed=seed, n_envs=n_envs, n_episodes=n_envs)
     return seen[0]
@@ -178,8 +178,8 @@ def _first_goals(monkeypatch, model_path, seed, n_envs=16):
 def test_eval_seed_picks_the_episodes(tmp_path, monkeypatch):
     """``evaluate(path, seed=s)`` plays the episodes of envs seeded s + i, whatever seed the model was trained with
     (loading a model must not reseed the evaluation envs with the training seed)."""
-    from agents.checkpoints import save_model
-    from agents.config import load_config
+    from agents.run.checkpoints import save_model
+    from agents.run.config import load_config
 
     cfg = load_config(None, TMAZE, ["n_envs=2", "policy_kwargs.lstm_hidden_size=8", "env_kwargs.length=3", "seed=0"])
     model = factory.build_model(cfg, factory.make_training_env(cfg))

@@ -287,7 +287,7 @@ def test_an_experiment_directory_in_use_stops_a_second_compare(tmp_path, capsys)
     exp_dir = tmp_path / "exp"
     root = Path(__file__).resolve().parent.parent
     hold = (
-        "import sys, time; from pathlib import Path; from agents.rundir import directory_lock\n"
+        "import sys, time; from pathlib import Path; from agents.run.rundir import directory_lock\n"
         "with directory_lock(Path(sys.argv[1]), 'experiment directory'):\n    print('locked', flush=True); time.sleep(120)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(exp_dir)], cwd=root, stdout=subprocess.PIPE, text=True)

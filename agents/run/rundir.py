@@ -34,7 +34,7 @@ import numpy as np
 
 from policies.locks import LockHeld, exclusive_lock
 
-from .errors import UrgateError
+from ..errors import UrgateError
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
