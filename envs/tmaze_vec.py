@@ -6,6 +6,7 @@ steps through ``envs.tmaze``'s one definition of the dynamics.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -79,6 +80,25 @@ class TMazeVecEnv(VecEnv):
             obs[finished, 0] = self._new_goals(finished)
             obs[finished, 1] = 0.0
         return obs, reward, dones, infos
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that decides what the copies do next (``envs.vec_state``'s protocol): each copy's generator,
+        the seeds pending for the next reset, and the episodes in progress."""
+        return {
+            "rngs": copy.deepcopy(self._rngs),
+            "seeds": list(self._seeds),
+            "goal_up": self.goal_up.copy(),
+            "position": self.position.copy(),
+            "steps": self.steps.copy(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a ``get_state`` snapshot of a TMazeVecEnv with the same keywords and number of copies."""
+        if len(state["rngs"]) != self.num_envs:
+            raise ValueError(f"a snapshot of {len(state['rngs'])} copies cannot be restored into {self.num_envs}")
+        self._rngs = copy.deepcopy(state["rngs"])
+        self._seeds = list(state["seeds"])
+        self.goal_up, self.position, self.steps = (state[k].copy() for k in ("goal_up", "position", "steps"))
 
     def close(self) -> None:
         pass

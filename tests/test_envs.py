@@ -177,3 +177,81 @@ def test_every_vec_builder_names_a_function_with_the_builder_signature():
         assert sep and module and function, (name, spec)
         builder = getattr(importlib.import_module(f"envs.{module}"), function)
         assert list(inspect.signature(builder).parameters)[:2] == ["env_id", "n_envs"], (name, spec)
+
+
+def _play(venv, actions):
+    """Step ``venv`` through ``actions``: observations, rewards, dones and successes, for comparisons."""
+    out = []
+    for a in actions:
+        obs, rewards, dones, infos = venv.step(a)
+        obs = obs if isinstance(obs, dict) else {"obs": obs}
+        success = [i.get("is_success") for i in infos]
+        out.append(({k: v.copy() for k, v in obs.items()}, rewards.copy(), dones.copy(), success))
+    return out
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for (oa, ra, da, sa), (ob, rb, db, sb) in zip(a, b, strict=True):
+        assert oa.keys() == ob.keys() and all(np.array_equal(oa[k], ob[k]) for k in oa)
+        assert np.array_equal(ra, rb) and np.array_equal(da, db) and sa == sb
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES.values() if f.vec_builder is not None], ids=lambda f: f.name)
+def test_vectorised_envs_restore_their_state_exactly(family):
+    """The resumable-VecEnv protocol (``envs.vec_state``): a snapshot taken mid-episode, pickled and restored into
+    another VecEnv of the same id, continues exactly as the original does (episodes in progress, generators and
+    VecMonitor's counters included)."""
+    import pickle
+
+    from envs.vec_state import get_vec_state, set_vec_state
+
+    env_id = family.ids[0]
+    original = make_vec_env(env_id, n_envs=5, seed=3)
+    original.reset()
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(original.action_space.n, size=5) for _ in range(200)]
+    _play(original, actions[:37])
+    state = pickle.loads(pickle.dumps(get_vec_state(original)))
+    assert state["exact"]
+    copy = make_vec_env(env_id, n_envs=5, seed=99)
+    copy.reset()
+    _play(copy, actions[:11])
+    set_vec_state(copy, state)
+    ahead, again = _play(original, actions[37:]), _play(copy, actions[37:])
+    _assert_same(ahead, again)
+    assert sum(d.sum() for _, _, d, _ in ahead) >= 5  # episodes ended and new ones began after the snapshot
+    returns = [i["episode"]["r"] for i in original.step(actions[0])[3] if "episode" in i]
+    assert returns == [i["episode"]["r"] for i in copy.step(actions[0])[3] if "episode" in i]
+
+
+def test_other_vec_envs_continue_their_random_streams():
+    """A DummyVecEnv over gymnasium envs is restored in its generators only: after a reset its episodes are the
+    ones the original would have played next, not a replay of the seed's first ones."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from envs.vec_state import get_vec_state, set_vec_state
+
+    def build():
+        return VecMonitor(
+            DummyVecEnv([lambda i=i: make_env("urgate/TMaze-v0", seed=7 + i, length=2) for i in range(6)])
+        )
+
+    original = build()
+    first = original.reset()[:, 0]
+    _play(original, [np.zeros(6, dtype=int)] * 2)  # mid-episode
+    state = get_vec_state(original)
+    assert not state["exact"]
+    copy = build()
+    set_vec_state(copy, state)
+    resumed = copy.reset()[:, 0]
+    # the original's next episodes: step to the end of the current ones (all copies act alike, so they end together)
+    nxt = None
+    for _ in range(20):
+        obs, _, dones, _ = original.step(np.zeros(6, dtype=int))
+        if dones.all():
+            nxt = obs[:, 0]
+            break
+    assert nxt is not None
+    np.testing.assert_array_equal(resumed, nxt)
+    assert not np.array_equal(resumed, first)
