@@ -396,3 +396,81 @@ def test_keep_checkpoints_keeps_the_last_n_step_numbered_ones(tmp_path):
     assert kept == ["step_000000000192.zip", "step_000000000256.zip"]  # periodic ones at 64, 128, 192, 256
     assert rundir.checkpoint_timesteps(tmp_path / "run") == 320  # latest.zip: the end of the run
     assert loading.load_model(rundir.checkpoint_dir(tmp_path / "run") / kept[-1]).num_timesteps == 256
+
+
+def _crash_at(monkeypatch, step: int) -> None:
+    """Kill the next run (an exception out of ``learn``, nothing saved) at the rollout start of ``step``, after that
+    step's evaluation and checkpoint: what SIGKILL or an out-of-memory leaves behind."""
+    from agents.run.callbacks import GateDiagnostics
+
+    class Killed(Exception):
+        pass
+
+    def crash(self):
+        if self.model.num_timesteps >= step:
+            raise Killed
+
+    monkeypatch.setattr(GateDiagnostics, "_on_rollout_start", crash, raising=False)
+    return Killed
+
+
+def _without_time(rows_: list[dict[str, str]]) -> list[dict[str, str]]:
+    # time/* holds wall times and the iteration count of the session; everything else is the run's
+    return [{k: v for k, v in r.items() if not k.startswith("time/") or k == "time/total_timesteps"} for r in rows_]
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_as_if_never_interrupted(tmp_path, monkeypatch):
+    """Killed between checkpoints and resumed, a run equals the uninterrupted run of the same seed, exactly: the
+    parameters, every evaluation, every progress.csv row (wall times aside), the gate samples and the best model.
+    The records of the discarded steps (evaluations, progress rows, a later best model) are cut on resume."""
+    cfg = tiny("checkpoint_freq=128", "total_timesteps=384", "ppo.n_epochs=2")
+    whole = train(cfg, tmp_path / "whole", progress_bar=False)
+    killed = tmp_path / "killed"
+    Killed = _crash_at(monkeypatch, 256 + 64)
+    with pytest.raises(Killed):
+        train(cfg, killed, progress_bar=False)
+    monkeypatch.undo()
+    assert rundir.checkpoint_timesteps(killed) == 256
+    assert [int(r["timesteps"]) for r in rows(killed / "evaluations.csv")][-1] == 320  # logged after the checkpoint
+    resumed = resume(killed, progress_bar=False)
+
+    assert resumed["final_eval"] == whole["final_eval"] and resumed["timesteps"] == whole["timesteps"] == 384
+    a = loading.load_model(tmp_path / "whole" / "final_model.zip").policy.state_dict()
+    b = loading.load_model(killed / "final_model.zip").policy.state_dict()
+    assert a.keys() == b.keys() and all(th.equal(a[k], b[k]) for k in a)
+    assert rows(killed / "evaluations.csv") == rows(tmp_path / "whole" / "evaluations.csv")
+    assert _without_time(rows(killed / "progress.csv")) == _without_time(rows(tmp_path / "whole" / "progress.csv"))
+    with np.load(tmp_path / "whole" / "gates.npz") as x, np.load(killed / "gates.npz") as y:
+        assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files)
+    best_a = loading.load_model(tmp_path / "whole" / "best_model.zip")
+    best_b = loading.load_model(killed / "best_model.zip")
+    assert best_a.num_timesteps == best_b.num_timesteps
+
+
+def test_resume_cuts_the_records_of_discarded_steps_and_the_best_model_saved_after_the_checkpoint(
+    tmp_path, monkeypatch
+):
+    """The discarded steps' evaluations, progress rows and best model are gone before the resumed run goes on:
+    results.py and the plots never see two rows at one step."""
+    from agents.run.checkpoints import restore_best_model
+
+    cfg = tiny("checkpoint_freq=128", "total_timesteps=384")
+    killed = tmp_path / "killed"
+    Killed = _crash_at(monkeypatch, 320)
+    with pytest.raises(Killed):
+        train(cfg, killed, progress_bar=False)
+    monkeypatch.undo()
+    best = rundir.best_model_path(killed)
+    best.write_bytes(b"a best model saved after the checkpoint")  # (whatever the evaluations said)
+    rundir.cut_history(killed, 256)
+    restore_best_model(killed)
+    assert [int(r["timesteps"]) for r in rows(killed / "evaluations.csv")] == [0, 64, 128, 192, 256]
+    assert [r["time/total_timesteps"] for r in rows(killed / "progress.csv")] == ["64", "128", "192", "256"]
+    assert loading.load_model(best).num_timesteps <= 256
+    # an evaluations.csv of an older version that kept both timelines: one row per step, the later one
+    path = rundir.evaluations_path(killed)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, lines[-2].replace(lines[-2].split(",")[1], "0.123", 1), *lines[-1:]]) + "\n")
+    evals = rundir.read_evaluations(killed)
+    assert list(evals["timesteps"]) == [0, 64, 128, 192, 256]
+    assert evals["mean_return"][3] == 0.123

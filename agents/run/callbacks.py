@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,12 @@ class CheckpointCallback(BaseCallback):
     :param run_dir: the run directory
     :param freq: steps between checkpoints (0: never; the trainer still writes one at the end)
     :param keep: step-numbered checkpoints to keep besides ``latest.zip`` (0: none)
+    :param also: called before each checkpoint, to save what else a resumed run reads (the gate samples)
     """
 
-    def __init__(self, run_dir: Path, freq: int, keep: int = 0) -> None:
+    def __init__(self, run_dir: Path, freq: int, keep: int = 0, also: Callable[[], None] | None = None) -> None:
         super().__init__()
-        self.run_dir, self.freq, self.keep = run_dir, freq, keep
+        self.run_dir, self.freq, self.keep, self.also = run_dir, freq, keep, also
         self.last = 0
 
     def _on_training_start(self) -> None:
@@ -146,6 +148,8 @@ class CheckpointCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.freq and self.model.num_timesteps - self.last >= self.freq:
+            if self.also is not None:
+                self.also()
             write_checkpoint(self.model, self.run_dir)
             keep_step_checkpoint(self.run_dir, self.keep)
             self.last = self.model.num_timesteps
@@ -208,6 +212,8 @@ class EvalCallback(BaseCallback):
         t = self.model.num_timesteps
         if not self.freq:
             self.next_at = math.inf
+        elif self.last_timesteps is not None:  # resumed: the schedule continues from the last evaluation kept
+            self.next_at = (self.last_timesteps // self.freq + 1) * self.freq
         else:  # a fresh run is evaluated at step 0 too: the start of every learning curve
             self.next_at = 0 if t == 0 else (t // self.freq + 1) * self.freq
 
@@ -264,15 +270,16 @@ class GateDiagnostics(BaseCallback):
     timescales 1/(1-g) (capped at 1e6 steps) on the rollout just collected, plus quantiles as scalars; keeps
     the first and the last samples for ``gates.npz``.
 
+    Which rollouts are measured and which gate values are sampled depend on the run's step count only, so a resumed
+    run measures what an uninterrupted one would have.
+
     :param every: updates between diagnostics (the first rollout and the last one are always measured)
     :param seed: seed of the subsampling
     """
 
     def __init__(self, every: int, seed: int = 0) -> None:
         super().__init__()
-        self.every = every
-        self.rng = np.random.default_rng(seed)
-        self.rollouts = 0
+        self.every, self.seed = every, seed
         self.initial: tuple[int, np.ndarray] | None = None
         self.final: tuple[int, np.ndarray] | None = None
 
@@ -281,16 +288,16 @@ class GateDiagnostics(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         last = self.model.num_timesteps >= self.model._total_timesteps
-        k, self.rollouts = self.rollouts, self.rollouts + 1
+        k = self.model.num_timesteps // (self.model.n_steps * self.model.n_envs) - 1  # the run's rollout index
         if self.every and (k % self.every == 0 or last):
             self.measure()
 
     def measure(self) -> np.ndarray:
         gates = rollout_gates(self.model).ravel()
-        if gates.size > GATE_SAMPLES:
-            gates = self.rng.choice(gates, GATE_SAMPLES, replace=False)
-        gates = gates.astype(np.float32)
         t = self.model.num_timesteps
+        if gates.size > GATE_SAMPLES:
+            gates = np.random.default_rng([self.seed, t]).choice(gates, GATE_SAMPLES, replace=False)
+        gates = gates.astype(np.float32)
         if self.initial is None:
             self.initial = (t, gates)
         self.final = (t, gates)
@@ -302,10 +309,11 @@ class GateDiagnostics(BaseCallback):
             self.logger.record(key, value)
         return gates
 
-    def load(self, run_dir: Path) -> None:
-        """Keep the initial sample of an earlier session of the run (resume)."""
+    def load(self, run_dir: Path, until: int) -> None:
+        """Keep the initial sample of an earlier session of the run (resume from step ``until``; a sample taken
+        after it belongs to the discarded steps)."""
         earlier = rundir.read_gates(run_dir)
-        if earlier is not None:
+        if earlier is not None and int(earlier["initial_timesteps"]) <= until:
             self.initial = (int(earlier["initial_timesteps"]), earlier["initial_gates"])
 
     def save(self, run_dir: Path) -> None:

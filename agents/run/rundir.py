@@ -7,13 +7,16 @@ A run directory holds::
     evaluations.csv      one row per periodic evaluation (EVAL_COLUMNS)
     gates.npz            initial_gates / final_gates samples of the actor core's effective forget gates
     progress.csv, tb/    SB3's CSV and TensorBoard logs
-    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.json); with keep_checkpoints N also
-                         the last N periodic ones, step_<steps>.zip (+ .vecnormalize.pkl)
+    checkpoints/         latest.zip (+ latest.vecnormalize.pkl, latest.state.pkl: the training state, and
+                         latest.json), best_model.zip: the best model as of that checkpoint; with keep_checkpoints N
+                         also the last N periodic ones, step_<steps>.zip (+ .vecnormalize.pkl)
     best_model.zip       best periodic evaluation;  final_model.zip  at the end of the budget
     eval.json            the statistics of the last ``run_rl.py eval`` of the run
 
 Every file that is replaced (summary, checkpoint metadata, gates, models) is written through a temporary file and
-renamed, so a reader never sees half of one; ``evaluations.csv`` only grows by appended rows.
+renamed, so a reader never sees half of one; ``evaluations.csv`` grows by appended rows, and a resumed run cuts it
+and ``progress.csv`` back to its checkpoint's step (``cut_history``): the records of steps after the checkpoint
+belong to a timeline that was discarded.
 
 A process that trains into a run directory (or runs an experiment directory) holds ``.<name>.lock`` beside it
 (``directory_lock``): a second process on the same directory stops with one line naming the first.
@@ -223,8 +226,8 @@ def append_evaluation(run_dir: Path, timesteps: int, result: dict[str, Any]) -> 
 
 
 def read_evaluations(run_dir: Path) -> dict[str, np.ndarray] | None:
-    """``evaluations.csv`` as columns (``EVAL_COLUMNS``) sorted by steps, or None if missing or empty; blank or
-    missing values become NaN."""
+    """``evaluations.csv`` as columns (``EVAL_COLUMNS``) sorted by steps, one row per step count (the last one
+    written), or None if missing or empty; blank or missing values become NaN."""
     try:
         with open(evaluations_path(run_dir), newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -233,15 +236,64 @@ def read_evaluations(run_dir: Path) -> dict[str, np.ndarray] | None:
     if not rows:
         return None
 
-    def num(x: str | None) -> float:
-        try:
-            return float(x) if x not in (None, "") else math.nan
-        except ValueError:
-            return math.nan
-
-    cols = {c: np.array([num(r.get(c)) for r in rows]) for c in EVAL_COLUMNS}
-    order = np.argsort(cols["timesteps"], kind="stable")
+    cols = {c: np.array([_number(r.get(c)) for r in rows]) for c in EVAL_COLUMNS}
+    # One row per step count: a run resumed by an older version kept the rows of the discarded steps too; the later
+    # row is the one of the run's timeline.
+    steps = cols["timesteps"]
+    last = {s: i for i, s in enumerate(steps.tolist())}
+    order = np.array(sorted(last.values(), key=lambda i: (steps[i], i)), dtype=int)
     return {c: v[order] for c, v in cols.items()}
+
+
+def cut_history(run_dir: Path, timesteps: int) -> None:
+    """Drop the records of steps after ``timesteps`` (a checkpoint's) from ``evaluations.csv`` and ``progress.csv``,
+    each rewritten atomically: a run that died after its checkpoint logged steps that its resumed run trains again.
+
+    :param run_dir: the run directory
+    :param timesteps: the step count the run resumes from
+    """
+    evaluations = evaluations_path(run_dir)
+    _keep_rows(evaluations, lambda row: _number(row.get("timesteps")) <= timesteps)
+    # progress.csv: one row per update, at its step count; the final row of a finished run has none
+    progress = Path(run_dir) / PROGRESS
+    seen_later = False
+
+    def before_cut(row: dict[str, str]) -> bool:
+        nonlocal seen_later
+        seen_later = seen_later or _number(row.get("time/total_timesteps")) > timesteps
+        return not seen_later
+
+    _keep_rows(progress, before_cut)
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _keep_rows(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = list(reader)
+    except OSError:
+        return
+    if header is None:
+        return
+    kept = [r for r in rows if keep(dict(zip(header, r, strict=False)))]
+    if len(kept) == len(rows):
+        return
+
+    def write(p: Path) -> None:
+        with open(p, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(kept)
+
+    atomic_write(path, write)
 
 
 def latest_timesteps(run_dir: Path) -> int:
@@ -324,6 +376,16 @@ def best_model_path(run_dir: Path) -> Path:
 def normalize_stats_path(model_path: Path) -> Path:
     """Where the VecNormalize statistics that belong to a model zip are kept: ``<name>.vecnormalize.pkl``."""
     return model_path.with_name(model_path.name.removesuffix(".zip") + ".vecnormalize.pkl")
+
+
+def training_state_path(model_path: Path) -> Path:
+    """The training state saved with a checkpoint (``agents.run.checkpoints``): ``<name>.state.pkl``."""
+    return model_path.with_name(model_path.name.removesuffix(".zip") + ".state.pkl")
+
+
+def best_snapshot_path(run_dir: Path) -> Path:
+    """``checkpoints/best_model.zip``: the run's best model as of its checkpoint."""
+    return checkpoint_dir(run_dir) / BEST_MODEL
 
 
 def write_checkpoint_meta(ckpt_dir: Path, timesteps: int, saved_at: str) -> None:

@@ -30,7 +30,13 @@ from .callbacks import (
     StopOnRequest,
     StopRequest,
 )
-from .checkpoints import save_model, write_checkpoint
+from .checkpoints import (
+    read_training_state,
+    restore_best_model,
+    restore_training_state,
+    save_model,
+    write_checkpoint,
+)
 from .config import RunConfig
 
 log = logging.getLogger("urgate")
@@ -146,7 +152,7 @@ def _resume(run_dir: Path, *, progress_bar: bool, total_timesteps: int | None) -
     env = factory.make_training_env(cfg, normalize_stats=stats if cfg.ppo.normalize else None)
     try:
         model = loading.load_model(ckpt, device=cfg.device, env=env, expect_core=cfg.core)
-        model.set_env(env)
+        model.set_env(env, force_reset=False)  # the training state decides (restore_training_state)
     except BaseException:
         env.close()
         raise
@@ -162,12 +168,23 @@ def _resume(run_dir: Path, *, progress_bar: bool, total_timesteps: int | None) -
             f"run {str(run_dir)!r} already has {done} of its {cfg.total_timesteps} steps; "
             f"pass a larger total budget to continue it (e.g. --timesteps {2 * done})"
         )
+    state = read_training_state(ckpt, model.num_timesteps)
+    rundir.cut_history(run_dir, model.num_timesteps)  # a crash after the checkpoint logged steps trained again now
+    if state is not None:  # (a checkpoint of an older version took no copy of the best model)
+        restore_best_model(run_dir)
     rundir.write_config(run_dir, cfg.to_yaml())
     log.info("resuming %s at step %d of %d", run_dir, model.num_timesteps, cfg.total_timesteps)
-    return _learn(model, cfg, run_dir, fresh=False, progress_bar=progress_bar)
+    return _learn(model, cfg, run_dir, fresh=False, progress_bar=progress_bar, state=state)
 
 
-def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: bool) -> dict[str, Any]:
+def _learn(
+    model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: bool, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Learn to the end of the budget (or a stop), with the callbacks, and write the summary.
+
+    :param fresh: a new run (else a resumed one, whose training state ``state`` is restored just before learning)
+    :param state: the checkpoint's training state (``checkpoints.read_training_state``), None if it has none
+    """
     start_steps = model.num_timesteps
     previous = rundir.read_summary(run_dir) or {}
     model.set_logger(make_logger(run_dir))
@@ -186,17 +203,23 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
         stop_evals=cfg.eval.stop_evals,
     )
     gates = GateDiagnostics(cfg.gate_diagnostics, seed=cfg.seed)
-    gates.load(run_dir)
+    gates.load(run_dir, until=start_steps)
     callbacks = [
         stopper,
         guard,
-        CheckpointCallback(run_dir, cfg.checkpoint_freq, cfg.keep_checkpoints),
-        evaluator,
+        evaluator,  # before the checkpoint, which then holds the evaluation's best model and random state
+        CheckpointCallback(run_dir, cfg.checkpoint_freq, cfg.keep_checkpoints, also=lambda: gates.save(run_dir)),
         gates,
     ]
     bar = ProgressBar(cfg.total_timesteps, desc=f"{cfg.core} {cfg.env_id}") if progress_bar else None
     if bar is not None:
         callbacks.append(bar)
+
+    if not fresh:  # last, so that nothing built above draws from the restored generators
+        logs = restore_training_state(model, state)
+        model.logger.name_to_value.update(logs["values"])
+        model.logger.name_to_count.update(logs["counts"])
+        model.logger.name_to_excluded.update(logs["excluded"])
 
     status, message = "finished", ""
     t0 = time.perf_counter()
@@ -230,10 +253,10 @@ def _learn(model, cfg: RunConfig, run_dir: Path, *, fresh: bool, progress_bar: b
         write_checkpoint(model, run_dir, timesteps=stopper.trained_timesteps)
     final_eval = None
     if status == "finished":
-        write_checkpoint(model, run_dir)
-        save_model(model, rundir.final_model_path(run_dir))
         final_eval = evaluator.evaluate_now()
         model.logger.dump(model.num_timesteps)
+        write_checkpoint(model, run_dir)  # after the last row: a longer budget's resume logs nothing twice
+        save_model(model, rundir.final_model_path(run_dir))
     gates.save(run_dir)
     model.logger.close()
     eval_env.close()
