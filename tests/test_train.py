@@ -442,6 +442,14 @@ def test_a_run_killed_after_a_checkpoint_resumes_as_if_never_interrupted(tmp_pat
     assert _without_time(rows(killed / "progress.csv")) == _without_time(rows(tmp_path / "whole" / "progress.csv"))
     with np.load(tmp_path / "whole" / "gates.npz") as x, np.load(killed / "gates.npz") as y:
         assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files)
+    scalars = []
+    for run in (tmp_path / "whole", killed):  # TensorBoard: the discarded steps' events are purged
+        acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+        acc.Reload()
+        scalars.append(
+            {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in ("eval/mean_return", "train/loss")}
+        )
+    assert scalars[0] == scalars[1]
     best_a = loading.load_model(tmp_path / "whole" / "best_model.zip")
     best_b = loading.load_model(killed / "best_model.zip")
     assert best_a.num_timesteps == best_b.num_timesteps

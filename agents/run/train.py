@@ -15,6 +15,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+from torch.utils.tensorboard import SummaryWriter
 
 import envs
 
@@ -74,13 +75,27 @@ class _CSV(CSVOutputFormat):
         self.separator, self.quotechar = ",", '"'
 
 
-def make_logger(run_dir: Path) -> Logger:
-    """``progress.csv`` (appended on resume) and TensorBoard events under ``tb/``."""
+class _TensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard writer; given ``purge_step`` (a resume), TensorBoard discards the events an earlier session
+    wrote at that step or later (``SummaryWriter``'s purge_step: a crash after the checkpoint logged those steps)."""
+
+    def __init__(self, folder: Path, purge_step: int | None = None) -> None:
+        super().__init__(str(folder))
+        if purge_step is not None:
+            self.writer.close()
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+
+def make_logger(run_dir: Path, resume_at: int | None = None) -> Logger:
+    """``progress.csv`` (appended on resume) and TensorBoard events under ``tb/``.
+
+    :param resume_at: the step a resumed run continues from (its earlier steps' events are kept, later ones dropped)
+    """
     return Logger(
         folder=str(run_dir),
         output_formats=[
             _CSV(run_dir / rundir.PROGRESS),
-            TensorBoardOutputFormat(str(run_dir / rundir.TENSORBOARD)),
+            _TensorBoard(run_dir / rundir.TENSORBOARD, purge_step=None if resume_at is None else resume_at + 1),
         ],
     )
 
@@ -187,7 +202,7 @@ def _learn(
     """
     start_steps = model.num_timesteps
     previous = rundir.read_summary(run_dir) or {}
-    model.set_logger(make_logger(run_dir))
+    model.set_logger(make_logger(run_dir, resume_at=None if fresh else start_steps))
     eval_env = factory.make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.eval.n_envs, cfg.seed + EVAL_SEED_OFFSET)
     stop = StopRequest()
     stopper = StopOnRequest(stop)
