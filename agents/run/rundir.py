@@ -105,9 +105,12 @@ def directory_lock(directory: Path, what: str = "run directory") -> Iterator[Non
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UrgateError(f"{what} {str(directory)!r}: cannot create {str(parent)!r} ({exc.strerror})") from None
+    lock = parent / f".{directory.absolute().name}.lock"
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(exclusive_lock(parent / f".{directory.absolute().name}.lock", remove=True))
+            stack.enter_context(exclusive_lock(lock, remove=True))
+        except OSError as exc:  # a folder the user cannot write to (/proc, a read-only mount)
+            raise UrgateError(f"{what} {str(directory)!r}: cannot write in {str(parent)!r} ({exc.strerror})") from None
         except LockHeld as held:
             raise UrgateError(
                 f"{what} {str(directory)!r} is in use by another process, {held.holder()}: wait for it to end, "
