@@ -73,15 +73,20 @@ def _row_visibility_table() -> np.ndarray:
 _OFFSETS = _view_offsets()
 
 
+_SPAN = PAD + 1  # a cell PAD + 1 or more away is never in view, nor any cell clipped to that distance
+
+
 def _inverse_offsets() -> np.ndarray:
-    """(4, 13, 13) int64: for direction d and a room cell at (dx, dy) from the agent, the view cell i * 7 + j that
-    shows it (``_OFFSETS`` inverted), -1 where it is outside the view; indexed [d, dx + PAD, dy + PAD]."""
-    inverse = np.full((4, 2 * PAD + 1, 2 * PAD + 1), -1, dtype=np.int64)
+    """``_OFFSETS`` inverted, flat: for direction d and a room cell at (dx, dy) from the agent, with dx and dy clipped
+    to [-SPAN, SPAN], the view cell i * 7 + j that shows it, -1 where it is outside the view; at index
+    (d * (2 * SPAN + 1) + dx + SPAN) * (2 * SPAN + 1) + dy + SPAN."""
+    side = 2 * _SPAN + 1
+    inverse = np.full((4, side, side), -1, dtype=np.int64)
     for d in range(4):
         for i in range(VIEW):
             for j in range(VIEW):
-                inverse[d, _OFFSETS[d, 0, i, j] + PAD, _OFFSETS[d, 1, i, j] + PAD] = i * VIEW + j
-    return inverse
+                inverse[d, _OFFSETS[d, 0, i, j] + _SPAN, _OFFSETS[d, 1, i, j] + _SPAN] = i * VIEW + j
+    return inverse.reshape(-1)
 
 
 _INVERSE = _inverse_offsets()
@@ -162,9 +167,10 @@ def view_position(
     :return: (N,) int64: view cell (i, j) as i * 7 + j (index into a view reshaped to (49, 3)), -1 where the cell
         is outside the view; whether it is visible is for the view itself to say (hidden cells are encoded 0)
     """
-    dx, dy = cell_x - x, cell_y - y
-    near = (np.abs(dx) <= PAD) & (np.abs(dy) <= PAD)
-    return np.where(near, _INVERSE[direction, np.clip(dx, -PAD, PAD) + PAD, np.clip(dy, -PAD, PAD) + PAD], -1)
+    side = 2 * _SPAN + 1
+    dx = np.minimum(np.maximum(cell_x - x, -_SPAN), _SPAN)
+    dy = np.minimum(np.maximum(cell_y - y, -_SPAN), _SPAN)
+    return _INVERSE[(direction * side + dx) * side + dy + (_SPAN * side + _SPAN)]
 
 
 def egocentric_view(padded: np.ndarray, x: int, y: int, direction: int) -> np.ndarray:

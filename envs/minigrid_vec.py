@@ -51,7 +51,7 @@ def start_object_shown(image: np.ndarray, x, y, direction, height: int) -> np.nd
     :return: (N,) bool
     """
     cell = view_position(x, y, direction, *start_object_cell(height))
-    seen = image.reshape(len(cell), VIEW * VIEW, 3)[np.arange(len(cell)), np.maximum(cell, 0), 0] != 0
+    seen = image.reshape(-1)[(np.arange(len(cell)) * (VIEW * VIEW) + np.maximum(cell, 0)) * 3] != 0
     return (cell >= 0) & seen
 
 
@@ -226,8 +226,9 @@ class MemoryVecEnv(VecEnv):
 
     def _say_cues(self, infos: list[dict], image, x, y, direction, layout) -> None:
         """Put the cue (``envs.cue``) into ``infos[k]`` where view k shows the start room's object."""
-        for k in np.flatnonzero(start_object_shown(image, x, y, direction, self.height)).tolist():
-            infos[k][CUE_INFO] = int(self.starts[layout[k], 5])
+        shown = np.flatnonzero(start_object_shown(image, x, y, direction, self.height))
+        for k, cue in zip(shown.tolist(), self.starts[layout[shown], 5].tolist(), strict=True):
+            infos[k][CUE_INFO] = cue
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions).reshape(self.num_envs)
@@ -260,38 +261,22 @@ class MemoryVecEnv(VecEnv):
         # The finished episodes' last views and the new episodes' first views, in one call.
         last = layout[finished], self.x[finished], self.y[finished], self.direction[finished]
         self._new_episodes(finished.tolist())
-        image = egocentric_views(
-            self.rooms,
+        views = (  # every copy's current view, then the finished episodes' last views
             np.concatenate([self.x, last[1]]),
             np.concatenate([self.y, last[2]]),
             np.concatenate([self.direction, last[3]]),
             np.concatenate([self.layout, last[0]]),
         )
+        image = egocentric_views(self.rooms, *views)
         for k, i in enumerate(finished.tolist()):
             infos[i]["terminal_observation"] = {"image": image[self.num_envs + k].copy(), "direction": int(last[3][k])}
             infos[i]["is_success"] = bool(terminated[i] and reward[i] > 0)
             self.reset_infos[i] = {}
-        # Cues: a finished copy's step info says what its last view showed, its reset info what the first one shows.
-        ongoing = np.flatnonzero(~dones)
-        step_infos = [infos[i] for i in ongoing.tolist()] + [infos[i] for i in finished.tolist()]
-        self._say_cues(
-            step_infos,
-            image[np.concatenate([ongoing, np.arange(self.num_envs, len(image))])],
-            np.concatenate([self.x[ongoing], last[1]]),
-            np.concatenate([self.y[ongoing], last[2]]),
-            np.concatenate([self.direction[ongoing], last[3]]),
-            np.concatenate([layout[ongoing], last[0]]),
-        )
-        new_image = image[: self.num_envs]
-        self._say_cues(
-            [self.reset_infos[i] for i in finished.tolist()],
-            new_image[finished],
-            self.x[finished],
-            self.y[finished],
-            self.direction[finished],
-            self.layout[finished],
-        )
-        return {"image": new_image, "direction": self.direction.copy()}, reward, dones, infos
+        # Cues: a finished copy's step info says what its last view showed, its reset info what its first one shows.
+        done = dones.tolist()
+        targets = [self.reset_infos[i] if done[i] else info for i, info in enumerate(infos)]
+        self._say_cues(targets + [infos[i] for i in finished.tolist()], image, *views)
+        return {"image": image[: self.num_envs], "direction": self.direction.copy()}, reward, dones, infos
 
     def close(self) -> None:
         self.template.close()
