@@ -1,5 +1,5 @@
 """An exclusive advisory file lock that dies with its holder, for everything two processes must not do at once: the
-kernel build (``policies.kernels``) and training into a run or experiment directory (``agents``).
+kernel build (``policies.extensions``) and training into a run or experiment directory (``agents``).
 
 The lock is ``fcntl.flock`` on a small file: the operating system releases it when the holding process ends,
 however it ends (a killed process leaves nothing that blocks the next one). The holder writes its pid and command
