@@ -37,6 +37,8 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
     :param embedding_dim: embedding size per channel (object, colour, state)
     :param image_key: key of the symbolic view
     :param direction_key: key of the agent's direction (Discrete), or None to ignore it
+    :param channels: output channels of the three conv layers (3x3, 3x3, 1x1); the convs take most of a training
+        step's time on a CPU (their cost grows with the product of neighbouring sizes)
     """
 
     normalize_images = False  # what the policy should be built with (read by agents.run.factory)
@@ -48,6 +50,7 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
         embedding_dim: int = 8,
         image_key: str = "image",
         direction_key: str | None = "direction",
+        channels: tuple[int, int, int] | list[int] = (32, 64, 32),
     ) -> None:
         if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
             raise PolicyConfigError(
@@ -61,6 +64,8 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
                 f"SymbolicGridExtractor needs a Discrete {direction_key!r} entry (or direction_key=None), got "
                 f"{observation_space.spaces.get(direction_key)}"
             )
+        if len(channels) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
+            raise PolicyConfigError(f"SymbolicGridExtractor channels must be three positive integers, got {channels!r}")
         super().__init__(observation_space, features_dim)
         self.image_key, self.direction_key = image_key, direction_key
         self.channels_first = image.shape[-1] != 3
@@ -71,16 +76,18 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
         self.register_buffer("offsets", torch.tensor([0, sizes[0], sizes[0] + sizes[1]]), persistent=False)
         self.embedding = nn.Embedding(sum(sizes), embedding_dim)
         self.conv = nn.Sequential(
-            nn.Conv2d(3 * embedding_dim, 32, kernel_size=3, padding=1),
+            nn.Conv2d(3 * embedding_dim, channels[0], kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.Conv2d(channels[0], channels[1], kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(64, 32, kernel_size=1),
+            nn.Conv2d(channels[1], channels[2], kernel_size=1),
             nn.ReLU(),
             nn.Flatten(),
         )
         self.n_directions = int(observation_space[direction_key].n) if direction_key is not None else 0
-        self.linear = nn.Sequential(nn.Linear(32 * height * width + self.n_directions, features_dim), nn.ReLU())
+        self.linear = nn.Sequential(
+            nn.Linear(channels[2] * height * width + self.n_directions, features_dim), nn.ReLU()
+        )
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         image = observations[self.image_key]

@@ -76,6 +76,22 @@ def test_bad_spaces_are_config_errors():
     assert extractor({"image": torch.zeros(2, 7, 7, 3)}).shape == (2, 16)
 
 
+def test_conv_channels_are_a_size_option():
+    space, obs = _observations("MiniGrid-MemoryS7-v0")
+    batch = preprocess_obs(_batch(obs), space, normalize_images=True)
+    torch.manual_seed(0)
+    default = SymbolicGridExtractor(space)
+    torch.manual_seed(0)
+    explicit = SymbolicGridExtractor(space, channels=[32, 64, 32])  # a YAML list works as well as a tuple
+    torch.testing.assert_close(explicit(batch), default(batch), rtol=0, atol=0)
+    small = SymbolicGridExtractor(space, channels=(16, 8, 4), features_dim=32)
+    assert [m.out_channels for m in small.conv if isinstance(m, torch.nn.Conv2d)] == [16, 8, 4]
+    assert small(batch).shape == (len(obs), 32)
+    for bad in [(16, 32), (16, 0, 8), (16.0, 32, 16)]:
+        with pytest.raises(PolicyConfigError, match=r"channels must be three positive integers, got"):
+            SymbolicGridExtractor(space, channels=bad)
+
+
 def _as_sb3_policy_sees_it(space):
     """SB3 wraps envs with channels-last image spaces in VecTransposeImage: the policy sees channels first."""
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
