@@ -29,12 +29,29 @@ env_kwargs.length=L --core C`` builds (configs/tmaze_long.yaml, its ``auto`` rol
 kernel is loaded before timing), plus the same VecEnv stepped with random actions (the ceiling). Reported: env steps
 per CPU second and per wall second (best round), the share of time in ``collect_rollouts`` and ``train``, the
 rollout buffer's bytes per step and the child's peak RSS.
+
+``--tasks grid`` measures the grid memory tasks, MiniGrid-MemoryS17Random (``configs/minigrid.yaml``) and Passive
+Visual Match with cue 15 and distractor 60 (``configs/visual_match.yaml``), for each core in ``--cores`` (default
+``ur,lstm,chrono``), two ways side by side: ``old``, SB3's DummyVecEnv over the single envs with the family config's
+first rollout sizes (8 envs, n_steps 128, batch 256), and ``new``, the family's vectorised VecEnv with the T-maze's
+recipe (64 envs, ``n_steps: auto`` so whole episodes lie in one training sequence, ``batch_size: auto``, one core
+per step: ``shared_lstm``). Each cell runs in a fresh child process, as for the T-maze, and learns ``--steps`` env
+steps or one rollout, whichever is more (64 x 1472 steps for S17Random); random-action rows of both VecEnvs give the env's ceiling. ``--quick``:
+one round, 10k steps (random actions: 100k). Targets: ``new`` with ``ur`` >= 15,000 steps per CPU second on both tasks, the vectorised
+env alone >= 200,000.
+
+``--tasks extractor``: the symbolic extractor (``policies.extractors.SymbolicGridExtractor``) alone at its default
+conv channels and smaller ones: CPU time per observation of the rollout's forward and of training's forward and
+backward, and the steps per CPU second they alone allow at 4 epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -168,21 +185,47 @@ def run_task(task: Task, cores: list[str], paths: list[str], rounds: int, steps:
 # -- the long-horizon T-maze job ---------------------------------------------------------------------------------
 
 
-def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = None) -> dict[str, float]:
-    """One measurement (in its own process): the T-maze config's model, or random actions for ``core="random"``."""
+def config_child(
+    config: str,
+    env_id: str | None,
+    overrides: list[str],
+    core: str,
+    steps: int,
+    dummy: bool = False,
+    profile: str | None = None,
+) -> dict[str, float]:
+    """One measurement (in its own process): the model a config builds, or random actions for ``core="random"``.
+
+    :param config: config name (``configs/<config>.yaml``)
+    :param env_id: env id overriding the config's, or None
+    :param overrides: ``key=value`` config overrides
+    :param core: memory core, or ``"random"`` for the VecEnv alone with random actions
+    :param steps: env steps to learn (at least one rollout) or to step
+    :param dummy: SB3's DummyVecEnv over single envs instead of the family's vectorised VecEnv
+    :param profile: write cProfile's top functions of ``model.learn`` (by own time, then cumulative) to this file
+    """
     import numpy as np
 
     from agents.run import factory
     from agents.run.config import load_config
 
     torch.set_num_threads(1)
-    overrides = [f"env_kwargs.length={length}", *(extra or [])]
-    cfg = load_config("tmaze_long", None, overrides + ([f"core={core}"] if core != "random" else []))
-    env = factory.make_training_env(cfg)
+    cfg = load_config(config, env_id, overrides + ([f"core={core}"] if core != "random" else []))
+    if dummy:
+        from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        from envs.registry import _Builder
+
+        env = sb3_make_vec_env(
+            _Builder(cfg.env_id, cfg.env_kwargs), n_envs=cfg.n_envs, seed=cfg.seed, vec_env_cls=DummyVecEnv
+        )
+    else:
+        env = factory.make_training_env(cfg)
     if core == "random":
         env.reset()
         rng = np.random.default_rng(0)
-        actions = rng.integers(0, 3, size=(steps // env.num_envs, env.num_envs))
+        actions = rng.integers(0, env.action_space.n, size=(max(steps // env.num_envs, 1), env.num_envs))
         cpu, wall = time.process_time(), time.perf_counter()
         for a in actions:
             env.step(a)
@@ -205,10 +248,20 @@ def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = No
     model.collect_rollouts = timed("collect", model.collect_rollouts)
     model.train = timed("train", model.train)
     rollout = model.n_steps * model.n_envs
+    profiler = cProfile.Profile(time.process_time) if profile else None
     cpu, wall = time.process_time(), time.perf_counter()
-    model.learn(max(steps, rollout))
+    if profiler is not None:
+        profiler.runcall(model.learn, max(steps, rollout))
+    else:
+        model.learn(max(steps, rollout))
     n = model.num_timesteps
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    if profiler is not None:
+        with open(profile, "w") as f:
+            f.write(f"{' '.join(overrides)} core={core}: cProfile of model.learn({n}), CPU seconds\n")
+            stats = pstats.Stats(profiler, stream=f).strip_dirs()
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(40)
     buf = model.rollout_buffer
     arrays = [v for v in vars(buf).values() if isinstance(v, np.ndarray)]
     return dict(
@@ -228,15 +281,23 @@ def tmaze_child(length: int, core: str, steps: int, extra: list[str] | None = No
     )
 
 
+def child(spec: dict[str, Any]) -> dict[str, float]:
+    """Run ``config_child(**spec)`` in a fresh process; its result with the child's peak RSS (MB)."""
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
 def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int, extra: list[str]) -> None:
     variants = [(n, c) for n in lengths for c in [*cores, "random"]]
     results: dict[tuple[int, str], list[dict[str, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         shift = r % len(variants)
         for length, core in variants[shift:] + variants[:shift]:
-            cmd = [sys.executable, __file__, "--child", f"{length},{core},{steps}", *(f"--set={o}" for o in extra)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            results[(length, core)].append(json.loads(out))
+            overrides = [f"env_kwargs.length={length}", *extra]
+            results[(length, core)].append(
+                child(dict(config="tmaze_long", env_id=None, overrides=overrides, core=core, steps=steps))
+            )
             print(
                 f"  round {r + 1}: T-maze {length} {core:6s} {results[(length, core)][-1]['cpu']:8.0f} /cpu-s",
                 file=sys.stderr,
@@ -265,22 +326,175 @@ def run_tmaze(lengths: list[int], cores: list[str], rounds: int, steps: int, ext
         )
 
 
+# -- the grid memory tasks: DummyVecEnv with the first config against the vectorised VecEnv with the T-maze recipe --
+
+GRID_TASKS = {  # name -> (label, config, env id, overrides)
+    "memory": ("MiniGrid-MemoryS17Random", "minigrid", "MiniGrid-MemoryS17Random-v0", []),
+    "visual_match": (
+        "Passive Visual Match, cue 15, distractor 60",
+        "visual_match",
+        "urgate/PassiveVisualMatch-v0",
+        ["env_kwargs.cue_steps=15", "env_kwargs.distractor_steps=60"],
+    ),
+}
+GRID_PATHS = {  # path -> (DummyVecEnv over single envs?, overrides)
+    "old": (True, ["n_envs=8", "ppo.n_steps=128", "ppo.batch_size=256"]),
+    "new": (
+        False,
+        [
+            "n_envs=64",
+            "ppo.n_steps=auto",
+            "ppo.batch_size=auto",
+            "policy_kwargs.shared_lstm=true",
+            "policy_kwargs.enable_critic_lstm=false",
+        ],
+    ),
+}
+GRID_TARGET_CPU = 15_000  # steps per CPU second, new path, ur, end to end
+GRID_TARGET_ENV = 200_000  # steps per CPU second, vectorised env alone
+
+
+def run_grid(
+    tasks: list[str],
+    paths: list[str],
+    cores: list[str],
+    rounds: int,
+    steps: int,
+    extra: list[str],
+    profile: Path | None = None,
+) -> None:
+    """The grid table: each (task, core, path) cell in a fresh child process, round after round in rotated order.
+
+    :param profile: a folder: each training cell also writes its cProfile there (rates then include its overhead)
+    """
+    variants = [(t, p, c) for t in tasks for c in [*cores, "random"] for p in paths]
+    results: dict[tuple[str, str, str], list[dict[str, float]]] = {v: [] for v in variants}
+    for r in range(rounds):
+        shift = r % len(variants)
+        for task, path, core in variants[shift:] + variants[:shift]:
+            _, config, env_id, task_overrides = GRID_TASKS[task]
+            dummy, path_overrides = GRID_PATHS[path]
+            spec = dict(
+                config=config,
+                env_id=env_id,
+                overrides=[*task_overrides, *path_overrides, *extra],
+                core=core,
+                steps=steps,
+                dummy=dummy,
+            )
+            if core == "random":  # the env alone is cheap: more steps for a stable rate
+                spec["steps"] = max(steps, 100_000)
+            elif profile is not None:
+                profile.mkdir(parents=True, exist_ok=True)
+                spec["profile"] = str(profile / f"{task}-{path}-{core}.txt")
+            results[(task, path, core)].append(child(spec))
+            print(
+                f"  round {r + 1}: {task:12s} {path} {core:6s} {results[(task, path, core)][-1]['cpu']:8.0f} /cpu-s",
+                file=sys.stderr,
+            )
+    print(f"\n### Grid memory tasks: at least {steps} env steps (one rollout) per run, best of {rounds} rounds\n")
+    print(
+        "| task | core | path: VecEnv, envs x n_steps, minibatch | steps/s (CPU) | x old | steps/s (wall) | x old "
+        "| collect | train | target |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for task, path, core in variants:
+        best = max(results[(task, path, core)], key=lambda m: m["cpu"])
+        wall = max(m["wall"] for m in results[(task, path, core)])
+        old = results.get((task, "old", core)) or [dict(cpu=float("nan"), wall=float("nan"))]
+        old_cpu, old_wall = max(m["cpu"] for m in old), max(m["wall"] for m in old)
+        venv = "DummyVecEnv" if GRID_PATHS[path][0] else "vectorised"
+        if core == "random":
+            target = GRID_TARGET_ENV if path == "new" else None
+            label, sizes, phases = (
+                "random actions (env alone)",
+                f"{path}: {venv}, {GRID_PATHS[path][1][0][7:]}",
+                "- | -",
+            )
+        else:
+            target = GRID_TARGET_CPU if (path, core) == ("new", "ur") else None
+            label, phases = core, f"{best['collect']:.0%} | {best['train']:.0%}"
+            sizes = f"{path}: {venv}, {best['n_envs']} x {best['n_steps']}, {best['batch_size']}"
+        verdict = "" if target is None else f">= {target:,}: {'ok' if best['cpu'] >= target else 'MISSED'}"
+        print(
+            f"| {GRID_TASKS[task][0]} | {label} | {sizes} | {best['cpu']:,.0f} | {best['cpu'] / old_cpu:.1f} | {wall:,.0f} | "
+            f"{wall / old_wall:.1f} | {phases} | {verdict} |"
+        )
+    print(f"\nload average (1 min) after the table: {os.getloadavg()[0]:.1f}")
+
+
+def extractor_table(channel_sets: list[tuple[int, int, int]], n_epochs: int = 4, repeats: int = 20) -> None:
+    """The symbolic extractor alone, on Visual Match's observation space: microseconds per observation for the
+    rollout's forward (64 envs, no gradient) and a training minibatch's forward and backward (1024), and the env
+    steps per CPU second those two alone would allow with ``n_epochs`` epochs (each step is seen once in the rollout
+    and ``n_epochs`` times in training): a ceiling for the whole learner."""
+    import numpy as np
+    from torch.nn import functional as F
+
+    from policies.extractors import SymbolicGridExtractor
+
+    space = envs.make_vec_env("urgate/PassiveVisualMatch-v0", n_envs=1, seed=0).observation_space
+    space.seed(0)
+
+    def batch(n: int) -> dict[str, torch.Tensor]:
+        image = torch.as_tensor(np.stack([space["image"].sample() for _ in range(n)])).float()
+        return {"image": image, "direction": F.one_hot(torch.arange(n) % 4, 4).float()}
+
+    def per_obs(fn: Callable[[], Any], n: int) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(3):
+            t = time.process_time()
+            for _ in range(repeats):
+                fn()
+            best = min(best, (time.process_time() - t) / repeats / n * 1e6)
+        return best
+
+    print(f"\n### SymbolicGridExtractor alone (7x7 view), CPU microseconds per observation, {n_epochs} epochs\n")
+    print("| conv channels | parameters | rollout forward (64) | train forward+backward (1024) | steps/s ceiling |")
+    print("|---|---:|---:|---:|---:|")
+    small, large = batch(64), batch(1024)
+    for channels in channel_sets:
+        extractor = SymbolicGridExtractor(space, channels=channels)
+
+        def forward(extractor: SymbolicGridExtractor = extractor) -> None:
+            with torch.no_grad():
+                extractor(small)
+
+        fwd = per_obs(forward, 64)
+        train = per_obs(lambda extractor=extractor: extractor(large).sum().backward(), 1024)
+        params = sum(p.numel() for p in extractor.parameters())
+        print(
+            f"| {', '.join(map(str, channels))} | {params:,} | {fwd:.1f} | {train:.1f} | "
+            f"{1e6 / (fwd + n_epochs * train):,.0f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="cartpole,minigrid", help="comma-separated: cartpole, minigrid")
+    parser.add_argument(
+        "--tasks", default="cartpole,minigrid", help="comma-separated: cartpole, minigrid; or tmaze; or grid"
+    )
     parser.add_argument("--cores", default=",".join(CORE_NAMES), help="comma-separated core names")
     parser.add_argument("--paths", default="policy,fast", help="comma-separated: policy, fast")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", default="4096,2048", help="env steps per run, per task (one value: all tasks)")
+    parser.add_argument(
+        "--steps", help="env steps per run, per task (one value: all tasks); default 4096,2048, grid 40000"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths", default="100,1000", help="T-maze lengths for --tasks tmaze")
-    parser.add_argument("--set", action="append", default=[], help="config override for --tasks tmaze, repeatable")
+    parser.add_argument(
+        "--set", action="append", default=[], help="config override for --tasks tmaze or grid, repeatable"
+    )
+    parser.add_argument("--quick", action="store_true", help="--tasks grid: one round of 10k steps per cell")
+    parser.add_argument("--grid-tasks", default=",".join(GRID_TASKS), help="--tasks grid: memory, visual_match")
+    parser.add_argument("--grid-paths", default=",".join(GRID_PATHS), help="--tasks grid: old, new")
+    parser.add_argument("--profile", type=Path, help="--tasks grid: write each training cell's cProfile here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.child:
-        length, core, steps = args.child.split(",")
-        result = tmaze_child(int(length), core, int(steps), args.set)
+        result = config_child(**json.loads(args.child))
         result["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -289,11 +503,31 @@ def main(argv: list[str] | None = None) -> None:
             [c for c in args.cores.split(",") if c] if args.cores != ",".join(CORE_NAMES) else ["lstm", "chrono", "ur"]
         )
         run_tmaze(
-            [int(n) for n in args.lengths.split(",")], cores, args.rounds, int(args.steps.split(",")[0]), args.set
+            [int(n) for n in args.lengths.split(",")],
+            cores,
+            args.rounds,
+            int((args.steps or "4096").split(",")[0]),
+            args.set,
         )
         return
+    if args.tasks == "extractor":
+        warm_up()
+        extractor_table([(32, 64, 32), (16, 32, 16), (8, 16, 8)])
+        return
+    if args.tasks == "grid":
+        cores = (
+            [c for c in args.cores.split(",") if c] if args.cores != ",".join(CORE_NAMES) else ["ur", "lstm", "chrono"]
+        )
+        rounds, steps = (1, 10_000) if args.quick else (args.rounds, int((args.steps or "40000").split(",")[0]))
+        grid_tasks = [t for t in args.grid_tasks.split(",") if t]
+        grid_paths = [p for p in args.grid_paths.split(",") if p]
+        for name, valid in ((grid_tasks, GRID_TASKS), (grid_paths, GRID_PATHS)):
+            if not set(name) <= set(valid):
+                parser.error(f"unknown {', '.join(sorted(set(name) - set(valid)))}; valid: {', '.join(valid)}")
+        run_grid(grid_tasks, grid_paths, cores, rounds, steps, args.set, args.profile)
+        return
     tasks = [TASKS[t] for t in args.tasks.split(",") if t]
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = [int(s) for s in (args.steps or "4096,2048").split(",")]
     steps += [steps[-1]] * (len(tasks) - len(steps))
     cores = [c for c in args.cores.split(",") if c]
     warm_up()
