@@ -72,11 +72,11 @@ def extractor_table(model, env_kwargs: dict[str, Any], env_id: str) -> list[tupl
         seed += 1
         if not env.active:
             cues.setdefault(env.cue_colour, obs)
-        env.copy.enter(0, CHOICE)
+        env.copies.enter(0, CHOICE)
         choice.setdefault(tuple(env.choice_order), env._obs())
     # One step of the agent in the distractor room (turning on the spot: the view rotates).
     env.reset(seed=1)
-    env.copy.enter(0, DISTRACTOR)
+    env.copies.enter(0, DISTRACTOR)
     before = env._obs()
     env.step(0)
     after = env._obs()
@@ -98,8 +98,10 @@ def gradient_table(model) -> tuple[list[tuple[str, float, float, float]], float,
     """Gradient norms per loss term and policy part on the first minibatch of one fresh rollout."""
     policy = model.policy
     groups = {
-        "extractor (shared)": [p for n, p in policy.named_parameters() if n.startswith("features_extractor.")],
-        "actor extractor": [p for n, p in policy.named_parameters() if n.startswith("pi_features_extractor.")],
+        # features_extractor is the actor's when the critic has its own (share_features_extractor=False)
+        "extractor (shared)" if policy.share_features_extractor else "actor extractor": [
+            p for n, p in policy.named_parameters() if n.startswith(("features_extractor.", "pi_features_extractor."))
+        ],
         "critic extractor": [p for n, p in policy.named_parameters() if n.startswith("vf_features_extractor.")],
         "actor core": list(policy.lstm_actor.parameters()),
         "critic core": list(policy.lstm_critic.parameters()) if policy.lstm_critic is not None else [],
