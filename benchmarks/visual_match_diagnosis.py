@@ -55,6 +55,11 @@ def features(model, obs: list[dict[str, Any]]) -> np.ndarray:
         return extractor(batch).numpy()
 
 
+def observation(env: VisualMatchEnv) -> dict[str, Any]:
+    """The current observation of a one-copy env, read without stepping it."""
+    return {"image": env.copies.view()[0], "direction": env.dir}
+
+
 def relative_spread(feats: np.ndarray) -> float:
     """Mean pairwise distance of the rows over their mean norm."""
     pairs = list(itertools.combinations(range(len(feats)), 2))
@@ -73,13 +78,13 @@ def extractor_table(model, env_kwargs: dict[str, Any], env_id: str) -> list[tupl
         if not env.active:
             cues.setdefault(env.cue_colour, obs)
         env.copies.enter(0, CHOICE)
-        choice.setdefault(tuple(env.choice_order), env._obs())
+        choice.setdefault(tuple(env.choice_order), observation(env))
     # One step of the agent in the distractor room (turning on the spot: the view rotates).
     env.reset(seed=1)
     env.copies.enter(0, DISTRACTOR)
-    before = env._obs()
+    before = observation(env)
     env.step(0)
-    after = env._obs()
+    after = observation(env)
     rows = [
         ("choice room, 6 box orders", relative_spread(features(model, list(choice.values())))),
         ("distractor room, one turn", relative_spread(features(model, [before, after]))),
