@@ -209,7 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(1)
     cfg = load_config(args.config, args.env, [f"core={args.core}", f"seed={args.seed}", *args.overrides])
     env = make_training_env(cfg)
-    model = load_model(args.model, env=env) if args.model else build_model(cfg, env)
+    if args.model:
+        model = load_model(args.model, env=env)
+        model.set_env(env)  # loading leaves the env detached; the gradient table collects a rollout in it
+    else:
+        model = build_model(cfg, env)
     what = args.model or f"fresh {cfg.core} agent, seed {cfg.seed}"
     print(f"## {cfg.env_id} {cfg.env_kwargs}: {what}\n")
     print("| observations compared | mean distance / mean norm of the extractor's features |\n|---|---:|")
