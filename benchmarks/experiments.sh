@@ -121,8 +121,8 @@ fi
 if [[ $what == visual_diagnosis ]]; then
   # 8. What makes Visual Match's choice slow to learn without a delay (cue 1 step, no distractor phase), ur seed 0,
   #    200k steps per run, 4 checkpoints kept for benchmarks/visual_match_diagnosis.py: configs/visual_match.yaml
-  #    as shipped, with shared_lstm (the T-maze's recipe), with 64 envs and whole episodes per rollout, and with separate
-#    extractors for actor and critic.
+  #    as shipped, with shared_lstm (the T-maze's recipe), with 64 envs and whole episodes per rollout, with separate
+#    extractors for actor and critic, and with a larger entropy bonus.
   #    Measured one run at a time on one core: docs/results/visual_match_diagnosis/.
   VM=(--cores ur --seeds 1 --env urgate/PassiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
       --timesteps 200000 --set keep_checkpoints=4 --workers 1)
@@ -134,6 +134,8 @@ if [[ $what == visual_diagnosis ]]; then
   #    The same with a features extractor of the critic's own: the actor's extractor then gets no value gradient.
   $PY run_rl.py compare "${VM[@]}" --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto \
       --set policy_kwargs.share_features_extractor=false --exp-dir "$OUT/vm_d0_64envs_sep_extractor"
+  $PY run_rl.py compare "${VM[@]}" --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto \
+      --set ppo.ent_coef=0.1 --exp-dir "$OUT/vm_d0_64envs_ent01"
 fi
 
 if [[ $what == minigrid_recipe ]]; then
