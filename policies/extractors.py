@@ -19,7 +19,57 @@ from .errors import PolicyConfigError
 DEFAULT_INDEX_SIZES = (11, 6, 4)
 
 
-class SymbolicGridExtractor(BaseFeaturesExtractor):
+class _SymbolicGridInput(BaseFeaturesExtractor):
+    """What the symbolic-grid extractors share: checking the space, and reading the observation as integer indices.
+
+    See ``SymbolicGridExtractor`` for the observation format and why a channels-first or /255 image is accepted.
+    """
+
+    normalize_images = False  # what the policy should be built with (read by agents.run.factory)
+
+    def __init__(
+        self, observation_space: spaces.Dict, features_dim: int, image_key: str, direction_key: str | None
+    ) -> None:
+        name = type(self).__name__
+        if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
+            raise PolicyConfigError(
+                f"{name} needs a Dict observation space with an {image_key!r} key, got {observation_space}"
+            )
+        image = observation_space[image_key]
+        if not isinstance(image, spaces.Box) or len(image.shape) != 3 or 3 not in (image.shape[0], image.shape[-1]):
+            raise PolicyConfigError(f"{name} needs an (H, W, 3) or (3, H, W) image, got {image}")
+        if direction_key is not None and not isinstance(observation_space.spaces.get(direction_key), spaces.Discrete):
+            raise PolicyConfigError(
+                f"{name} needs a Discrete {direction_key!r} entry (or direction_key=None), got "
+                f"{observation_space.spaces.get(direction_key)}"
+            )
+        super().__init__(observation_space, features_dim)
+        self.image_key, self.direction_key = image_key, direction_key
+        self.channels_first = image.shape[-1] != 3
+        high = image.high if not self.channels_first else image.high.transpose(1, 2, 0)
+        self.height, self.width = high.shape[:2]
+        self.index_sizes = [
+            int(high[..., c].max()) + 1 if high[..., c].max() < 255 else DEFAULT_INDEX_SIZES[c] for c in range(3)
+        ]
+        self.n_directions = int(observation_space[direction_key].n) if direction_key is not None else 0
+
+    def _indices(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The view as (B, H, W, 3) int64 indices."""
+        image = observations[self.image_key]
+        if self.channels_first:
+            image = image.permute(0, 2, 3, 1)
+        return torch.where(image == torch.floor(image), image, image * 255.0).round().long()
+
+    def _direction(self, observations: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        """The direction as (B, n_directions) one-hot floats."""
+        direction = observations[self.direction_key]
+        if direction.dim() == 1 or direction.shape[-1] != self.n_directions:  # an index, not SB3's one-hot
+            direction = F.one_hot(direction.reshape(batch).long(), self.n_directions).float()
+        # SB3 one-hots a buffered (N, 1) index to (N, 1, n): flatten to (N, n)
+        return direction.reshape(batch, -1).float()
+
+
+class SymbolicGridExtractor(_SymbolicGridInput):
     """Features of a symbolic grid view: ``Dict(image: (H, W, 3) uint8 indices (object, colour, state),
     direction: Discrete(4))``, as MiniGrid and our Visual Match tasks give.
 
@@ -41,8 +91,6 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
         step's time on a CPU (their cost grows with the product of neighbouring sizes)
     """
 
-    normalize_images = False  # what the policy should be built with (read by agents.run.factory)
-
     def __init__(
         self,
         observation_space: spaces.Dict,
@@ -52,26 +100,10 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
         direction_key: str | None = "direction",
         channels: tuple[int, int, int] | list[int] = (32, 64, 32),
     ) -> None:
-        if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
-            raise PolicyConfigError(
-                f"SymbolicGridExtractor needs a Dict observation space with an {image_key!r} key, got {observation_space}"
-            )
-        image = observation_space[image_key]
-        if not isinstance(image, spaces.Box) or len(image.shape) != 3 or 3 not in (image.shape[0], image.shape[-1]):
-            raise PolicyConfigError(f"SymbolicGridExtractor needs an (H, W, 3) or (3, H, W) image, got {image}")
-        if direction_key is not None and not isinstance(observation_space.spaces.get(direction_key), spaces.Discrete):
-            raise PolicyConfigError(
-                f"SymbolicGridExtractor needs a Discrete {direction_key!r} entry (or direction_key=None), got "
-                f"{observation_space.spaces.get(direction_key)}"
-            )
         if len(channels) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
             raise PolicyConfigError(f"SymbolicGridExtractor channels must be three positive integers, got {channels!r}")
-        super().__init__(observation_space, features_dim)
-        self.image_key, self.direction_key = image_key, direction_key
-        self.channels_first = image.shape[-1] != 3
-        high = image.high if not self.channels_first else image.high.transpose(1, 2, 0)
-        height, width = high.shape[:2]
-        sizes = [int(high[..., c].max()) + 1 if high[..., c].max() < 255 else DEFAULT_INDEX_SIZES[c] for c in range(3)]
+        super().__init__(observation_space, features_dim, image_key, direction_key)
+        sizes = self.index_sizes
         # One table for all three channels: channel c's index i looks up row offsets[c] + i.
         self.register_buffer("offsets", torch.tensor([0, sizes[0], sizes[0] + sizes[1]]), persistent=False)
         self.embedding = nn.Embedding(sum(sizes), embedding_dim)
@@ -84,26 +116,70 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
             nn.ReLU(),
             nn.Flatten(),
         )
-        self.n_directions = int(observation_space[direction_key].n) if direction_key is not None else 0
         self.linear = nn.Sequential(
-            nn.Linear(channels[2] * height * width + self.n_directions, features_dim), nn.ReLU()
+            nn.Linear(channels[2] * self.height * self.width + self.n_directions, features_dim), nn.ReLU()
         )
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        image = observations[self.image_key]
-        if self.channels_first:
-            image = image.permute(0, 2, 3, 1)
-        image = torch.where(image == torch.floor(image), image, image * 255.0).round().long()
+        image = self._indices(observations)
         batch, height, width, _ = image.shape
         cells = self.embedding(image + self.offsets).reshape(batch, height, width, -1)  # (B, H, W, 3E)
         features = self.conv(cells.permute(0, 3, 1, 2))
         if self.n_directions:
-            direction = observations[self.direction_key]
-            if direction.dim() == 1 or direction.shape[-1] != self.n_directions:  # an index, not SB3's one-hot
-                direction = F.one_hot(direction.reshape(batch).long(), self.n_directions).float()
-            # SB3 one-hots a buffered (N, 1) index to (N, 1, n): flatten to (N, n)
-            features = torch.cat([features, direction.reshape(batch, -1).float()], dim=1)
+            features = torch.cat([features, self._direction(observations, batch)], dim=1)
         return self.linear(features)
 
 
-EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {"SymbolicGridExtractor": SymbolicGridExtractor}
+class SymbolicGridBagExtractor(_SymbolicGridInput):
+    """A linear layer over the one-hot encoding of a symbolic grid view, then ReLU: a cheap alternative to
+    ``SymbolicGridExtractor``'s convs for the same observations.
+
+    ``relu(W @ onehot(view, direction) + b)``, where the one-hot has a slot for every (cell, channel, index) and every
+    direction. A view sets exactly one slot per (cell, channel), so the product is computed as one
+    ``nn.EmbeddingBag`` sum over H * W * 3 + 1 looked-up rows of W instead of a matrix product over the one-hot
+    (``tests/test_extractors.py`` checks it against the explicit product). On a CPU it costs a small fraction of the
+    conv net (``benchmarks/throughput.py --tasks extractor``); whether agents learn as well with it has not been
+    measured. Use it with ``--set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor``.
+
+    :param observation_space: Dict space with the image and direction keys
+    :param features_dim: size of the output features
+    :param image_key: key of the symbolic view
+    :param direction_key: key of the agent's direction (Discrete), or None to ignore it
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        features_dim: int = 128,
+        image_key: str = "image",
+        direction_key: str | None = "direction",
+    ) -> None:
+        super().__init__(observation_space, features_dim, image_key, direction_key)
+        sizes = self.index_sizes
+        per_cell = sum(sizes)
+        cell = torch.arange(self.height * self.width).reshape(self.height, self.width, 1) * per_cell
+        channel = torch.tensor([0, sizes[0], sizes[0] + sizes[1]])
+        # (H, W, 3) offsets: the one-hot slot of (cell, channel, index) is offsets[cell, channel] + index
+        self.register_buffer("offsets", cell + channel, persistent=False)
+        self.n_slots = self.height * self.width * per_cell
+        self.bag = nn.EmbeddingBag(self.n_slots + self.n_directions, features_dim, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(features_dim))
+
+    def one_hot_slots(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, H * W * 3 [+ 1]) indices of the one-hot slots a batch of observations sets."""
+        image = self._indices(observations)
+        batch = image.shape[0]
+        slots = (image + self.offsets).reshape(batch, -1)
+        if self.n_directions:
+            direction = self._direction(observations, batch).argmax(dim=1, keepdim=True)
+            slots = torch.cat([slots, self.n_slots + direction], dim=1)
+        return slots
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.relu(self.bag(self.one_hot_slots(observations)) + self.bias)
+
+
+EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
+    "SymbolicGridExtractor": SymbolicGridExtractor,
+    "SymbolicGridBagExtractor": SymbolicGridBagExtractor,
+}

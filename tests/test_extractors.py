@@ -132,3 +132,32 @@ def test_every_family_space_fits_its_suggested_extractor():
         features = extractor(preprocess_obs(batch, space, normalize_images=normalize))
         assert features.shape == (3, extractor.features_dim), family.name
         env.close()
+
+
+def test_bag_extractor_is_a_linear_layer_over_the_one_hot_view():
+    """SymbolicGridBagExtractor's EmbeddingBag sum equals relu(W @ one_hot + b) built slot by slot from the view."""
+    from policies.extractors import SymbolicGridBagExtractor
+
+    for env_id in ("MiniGrid-MemoryS7-v0", "urgate/PassiveVisualMatch-v0"):
+        space, obs = _observations(env_id, n=6)
+        extractor = SymbolicGridBagExtractor(space, features_dim=16)
+        with torch.no_grad():
+            extractor.bias.normal_()
+        batch = preprocess_obs(_batch(obs), space, normalize_images=False)
+        sizes = extractor.index_sizes
+        height, width = space["image"].shape[:2]
+        one_hot = torch.zeros(len(obs), extractor.n_slots + 4)
+        for b, o in enumerate(obs):
+            for x in range(height):
+                for y in range(width):
+                    for c in range(3):
+                        slot = (x * width + y) * sum(sizes) + sum(sizes[:c]) + int(o["image"][x, y, c])
+                        one_hot[b, slot] = 1.0
+            one_hot[b, extractor.n_slots + int(o["direction"])] = 1.0
+        expected = torch.relu(one_hot @ extractor.bag.weight + extractor.bias)
+        torch.testing.assert_close(extractor(batch), expected)
+        assert not torch.allclose(extractor(batch)[0], extractor(batch)[-1])  # the steps' views differ
+        # the same features from a /255 image and from direction indices instead of SB3's one-hot
+        assert batch["direction"].shape == (len(obs), 4)
+        divided = dict(batch, image=batch["image"] / 255.0, direction=batch["direction"].argmax(dim=1))
+        torch.testing.assert_close(extractor(divided), expected)
