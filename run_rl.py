@@ -18,8 +18,10 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import re
+import shlex
 import sys
 import textwrap
 import time
@@ -28,13 +30,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
-
 if TYPE_CHECKING:
     from agents.study.experiments import Experiment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_COMMAND = "train"
+
+
+def steps(text: str) -> int:
+    """A step count as typed: ``300000``, ``300_000`` or ``3e5`` (a whole number however written)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps (e.g. 300000, 300_000 or 3e5)")
+    return int(value)
 
 
 def _add_overrides(p: argparse.ArgumentParser, help: str) -> None:
@@ -106,7 +121,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         help="config name in configs/ or a YAML path (default: the env family's config, or 'default' without --env)",
     )
-    p.add_argument("--timesteps", type=int, help="environment steps to train for")
+    p.add_argument("--timesteps", type=steps, help="environment steps to train for (300000, 300_000 or 3e5)")
     p.add_argument("--seed", type=int, help="seed for envs, initialisation and sampling")
     p.add_argument("--n-envs", type=int, help="training environments stepped side by side")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:0, auto (default cpu)")
@@ -146,7 +161,10 @@ def _dest(flag: str) -> str:
 
 def _cli_overrides(args: argparse.Namespace) -> list[str]:
     named = {key: getattr(args, _dest(flag)) for key, flag in TRAIN_FLAGS.items()}
-    return [f"{k}={v}" for k, v in named.items() if v is not None] + list(args.overrides)
+    # json quotes a string as YAML reads it back: --core "" stays the empty string, not null
+    return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in named.items() if v is not None] + list(
+        args.overrides
+    )
 
 
 def _in_flag_terms(exc: Exception, args: argparse.Namespace, flags: dict[str, str]) -> Exception:
@@ -158,7 +176,7 @@ def _in_flag_terms(exc: Exception, args: argparse.Namespace, flags: dict[str, st
     if not isinstance(exc, ConfigValueError) or flag is None or getattr(args, _dest(flag), None) is None:
         return exc
     hint = f" ({exc.hint})" if exc.hint else ""
-    return UrgateError(f"{flag} {exc.value}: must be {exc.what}{hint}")
+    return UrgateError(f"{flag} {shlex.quote(str(exc.value))}: must be {exc.what}{hint}")
 
 
 def default_run_dir(env_id: str, core: str, seed: int) -> Path:
@@ -207,11 +225,15 @@ EVAL_FLAGS = {"n_episodes": "--episodes", "seed": "--seed", "device": "--device"
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from agents import paths
     from agents.run import rundir
     from agents.run.evaluate import evaluate
 
     torch.set_num_threads(1)
+    out = args.out or (args.path / rundir.EVAL_RESULT if args.path.is_dir() else None)
     try:
+        if out is not None:
+            paths.check_file(out, "--out" if args.out is not None else "statistics file")
         result = evaluate(
             args.path,
             env_id=args.env,
@@ -226,9 +248,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _print_eval(result, prefix=f"{result['env_id']} ({'greedy' if not args.stochastic else 'sampled'}): ")
     if args.path.is_dir() and Path(result["model"]).name != rundir.FINAL_MODEL:
         print(f"evaluated {result['model']} (the run has no {rundir.FINAL_MODEL} yet)")
-    out = args.out or (args.path / rundir.EVAL_RESULT if args.path.is_dir() else None)
     if out is not None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        paths.write_text(
+            out, json.dumps(result, indent=2) + "\n", "--out" if args.out is not None else "statistics file"
+        )
         print(f"statistics written to {out}")
     if args.video is not None:
         print(f"video written to {args.video}")
@@ -286,7 +309,7 @@ def config_summary(text: str) -> str:
 
 def _resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="run directory with checkpoints/latest.zip")
-    p.add_argument("--timesteps", type=int, help="a new, larger total budget (default: the run's own)")
+    p.add_argument("--timesteps", type=steps, help="a new, larger total budget (default: the run's own)")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
@@ -312,7 +335,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         "distractor_steps=30,90) or a config key (ppo.n_steps=32,128)",
     )
     p.add_argument("--config", help="config name or YAML path for every run (default: each env family's)")
-    p.add_argument("--timesteps", type=int, help="environment steps per run (default: the config's)")
+    p.add_argument("--timesteps", type=steps, help="environment steps per run (default: the config's)")
     _add_overrides(p, "config override for every run, repeatable (as for train)")
     p.add_argument("--exp-dir", type=Path, help="experiment directory (default experiments/<env>_<grid keys>)")
     p.add_argument("--backend", default="local", help="local (process pool, default) or ray")
@@ -514,7 +537,11 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_plot(args: argparse.Namespace) -> int:
     from agents.study.plots import plot_experiment
 
-    for path in plot_experiment(args.exp_dir, out_dir=args.out, dpi=args.dpi):
+    try:
+        written = plot_experiment(args.exp_dir, out_dir=args.out, dpi=args.dpi)
+    except _user_errors() as exc:
+        raise _in_flag_terms(exc, args, {"dpi": "--dpi"}) from None
+    for path in written:
         print(path)
     return EXIT_OK
 
@@ -541,8 +568,20 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _CommandLineError(Exception):
+    """A command line argparse cannot parse (an unknown option, a value of the wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistyped command line reported as every other user error, one line (what was wrong, where
+    the options are listed) and exit code 2, instead of a usage dump."""
+
+    def error(self, message: str):
+        raise _CommandLineError(f"{message} (options: python {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_rl.py",
         description="Recurrent PPO with a selectable memory core (LSTM, GRU and ordered-gate families: see list).\n"
         "Without a command, trains: python run_rl.py --core ur\n"
@@ -629,13 +668,18 @@ def _announce_on_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit code."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except _CommandLineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         _announce_on_stderr()
         try:
             return args.run(args)

@@ -17,11 +17,13 @@ class ConfigValueError(UrgateError):
     :param value: the value given
     :param what: what would be valid, as a phrase (``"an integer >= 1"``)
     :param hint: an optional suggestion (``"did you mean 'ur'?"``)
+    :param source: where the value came from (a config file, ``--set``), for the message
     """
 
-    def __init__(self, key: str, value: object, what: str, hint: str = "") -> None:
-        self.key, self.value, self.what, self.hint = key, value, what, hint
-        super().__init__(f"config key '{key}' must be {what}, got {value!r}{f' ({hint})' if hint else ''}")
+    def __init__(self, key: str, value: object, what: str, hint: str = "", source: str = "") -> None:
+        self.key, self.value, self.what, self.hint, self.source = key, value, what, hint, source
+        notes = "; ".join(n for n in (hint, f"from {source}" if source else "") if n)
+        super().__init__(f"config key '{key}' must be {what}, got {value!r}{f' ({notes})' if notes else ''}")
 
 
 def one_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ in-process ``main(argv)`` elsewhere, because each Python start costs seconds her
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 import yaml
+from fake_runs import write_run
 from stable_baselines3.common.save_util import load_from_zip_file
 
 import envs
@@ -30,6 +32,7 @@ import policies
 import run_rl
 from agents.errors import UrgateError
 from agents.run.config import available_configs
+from agents.study.experiments import RUNS_DIR, Experiment, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MINIGRID = [
@@ -177,6 +180,23 @@ def _other_core(run: Path, dst: Path) -> Path:
 
 
 # A CUDA device this machine lacks: "cuda:0" without CUDA, one past the last GPU with it.
+def _a_file(t: Path) -> Path:
+    """A file where a command line names a directory (``README.md`` in a checkout)."""
+    (t / "README.md").write_text("# not a directory\n")
+    return t / "README.md"
+
+
+def _an_experiment(t: Path) -> Path:
+    """An experiment directory with two finished fake runs, ready to plot."""
+    exp = Experiment(env_ids=["urgate/TMaze-v0"], cores=["lstm"], seeds=[0, 1], grid={})
+    prepare(exp, t / "exp")
+    for spec in exp.runs():
+        write_run(t / "exp" / RUNS_DIR / spec.name, core=spec.core, seed=spec.seed)
+    return t / "exp"
+
+
+TINY_COMPARE = ["compare", "--cores", "lstm", "--env", "urgate/TMaze-v0", "--timesteps", "2048"]
+
 MISSING_CUDA = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
 
 
@@ -191,6 +211,9 @@ USER_ERRORS = {
     "core in capitals": (_new_run("--core", "UR"), "--core UR: must be one of lstm, chrono, u, r, ur"),
     "core case hint": (_new_run("--core", "UR"), "lower case: did you mean 'ur'?"),
     "negative timesteps": (_new_run("--timesteps", "-5"), "--timesteps -5: must be an integer >= 1"),
+    "timesteps not whole": (_new_run("--timesteps", "1.5"), "argument --timesteps: '1.5' is not a whole number"),
+    "unknown option": (_new_run("--cores", "ur"), "unrecognized arguments: --cores ur (options: python run_rl.py"),
+    "empty core": (_new_run("--core", ""), "--core '': must be one of lstm, chrono"),
     "negative seed": (_new_run("--seed", "-1"), "--seed -1: must be an integer >= 0"),
     "negative keep": (_new_run("--keep-checkpoints", "-1"), "--keep-checkpoints -1: must be an integer >= 0"),
     "missing cuda device": (_new_run("--device", MISSING_CUDA), f"--device {MISSING_CUDA}: must be "),
@@ -259,6 +282,44 @@ USER_ERRORS = {
     "eval not a run dir": (lambda r, t: ["eval", str(t)], "not a run directory"),
     "eval bad video": (lambda r, t: ["eval", str(r), "--video", str(t / "v.avi")], ".gif or .mp4"),
     "eval no frames": (lambda r, t: ["eval", str(r), "--video", str(t / "v.gif"), "--env", "urgate/TMaze-v0"], ""),
+    # a path argument that cannot be written: one line naming it, before any work
+    "plot dpi 0": (lambda r, t: ["plot", str(_an_experiment(t)), "--dpi", "0"], "--dpi 0: must be an integer >= 1"),
+    "plot out is a file": (
+        lambda r, t: ["plot", str(_an_experiment(t)), "--out", str(_a_file(t))],
+        "README.md': it is a file, not a directory",
+    ),
+    "compare exp dir is a file": (
+        lambda r, t: [*TINY_COMPARE, "--exp-dir", str(_a_file(t))],
+        "experiment directory '" + "{t}/README.md': it is a file, not a directory",
+    ),
+    "compare exp dir under a file": (
+        lambda r, t: [*TINY_COMPARE, "--exp-dir", str(_a_file(t) / "x")],
+        "experiment directory '{t}/README.md/x': '{t}/README.md' is a file, not a directory",
+    ),
+    "train run dir under a file": (
+        lambda r, t: [*TINY_MINIGRID, "--run-dir", str(_a_file(t) / "x")],
+        "run directory '{t}/README.md/x': '{t}/README.md' is a file, not a directory",
+    ),
+    "train run dir nowhere": (
+        lambda r, t: [*TINY_MINIGRID, "--run-dir", "/proc/nope"],
+        "run directory '/proc/nope': cannot create it: No such file or directory",
+    ),
+    "eval out under a file": (
+        lambda r, t: ["eval", str(r), "--episodes", "1", "--out", str(_a_file(t) / "x.json")],
+        "--out '{t}/README.md/x.json': '{t}/README.md' is a file, not a directory",
+    ),
+    "eval out is a directory": (
+        lambda r, t: ["eval", str(r), "--episodes", "1", "--out", str(t)],
+        "--out '{t}': it is a directory; give a file name",
+    ),
+    "eval video under a file": (
+        lambda r, t: ["eval", str(r), "--episodes", "1", "--video", str(_a_file(t) / "x.gif")],
+        "video file '{t}/README.md/x.gif': '{t}/README.md' is a file, not a directory",
+    ),
+    "rollout larger than memory": (
+        _new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.length=100000000", "--timesteps", "2048"),
+        "a rollout of ppo.n_steps 200000064 x 64 envs needs about",
+    ),
     "resume not a run": (lambda r, t: ["resume", str(t)], "not a run directory"),
     "resume finished": (lambda r, t: ["resume", str(r)], "already has 64 of its 64 steps; pass a larger total budget"),
     "resume smaller budget": (
@@ -283,7 +344,7 @@ def test_user_errors_exit_2_with_one_line_and_write_nothing(case, minigrid_run, 
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("training ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0]
+    assert fragment.format(t=tmp_path) in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before_tmp  # nothing new next to the inputs
     assert {p: p.stat().st_mtime_ns for p in minigrid_run.rglob("*")} == before_run  # the run is untouched
 
@@ -584,3 +645,20 @@ def test_a_run_stopped_before_its_first_checkpoint_gets_one_advice_everywhere(tm
         assert len(err) == 1 and advice in err[0] and err[0].endswith(again), err
     assert run_rl.main([*again.split()[2:], "--no-progress"]) == 0
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+
+
+def test_step_counts_are_whole_numbers_however_written():
+    assert run_rl.steps("1e6") == run_rl.steps("1_000_000") == run_rl.steps("1000000") == 1_000_000
+    assert run_rl.build_parser().parse_args(["train", "--timesteps", "3e5"]).timesteps == 300_000
+    assert run_rl.build_parser().parse_args(["compare", "--timesteps", "2.5e3"]).timesteps == 2_500
+    for bad in ("1.5", "1e-3", "many", "inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
+            run_rl.steps(bad)
+
+
+def test_importing_the_cli_sets_no_environment_variables():
+    """``OMP_NUM_THREADS`` is the command's setting, made in ``main()``, not a side effect of importing run_rl."""
+    env = {k: v for k, v in cli_env().items() if k != "OMP_NUM_THREADS"}
+    code = "import os, run_rl; print(os.environ.get('OMP_NUM_THREADS'))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None", proc.stderr

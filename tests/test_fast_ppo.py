@@ -364,3 +364,11 @@ def test_without_a_fused_cpu_adam_the_policys_own_adam_trains(monkeypatch):
     before = model.policy.lstm_actor.weight_hh_l0.clone()
     model.learn(16)
     assert not th.equal(before, model.policy.lstm_actor.weight_hh_l0)
+
+
+def test_divisors_are_every_divisor_in_order_and_fast_for_huge_rollouts():
+    from agents.buffers import _divisors
+
+    for n in range(1, 500):
+        assert _divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
+    assert plan_sequences(200_000_064, 64, 200_000_064 * 8) == 200_000_064  # trial division to the square root

@@ -18,6 +18,8 @@ tensor.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -27,6 +29,52 @@ from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, Rec
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 
 from ..errors import UrgateError
+
+FLOAT_BYTES = 4  # the stock buffers store everything as float32
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the machine can still give this process: ``MemAvailable`` of ``/proc/meminfo`` (Linux),
+    else the free physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def rollout_bytes(n_steps: int, n_envs: int, obs_size: int, action_dim: int, state_size: int) -> int:
+    """Memory a rollout takes at its peak: the stock arrays (observations, actions, six per-step scalars, four
+    recurrent states per step) twice, for stock's buffer that ``FastRecurrentPPO`` replaces by its own at setup, and
+    for the sequence-major copy ``sequence_minibatches`` lays out for training.
+
+    :param n_steps: steps per env per rollout
+    :param n_envs: envs
+    :param obs_size: observation elements per step (all keys of a dict observation)
+    :param action_dim: action elements per step
+    :param state_size: elements of one recurrent state (layers x hidden size) of one env
+    """
+    return 2 * FLOAT_BYTES * n_steps * n_envs * (obs_size + action_dim + 6 + 4 * state_size)
+
+
+def check_rollout_fits(n_steps: int, n_envs: int, obs_size: int, action_dim: int, state_size: int) -> None:
+    """Fail with one line, before anything is allocated, when a rollout needs more memory than the machine has
+    available (numpy would fail with a traceback, or the kernel's out-of-memory killer end the run later)."""
+    need = rollout_bytes(n_steps, n_envs, obs_size, action_dim, state_size)
+    have = available_memory()
+    if have is not None and need > have:
+        gib = 2**30
+        raise UrgateError(
+            f"a rollout of ppo.n_steps {n_steps} x {n_envs} envs needs about {need / gib:.1f} GiB of memory, but "
+            f"{have / gib:.1f} GiB is available: lower ppo.n_steps or n_envs (ppo.n_steps: auto follows the "
+            "episode limit, e.g. a T-maze's env_kwargs.length)"
+        )
 
 
 class SequenceSamples(NamedTuple):
@@ -53,7 +101,9 @@ def n_minibatches(n_steps: int, n_envs: int, batch_size: int) -> int:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n`` in increasing order (trial division up to its square root)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def plan_sequences(n_steps: int, n_envs: int, batch_size: int, sequence_length: int | None = None) -> int:

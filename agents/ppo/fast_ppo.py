@@ -29,9 +29,16 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
 from stable_baselines3.common.utils import explained_variance
 
-from .buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, plan_sequences
+from .buffers import (
+    SequenceDictRolloutBuffer,
+    SequenceRolloutBuffer,
+    SequenceSamples,
+    check_rollout_fits,
+    plan_sequences,
+)
 
 
 class LossStats(NamedTuple):
@@ -63,6 +70,7 @@ class FastRecurrentPPO(RecurrentPPO):
     def _setup_model(self) -> None:
         # Checked before stock builds anything, so a combination that cannot be honoured fails at construction.
         sequence_length = plan_sequences(self.n_steps, self.n_envs, self.batch_size, self.sequence_length)
+        self._check_rollout_fits()
         super()._setup_model()
         stock = self.rollout_buffer
         buffer_cls = (
@@ -80,6 +88,14 @@ class FastRecurrentPPO(RecurrentPPO):
             sequence_length=sequence_length,
         )
         self._use_fused_adam()
+
+    def _check_rollout_fits(self) -> None:
+        """Fail with one line before stock allocates a rollout buffer larger than the machine's memory."""
+        obs = get_obs_shape(self.observation_space)
+        obs_size = sum(int(np.prod(v)) for v in obs.values()) if isinstance(obs, dict) else int(np.prod(obs))
+        # RecurrentActorCriticPolicy's defaults where the policy keywords leave them out
+        state_size = self.policy_kwargs.get("lstm_hidden_size", 256) * self.policy_kwargs.get("n_lstm_layers", 1)
+        check_rollout_fits(self.n_steps, self.n_envs, obs_size, get_action_dim(self.action_space), state_size)
 
     def _use_fused_adam(self) -> None:
         """Run the default Adam as torch's fused kernel: the same update in one op instead of ~10 per tensor.

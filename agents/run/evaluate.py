@@ -16,6 +16,7 @@ import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
+from .. import paths
 from ..errors import ConfigValueError, UrgateError
 from ..stats import bootstrap_ci, mean
 from . import factory, loading, rundir
@@ -165,6 +166,8 @@ def evaluate(
     factory.check_device(device)
     if video_path is not None and Path(video_path).suffix.lower() not in VIDEO_SUFFIXES:
         raise UrgateError(f"video file {str(video_path)!r} must end in {' or '.join(VIDEO_SUFFIXES)}")
+    if video_path is not None:
+        paths.check_file(video_path, "video file")
     if video_path is not None and Path(video_path).suffix.lower() == ".mp4":
         _require_ffmpeg()
     resolved = None
@@ -221,7 +224,7 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
     """Write RGB frames to a GIF (Pillow) or an MP4 (imageio-ffmpeg)."""
     if not frames:
         raise UrgateError("no frames were rendered, so no video was written")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.make_parent(path, "video file")
     mp4 = path.suffix.lower() == ".mp4"
     video = pad_frames(frames, multiple=16 if mp4 else 1)  # H.264 wants sizes in 16-pixel blocks
     if mp4:

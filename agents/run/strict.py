@@ -204,9 +204,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
                 pass
     elif hint is str and isinstance(value, str):
         return value
-    raise UrgateError(
-        f"config key '{key}' must be {type_name(hint)}, got {value!r} ({type(value).__name__}, from {source})"
-    )
+    raise ConfigValueError(key, value, type_name(hint), source=source)
 
 
 def _build(cls, data: dict[str, Any], prefix: str, source: str):

@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import envs
 
+from .. import paths
 from ..errors import UrgateError
 from . import factory, loading, rundir
 from .callbacks import (
@@ -46,9 +47,7 @@ EVAL_SEED_OFFSET = 10_000  # evaluation envs never replay the training envs' epi
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse an existing, non-empty run directory unless ``overwrite`` (and then only a run directory)."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UrgateError(f"run directory {str(run_dir)!r} exists and is a file")
+    run_dir = paths.check_dir(run_dir, "run directory")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not rundir.is_run_dir(run_dir):
             raise UrgateError(
@@ -128,7 +127,7 @@ def _train(cfg: RunConfig, run_dir: Path, *, overwrite: bool, progress_bar: bool
         raise
     if run_dir.exists():
         shutil.rmtree(run_dir)  # check_run_dir allowed it: an empty directory or a run directory with --overwrite
-    run_dir.mkdir(parents=True)
+    paths.make_dir(run_dir, "run directory")
     rundir.write_config(run_dir, cfg.to_yaml())
     log.info("training %s on %s for %d steps -> %s", cfg.core, cfg.env_id, cfg.total_timesteps, run_dir)
     return _learn(model, cfg, run_dir, fresh=True, progress_bar=progress_bar)

@@ -26,7 +26,8 @@ from matplotlib.ticker import EngFormatter
 
 from policies import CORE_NAMES
 
-from ..errors import UrgateError
+from .. import paths
+from ..errors import ConfigValueError, UrgateError
 from ..run import rundir
 from ..run.gate_stats import timescales
 from .experiments import RUNS_DIR, Experiment
@@ -270,13 +271,15 @@ def plot_experiment(exp_dir: str | Path, *, out_dir: str | Path | None = None, d
     :param dpi: resolution of the PNGs
     :return: the written paths
     """
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 1:
+        raise ConfigValueError("dpi", dpi, "an integer >= 1 (dots per inch of the PNGs)")
+    out = paths.check_dir(out_dir if out_dir is not None else Path(exp_dir) / PLOTS_DIR, "plot folder")
     exp, runs = load_runs(exp_dir)
     if not any(r.evals is not None or r.summary is not None for r in runs):
         raise UrgateError(
             f"no run under {Path(exp_dir) / RUNS_DIR} has results yet ({rundir.EVALUATIONS} or {rundir.SUMMARY})"
         )
-    out = Path(out_dir) if out_dir is not None else Path(exp_dir) / PLOTS_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    paths.make_dir(out, "plot folder")
     written: list[Path] = []
     for env_id in exp.env_ids:
         written += plot_learning_curves(exp, runs, env_id, out, dpi)

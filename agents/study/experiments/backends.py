@@ -178,6 +178,17 @@ def _ray_init(ray, address: str | None, kwargs: dict[str, Any]) -> None:
     raise UrgateError(f"cannot start or reach Ray at {where}: {reason}") from None
 
 
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UrgateError(
+            'the ray backend needs Ray, which is not installed: pip install -e ".[ray]" in a checkout of this '
+            'package (or pip install "ray>=2.40")'
+        ) from None
+    return ray
+
+
 def run_ray(
     jobs: list[Job],
     *,
@@ -189,10 +200,7 @@ def run_ray(
     **_: Any,
 ) -> None:
     """Execute jobs as Ray tasks on a cluster (``address``) or a local Ray runtime with ``workers`` CPUs."""
-    try:
-        import ray
-    except ImportError:
-        raise UrgateError('the ray backend needs Ray: pip install "urgate[ray]" (or pip install ray)') from None
+    ray = _import_ray()
     started = not ray.is_initialized()
     if started:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
@@ -245,5 +253,13 @@ def _collect_ray(ray, refs: dict, on_done: OnDone, on_poll: OnPoll) -> None:
         on_poll()
 
 
-Backend = Callable[..., None]
-BACKENDS: dict[str, Backend] = {"local": run_local, "ray": run_ray}
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """A way to execute jobs: ``run(jobs, workers=, on_done=, on_poll=, address=, gpus_per_run=)``, and ``require()``,
+    which fails with one line when the backend cannot work here (called before anything is written)."""
+
+    run: Callable[..., None]
+    require: Callable[[], Any] = lambda: None
+
+
+BACKENDS: dict[str, Backend] = {"local": Backend(run_local), "ray": Backend(run_ray, _import_ray)}

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from ... import paths
 from ...errors import UrgateError
 from ...run import rundir
 from . import store
@@ -47,7 +48,8 @@ def run_experiment(
         raise UrgateError(f"--workers must be >= 1, got {workers}")
     if gpus_per_run < 0:
         raise UrgateError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
-    exp_dir = Path(exp_dir)
+    exp_dir = paths.check_dir(exp_dir, "experiment directory")
+    BACKENDS[backend].require()
     configs = validate(exp)
     with rundir.directory_lock(exp_dir, "experiment directory"):  # a second compare on it stops here
         store.prepare(exp, exp_dir)
@@ -60,7 +62,7 @@ def run_experiment(
         t0 = time.perf_counter()
         with Progress(todo, report, enabled=progress) as bar:
             if todo:
-                BACKENDS[backend](
+                BACKENDS[backend].run(
                     todo,
                     workers=n_workers,
                     address=address,

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ...errors import UrgateError
+from ...paths import make_dir
 from ...run.rundir import atomic_write
 from .grid import EXPERIMENT_FILE, Experiment
 
@@ -59,6 +60,6 @@ def prepare(exp: Experiment, exp_dir: Path) -> None:
                 f"grid {old.grid}); continue it with 'compare --exp-dir {exp_dir}' alone, extend it with more "
                 "cores, seeds, envs or grid values and otherwise the same options, or choose a new --exp-dir"
             )
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(exp_dir, "experiment directory")
     text = yaml.safe_dump(exp.to_dict(), sort_keys=False)
     atomic_write(path, lambda p: p.write_text(text))
