@@ -367,7 +367,7 @@ def test_without_a_fused_cpu_adam_the_policys_own_adam_trains(monkeypatch):
 
 
 def test_divisors_are_every_divisor_in_order_and_fast_for_huge_rollouts():
-    from agents.buffers import _divisors
+    from agents.ppo.buffers import _divisors
 
     for n in range(1, 500):
         assert _divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
