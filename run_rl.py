@@ -212,14 +212,24 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--episodes", type=int, default=50, help="episodes to play (default 50)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
-    p.add_argument("--video", type=Path, help="record the first episodes to a .gif or .mp4 (plays them in one env)")
+    p.add_argument(
+        "--video", type=Path, help="record the first episodes to a .gif or .mp4 (then all episodes play in one env)"
+    )
+    p.add_argument(
+        "--video-episodes",
+        type=int,
+        default=VIDEO_EPISODES,
+        metavar="N",
+        help=f"episodes the video shows, the first N (default {VIDEO_EPISODES}; at most 2000 frames)",
+    )
     p.add_argument("--env", help="environment id (default: the one the model was trained on)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs (default 12345)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, help="write the statistics as JSON here (default: eval.json in a run directory)")
 
 
-EVAL_FLAGS = {"n_episodes": "--episodes", "seed": "--seed", "device": "--device"}
+EVAL_FLAGS = {"n_episodes": "--episodes", "seed": "--seed", "device": "--device", "video_episodes": "--video-episodes"}
+VIDEO_EPISODES = 3  # agents.run.evaluate.VIDEO_EPISODES, without importing torch to print --help
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -241,6 +251,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             deterministic=not args.stochastic,
             seed=args.seed,
             video_path=args.video,
+            video_episodes=args.video_episodes,
             device=args.device,
         )
     except _user_errors() as exc:
@@ -254,7 +265,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(f"statistics written to {out}")
     if args.video is not None:
-        print(f"video written to {args.video}")
+        shown, frames = result["video_episodes"], result["video_frames"]
+        print(f"video of the first {shown} of {result['episodes']} episodes ({frames} frames) written to {args.video}")
     return EXIT_OK
 
 

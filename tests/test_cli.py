@@ -129,9 +129,11 @@ def test_train_writes_a_complete_run(minigrid_run):
 
 def test_eval_run_directory_with_gif(minigrid_run, tmp_path, capsys):
     gif = tmp_path / "episodes.gif"
-    assert run_rl.main(["eval", str(minigrid_run), "--episodes", "2", "--video", str(gif)]) == 0
+    argv = ["eval", str(minigrid_run), "--episodes", "2", "--video", str(gif), "--video-episodes", "2"]
+    assert run_rl.main(argv) == 0
     out = capsys.readouterr().out
     assert "MiniGrid-MemoryS7-v0 (greedy): success" in out and "over 2 episodes" in out
+    assert re.search(rf"video of the first 2 of 2 episodes \(\d+ frames\) written to {re.escape(str(gif))}", out)
     frames = iio.imread(gif, index=None)
     assert frames.ndim == 4 and frames.shape[0] >= 3 and frames.shape[-1] == 3  # 2 episodes of <= 20 steps
     result = json.loads((minigrid_run / "eval.json").read_text())

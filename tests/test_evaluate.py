@@ -9,7 +9,7 @@ import pytest
 
 from agents.errors import UrgateError
 from agents.run import factory
-from agents.run.evaluate import EpisodeStats, evaluate, run_episodes
+from agents.run.evaluate import EpisodeStats, Resolved, evaluate, run_episodes
 
 TMAZE = "urgate/TMaze-v0"
 
@@ -46,6 +46,27 @@ def test_state_is_carried_and_reset_at_episode_starts(n_envs, n_episodes):
     assert stats.successes == [1.0] * n_episodes
     assert stats.returns == [1.0] * n_episodes  # no idle penalty on the shortest path
     assert set(stats.lengths) == {7}
+
+
+@pytest.mark.parametrize("video_episodes", [1, 2, 5])
+def test_a_video_records_the_first_episodes_only(video_episodes):
+    """Every episode of this agent lasts 7 steps: a filmed episode is its first view and the views after its first 6
+    steps (the view after the 7th is the next episode's start, after the auto-reset)."""
+    frames: list[np.ndarray] = []
+    venv = factory.make_render_env(TMAZE, {"length": 6}, seed=0)
+    stats = run_episodes(CueMemoryAgent(), venv, 4, frames=frames, video_episodes=video_episodes)
+    assert set(stats.lengths) == {7} and len(stats.returns) == 4
+    assert len(frames) == 7 * min(video_episodes, 4)
+
+
+def test_evaluate_says_what_the_video_shows(tmp_path, monkeypatch):
+    monkeypatch.setattr("agents.run.loading.load_model", lambda *a, **k: CueMemoryAgent())
+    zip_path = tmp_path / "m.zip"
+    monkeypatch.setattr("agents.run.evaluate.resolve", lambda p: Resolved(zip_path, {"env_id": TMAZE}, None))
+    result = evaluate(zip_path, n_episodes=6, video_path=tmp_path / "v.gif", video_episodes=2, env_kwargs={"length": 6})
+    assert result["episodes"] == 6 and result["video_episodes"] == 2 and result["video_frames"] == 14
+    with pytest.raises(UrgateError, match="'video_episodes' must be an integer >= 1"):
+        evaluate(zip_path, video_path=tmp_path / "w.gif", video_episodes=0)
 
 
 def test_a_memoryless_agent_sits_at_the_ceiling():

@@ -23,7 +23,8 @@ from . import factory, loading, rundir
 from .config import RunConfig
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
-MAX_VIDEO_FRAMES = 2_000
+VIDEO_EPISODES = 3  # episodes a video records by default: enough to see the task, not a 100-episode evaluation
+MAX_VIDEO_FRAMES = 2_000  # and never more frames than this (a few long episodes)
 
 
 @dataclass
@@ -50,7 +51,13 @@ class EpisodeStats:
 
 
 def run_episodes(
-    model, venv: VecEnv, n_episodes: int, *, deterministic: bool = True, frames: list[np.ndarray] | None = None
+    model,
+    venv: VecEnv,
+    n_episodes: int,
+    *,
+    deterministic: bool = True,
+    frames: list[np.ndarray] | None = None,
+    video_episodes: int = VIDEO_EPISODES,
 ) -> EpisodeStats:
     """Play ``n_episodes`` episodes of ``model`` in ``venv`` (which auto-resets, as every SB3 VecEnv).
 
@@ -58,7 +65,9 @@ def run_episodes(
     :param venv: evaluation envs; rewards are read as the env returns them (unnormalised)
     :param n_episodes: episodes in total, split evenly over the envs
     :param deterministic: greedy actions
-    :param frames: if given, ``venv.get_images()[0]`` is appended after every step (first env only)
+    :param frames: if given, ``venv.get_images()[0]`` (the first env's view) is appended at the start and after
+        every step of the first env's first ``video_episodes`` episodes, at most ``MAX_VIDEO_FRAMES`` in all
+    :param video_episodes: episodes of the first env that ``frames`` records
     """
     n = venv.num_envs
     targets = np.array([(n_episodes + i) // n for i in range(n)])
@@ -67,6 +76,7 @@ def run_episodes(
     stats = EpisodeStats()
     obs = venv.reset()
     state, starts = None, np.ones(n, dtype=bool)
+    filmed = 0  # episodes of the first env that ended
     if frames is not None:
         first = venv.get_images()[0]
         if first is None:
@@ -77,7 +87,8 @@ def run_episodes(
         obs, rewards, dones, infos = venv.step(actions)
         ep_return += rewards
         ep_len += 1
-        if frames is not None and len(frames) < MAX_VIDEO_FRAMES:
+        filmed += int(dones[0])  # after the step that ends the last filmed episode, the next one's start is shown
+        if frames is not None and filmed < min(video_episodes, targets[0]) and len(frames) < MAX_VIDEO_FRAMES:
             frames.append(venv.get_images()[0])
         for i in np.flatnonzero(dones):
             if counts[i] < targets[i]:
@@ -139,6 +150,7 @@ def evaluate(
     n_envs: int = 8,
     device: str = "cpu",
     normalize_stats: str | Path | None = None,
+    video_episodes: int = VIDEO_EPISODES,
 ) -> dict[str, Any]:
     """Evaluate a model over ``n_episodes`` episodes.
 
@@ -151,13 +163,15 @@ def evaluate(
     :param seed: seed of the evaluation envs (env ``i`` gets ``seed + i``; their episodes are those of
         ``envs.make_vec_env(env_id, n_envs, seed)``, never the training envs'), and of sampled actions for a model
         loaded here; an integer >= 0 or None
-    :param video_path: write the first episodes of the first env to this ``.gif`` or ``.mp4``
+    :param video_path: write the first ``video_episodes`` episodes to this ``.gif`` or ``.mp4``
     :param env_kwargs: env keywords; default: those the model was trained with (none for another env)
     :param n_envs: envs stepped side by side (1 when recording a video)
     :param device: torch device for a model loaded here
     :param normalize_stats: VecNormalize statistics for observations; default: those saved next to the zip
+    :param video_episodes: episodes the video shows (the first ones; at most ``MAX_VIDEO_FRAMES`` frames)
     :return: ``mean_return``, ``std_return``, ``ci95``, ``success_rate``, ``mean_length``, ``episodes``, ``env_id``,
-        ``deterministic``, and ``model`` (the zip evaluated) when given a path
+        ``deterministic``, and ``model`` (the zip evaluated) when given a path; with a video also ``video`` (its path),
+        ``video_episodes`` and ``video_frames``
     """
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
         raise ConfigValueError("n_episodes", n_episodes, "an integer >= 1 (episodes to play)")
@@ -168,6 +182,8 @@ def evaluate(
         raise UrgateError(f"video file {str(video_path)!r} must end in {' or '.join(VIDEO_SUFFIXES)}")
     if video_path is not None:
         paths.check_file(video_path, "video file")
+        if isinstance(video_episodes, bool) or not isinstance(video_episodes, int) or video_episodes < 1:
+            raise ConfigValueError("video_episodes", video_episodes, "an integer >= 1 (episodes the video shows)")
     if video_path is not None and Path(video_path).suffix.lower() == ".mp4":
         _require_ffmpeg()
     resolved = None
@@ -199,7 +215,9 @@ def evaluate(
         else:
             loading.check_spaces(model.observation_space, model.action_space, venv, "the model")
         frames: list[np.ndarray] | None = [] if video_path is not None else None
-        stats = run_episodes(model, venv, n_episodes, deterministic=deterministic, frames=frames)
+        stats = run_episodes(
+            model, venv, n_episodes, deterministic=deterministic, frames=frames, video_episodes=video_episodes
+        )
     finally:
         venv.close()
     result = stats.summary()
@@ -209,7 +227,7 @@ def evaluate(
         result["model"] = str(resolved.model_path)
     if video_path is not None:
         write_video(frames or [], Path(video_path))
-        result["video"] = str(video_path)
+        result.update(video=str(video_path), video_episodes=min(video_episodes, n_episodes), video_frames=len(frames))
     return result
 
 

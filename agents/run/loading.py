@@ -6,16 +6,34 @@ Loading a model unpickles code stored in the zip (SB3's format): load only files
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from ..errors import UrgateError, one_line
 from ..ppo.fast_ppo import FastRecurrentPPO
+
+# What reading a damaged, foreign or incompatible file raises (SB3's zip and JSON, pickle, torch.load, the checks of
+# spaces and parameter names); everything else (an AttributeError or TypeError in our code, MemoryError) is a bug or
+# a lack of resources and stays a traceback. torch reports a bad file as RuntimeError, like much else: see
+# _is_file_error.
+BAD_FILE = (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, ImportError)
+
+# torch's RuntimeError texts for a file it cannot read, or weights that do not fit the model built from it
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # top level from torch 2.5
+_TORCH_FILE_ERRORS = ("PytorchStreamReader", "Error(s) in loading state_dict", "invalid load key", "size mismatch")
+
+
+def _is_file_error(exc: RuntimeError) -> bool:
+    """Whether torch's RuntimeError says the file is bad (not: out of memory, a kernel that failed)."""
+    return not isinstance(exc, _OUT_OF_MEMORY) and any(t in str(exc) for t in _TORCH_FILE_ERRORS)
+
 
 # Saved on the model (SB3 pickles every attribute), so a zip on its own knows which env and core it was made for.
 RUN_INFO_ATTR = "urgate_run"
@@ -25,7 +43,7 @@ def load_vecnormalize(path: Path, venv: VecEnv, *, training: bool) -> VecNormali
     """Saved VecNormalize statistics around ``venv``; for evaluation (``training=False``) rewards stay raw."""
     try:
         norm = VecNormalize.load(str(path), venv)
-    except Exception as exc:  # a pickle can fail in many ways; the file is the user's
+    except BAD_FILE as exc:
         raise UrgateError(f"cannot read normalisation statistics {str(path)!r}: {one_line(exc)}") from None
     norm.training = training
     if not training:
@@ -75,7 +93,9 @@ def load_model(path: Path, *, device: str = "cpu", env: VecEnv | None = None, ex
         check_spaces(data["observation_space"], data["action_space"], env, repr(str(path)))
     try:
         return FastRecurrentPPO.load(str(path), env=None, device=device)
-    except Exception as exc:
+    except (*BAD_FILE, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _is_file_error(exc):
+            raise  # out of memory, a broken kernel: not the file's fault
         raise UrgateError(f"cannot load model {str(path)!r}: {one_line(exc)}") from None
 
 
@@ -117,7 +137,9 @@ def _zip_data(path: Path) -> dict[str, Any]:
     check_model_file(path)
     try:
         data, _, _ = load_from_zip_file(str(path), device="cpu", load_data=True)
-    except Exception as exc:  # SB3 raises many kinds (KeyError, pickle, torch, ...); the file is the user's
+    except (*BAD_FILE, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _is_file_error(exc):
+            raise
         raise UrgateError(f"cannot load model {str(path)!r}: {one_line(exc)}") from None
     if not isinstance(data, dict) or "observation_space" not in data or "policy_class" not in data:
         raise UrgateError(f"{str(path)!r} is a zip but not a saved RecurrentPPO model")
