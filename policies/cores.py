@@ -353,7 +353,7 @@ class RefineLSTM(RefineCoreBase):
     Parameters are laid out as nn.LSTM's (4 blocks: refine, forget, candidate, output), so an R/UR core has
     exactly the parameter count and state-dict shapes of an nn.LSTM of the same sizes. Each layer's input projection
     is one product over the whole sequence; the recurrence runs in ``policies.kernels.refine_recurrence`` (a compiled
-    CPU kernel, built on first use; Triton kernels on CUDA with ``urgate[gpu]``; else pure torch).
+    CPU kernel, built on first use; Triton kernels on CUDA with the ``gpu`` extra, ``pip install -e ".[gpu]"``; else pure torch).
     """
         + _REFINE_OPTIONS_DOC
     )

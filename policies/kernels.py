@@ -14,8 +14,8 @@ pure-torch path, special values (NaN, +-inf) included (tests/test_kernels.py).
 
 The compiled path serves CPU float32/float64 tensors. CUDA tensors go to the Triton kernels of
 ``policies.triton_refine`` once they pass a one-time self-check per device and dtype (triton is the optional extra
-``urgate[gpu]``). Elsewhere (other dtypes, no triton, a kernel that cannot be built or fails its self-check) the
-pure-torch path runs after one warning that says why. ``URGATE_DISABLE_KERNEL=1`` in the environment forces the
+the ``gpu`` extra, ``pip install -e ".[gpu]"``). Elsewhere (other dtypes, no triton, a kernel that cannot be built or fails its self-check) the
+pure-torch path runs after a warning that says why (one per cores and reason in a process). ``URGATE_DISABLE_KERNEL=1`` in the environment forces the
 pure-torch path silently.
 """
 
@@ -40,7 +40,11 @@ def kernel_disabled() -> bool:
 
 # One extension: the refine LSTM and the GRU / refine GRU kernels (each file registers its ops in urgate's namespace).
 REFINE = CompiledExtension("refine", ["refine.cpp", "gru.cpp"], description="refine-gate and GRU CPU kernels")
-_warned = False
+# What runs instead of a compiled kernel, by the cores it concerns (the first words of a fallback warning).
+REFINE_FALLBACK = "refine-gate LSTM cores (r, ur) run the slower pure-torch recurrence"
+GRU_FALLBACK = "gru/ugru run torch's nn.GRU forward, slower than the compiled kernel on CPU"
+URGRU_FALLBACK = "the refine-gate GRU (urgru) runs the slower pure-torch recurrence"
+_warned: set[tuple[str, str]] = set()  # (fallback, reason) pairs already warned about in this process
 
 
 def kernel_available() -> bool:
@@ -48,16 +52,21 @@ def kernel_available() -> bool:
     return not kernel_disabled() and REFINE.load()
 
 
-def _warn_fallback(reason: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"urgate: refine-gate cores run the slower pure-torch recurrence, gru/ugru nn.GRU's CPU forward ({reason}); "
-            f"set {DISABLE_ENV}=1 to choose that path explicitly and silence this warning",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+def warn_fallback(fallback: str, reason: str) -> None:
+    """One ``RuntimeWarning`` per distinct fallback and reason in a process: a later fallback of other cores, or of
+    the same cores for another reason (another dtype, another device), warns again.
+
+    :param fallback: which cores run which slower path (``REFINE_FALLBACK``, ...)
+    :param reason: why the compiled kernel cannot serve this call
+    """
+    if (fallback, reason) in _warned:
+        return
+    _warned.add((fallback, reason))
+    warnings.warn(
+        f"urgate: {fallback} ({reason}); set {DISABLE_ENV}=1 to choose that path explicitly and silence this warning",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class CompiledRecurrence(torch.autograd.Function):
@@ -125,7 +134,7 @@ def refine_recurrence(
         reason = triton_refine.unavailable_reason(xproj, (w_hh, h0, c0))
         if reason is None:
             return triton_refine.refine_recurrence_triton(xproj, w_hh, h0, c0, resets)
-        _warn_fallback(reason)
+        warn_fallback(REFINE_FALLBACK, reason)
         return refine_recurrence_reference(xproj, w_hh, h0, c0, resets)
     return _dispatch(
         lambda *a: refine_recurrence_reference(*a),
@@ -144,22 +153,22 @@ def _dispatch(
     resets: torch.Tensor | None,
     *,
     extension: CompiledExtension | None = None,
-    warn=None,
+    fallback: str = REFINE_FALLBACK,
 ):
     """The one rule of every compiled recurrence: the pure-torch ``reference`` when the kernel is disabled (silently)
-    or cannot take these tensors (after the one warning), else the compiled autograd pass ``train`` when a gradient
+    or cannot take these tensors (after a warning, once per reason), else the compiled autograd pass ``train`` when a gradient
     is needed and the compiled ``inference`` pass (nothing saved for backward) when not.
 
     :param tensors: the recurrence's tensor arguments, ``xproj`` first
     :param resets: (T, B) or None, passed last
     :param extension: the extension the kernel is in (default: the refine/GRU one)
-    :param warn: the one-warning function for its cores (default: the refine/GRU cores')
+    :param fallback: what the warning says runs instead (default: the refine LSTM cores' pure-torch recurrence)
     """
     if kernel_disabled():
         return reference(*tensors, resets)
     reason = _kernel_reason(tensors[0], tensors[1:], extension)
     if reason is not None:
-        (warn or _warn_fallback)(reason)
+        warn_fallback(fallback, reason)
         return reference(*tensors, resets)
     rs = resets.to(tensors[0].dtype) if resets is not None else tensors[0].new_empty(0)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -199,7 +208,7 @@ def gru_recurrence(
     refine: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GRU (``refine=False``, nn.GRU's cell) or refine-gate GRU recurrence for one layer: compiled on CPU, else
-    pure torch after the one warning.
+    pure torch after a warning (once per reason).
 
     :param xproj: ``W_ih x_t + b_ih`` for every step, (T, B, 3H) ordered (r, z, n), or (T, B, 4H) ordered
         (r, z, n, refine) with ``refine``
@@ -216,15 +225,16 @@ def gru_recurrence(
         lambda *a: torch.ops.urgate.gru_forward(*a, refine, False)[:2],
         (xproj, w_hh, b_hh, h0),
         resets,
+        fallback=URGRU_FALLBACK if refine else GRU_FALLBACK,
     )
 
 
 def compiled_kernel_takes(x: torch.Tensor) -> bool:
     """Whether the compiled kernel is enabled, built and able to take tensors like ``x`` (CPU, float32/64); when it
-    is not for a CPU tensor (and not disabled), the one fallback warning says why."""
+    is not for a CPU tensor (and not disabled), a fallback warning says why."""
     if kernel_disabled():
         return False
     reason = _kernel_reason(x, ())
     if reason is not None and x.device.type == "cpu":
-        _warn_fallback(reason)
+        warn_fallback(GRU_FALLBACK, reason)
     return reason is None

@@ -11,19 +11,18 @@ product over all steps. It must match the reference (tests/test_ordered.py).
 Without the compiled path the pure-torch loop measured 5-14x nn.LSTM's time (forward+backward, the three sizes of
 benchmarks/cores.py), against a target of 3x: hence the kernel. As for the refine kernel, it serves CPU
 float32/float64 tensors; elsewhere (CUDA, other dtypes), or when the build fails, the pure-torch path runs after
-one warning, and ``URGATE_DISABLE_KERNEL=1`` forces it silently.
+one warning per reason, and ``URGATE_DISABLE_KERNEL=1`` forces it silently.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
 
 from .extensions import CompiledExtension
 from .gates import cumax, master_cell, ordered_cell, ordered_refine_cell
-from .kernels import DISABLE_ENV, CompiledRecurrence, _dispatch, kernel_disabled
+from .kernels import CompiledRecurrence, _dispatch, kernel_disabled
 from .recurrence import Cell, step_loop
 
 ORDERED, ORDERED_REFINE, MASTER_CUMAX, MASTER_UGI = "ordered", "ordered_refine", "master_cumax", "master_ugi"
@@ -49,24 +48,12 @@ def ordered_recurrence_reference(kind, xproj, w_hh, h0, c0, resets=None, *, chun
 
 
 ORDERED_EXTENSION = CompiledExtension("ordered", ["ordered.cpp"], description="ordered-gate CPU kernel")
-_warned = False
+ORDERED_FALLBACK = "ordered-gate cores (o, or, om, um) run the slower pure-torch recurrence"
 
 
 def kernel_available() -> bool:
     """Whether the compiled ordered kernel is usable in this process (builds it on first call)."""
     return not kernel_disabled() and ORDERED_EXTENSION.load()
-
-
-def _warn_fallback(reason: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"urgate: ordered-gate cores run the slower pure-torch recurrence ({reason}); "
-            f"set {DISABLE_ENV}=1 to choose that path explicitly and silence this warning",
-            RuntimeWarning,
-            stacklevel=4,
-        )
 
 
 def ordered_recurrence(kind, xproj, w_hh, h0, c0, resets=None, *, chunk_size=1):
@@ -90,5 +77,5 @@ def ordered_recurrence(kind, xproj, w_hh, h0, c0, resets=None, *, chunk_size=1):
         (xproj, w_hh, h0, c0),
         resets,
         extension=ORDERED_EXTENSION,
-        warn=_warn_fallback,
+        fallback=ORDERED_FALLBACK,
     )

@@ -51,7 +51,11 @@ CORES: dict[str, CoreSpec] = {
         {"init": "ugi"},
         ("refine_bias", "freeze_ugi"),
     ),
-    "gru": CoreSpec(GatedGRU, "standard GRU, torch's default init (nn.GRU's fused kernel)", {"init": "default"}),
+    "gru": CoreSpec(
+        GatedGRU,
+        "standard GRU, torch's default init (this package's compiled kernel on CPU, nn.GRU's on CUDA)",
+        {"init": "default"},
+    ),
     "ugru": CoreSpec(GatedGRU, "GRU with uniform gate init of the update gate's bias (U-GRU)", {"init": "ugi"}),
     "urgru": CoreSpec(
         RefineGRU,

@@ -42,9 +42,11 @@ try:
     import triton.language as tl
 
     _IMPORT_ERROR: str | None = None
-except ImportError as e:  # an optional extra: urgate[gpu]
+except ImportError as e:  # the optional extra gpu
     triton = tl = None
-    _IMPORT_ERROR = f"triton is not installed ({e}); pip install 'urgate[gpu]'"
+    _IMPORT_ERROR = (
+        f"triton is not installed ({e}); in a checkout: pip install -e '.[gpu]' (or pip install 'triton>=3.0')"
+    )
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Self-check tolerances against the float64 pure-torch recurrence, by dtype.

@@ -98,6 +98,6 @@ def test_gru_runs_the_compiled_kernel_on_cpu_and_nn_gru_when_disabled(monkeypatc
     core(x)
     assert calls == [1]
     monkeypatch.delenv("URGATE_DISABLE_KERNEL")
-    monkeypatch.setattr(kernels, "_warned", False)
-    with pytest.warns(RuntimeWarning, match="nn.GRU's CPU forward.*bfloat16"):
+    monkeypatch.setattr(kernels, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="gru/ugru run torch's nn.GRU forward.*bfloat16"):
         assert not core.uses_compiled_kernel(x.to(torch.bfloat16))  # a dtype the kernel does not take: nn.GRU

@@ -213,7 +213,7 @@ def test_multilayer_core_compiled_equals_pure_torch(name, dtype, monkeypatch):
 
 def test_unsupported_dtype_falls_back_with_one_warning(monkeypatch):
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     args = make_inputs(4, 2, 3, torch.float64, "inner")
     args = tuple(a.detach().to(torch.bfloat16) if a is not None else None for a in args)
     with pytest.warns(RuntimeWarning, match="pure-torch recurrence.*bfloat16"):
@@ -226,6 +226,28 @@ def test_unsupported_dtype_falls_back_with_one_warning(monkeypatch):
         assert torch.equal(a, c) and torch.equal(b, c)
 
 
+def test_one_warning_per_distinct_fallback_and_reason(monkeypatch):
+    """A second reason (another dtype) or other cores falling back warn again; a repeat does not. The refine
+    cores' text names only them (it is also the CUDA text: no CPU GRU in it)."""
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    monkeypatch.setattr(kernels, "_warned", set())
+    args = make_inputs(4, 2, 3, torch.float64, "inner")
+    half = tuple(a.detach().to(torch.float16) if a is not None else None for a in args)
+    brain = tuple(a.detach().to(torch.bfloat16) if a is not None else None for a in args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        refine_recurrence(*half)
+        refine_recurrence(*brain)
+        refine_recurrence(*half)  # the same cores, the same reason: no second warning
+        kernels.warn_fallback(kernels.GRU_FALLBACK, "got dtype torch.float16")  # other cores, that reason again
+        kernels.warn_fallback(kernels.GRU_FALLBACK, "got dtype torch.float16")
+    texts = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(texts) == 3, texts
+    assert "float16" in texts[0] and "bfloat16" in texts[1] and texts[2].startswith("urgate: gru/ugru")
+    assert texts[0].startswith(f"urgate: {kernels.REFINE_FALLBACK} (")
+    assert "GRU" not in kernels.REFINE_FALLBACK and "CPU" not in kernels.REFINE_FALLBACK
+
+
 def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     # A real failed build: the compiler rejects the source (no torch header is parsed, so this is quick).
     (tmp_path / "broken.cpp").write_text("this is not C++;\n")
@@ -234,7 +256,7 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     monkeypatch.setattr(kernels, "REFINE", broken)
     assert not kernels.kernel_available()
     assert broken.error.startswith("the build failed: RuntimeError:") and "broken.cpp" in broken.error, broken.error
@@ -248,7 +270,7 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path):
 
 def test_env_var_forces_pure_torch_silently(monkeypatch):
     monkeypatch.setenv(DISABLE_ENV, "1")
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
 
     class Forbidden:
         def __getattr__(self, name):
@@ -288,7 +310,7 @@ def test_cuda_falls_back_and_matches_cpu(monkeypatch):
     from policies import triton_refine
 
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     monkeypatch.setattr(triton_refine, "unavailable_reason", lambda *a: "simulated self-check failure")
     args = make_inputs(6, 3, 4, torch.float64, "inner")
     ref_outs, ref_grads = outputs_and_grads(refine_recurrence_reference, *args)
@@ -429,7 +451,7 @@ def test_a_stuck_builder_is_waited_for_boundedly_then_pure_torch_with_one_warnin
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setattr(extensions, "BUILD_WAIT_S", 0.5)
         monkeypatch.setattr(kernels, "REFINE", probe)
-        monkeypatch.setattr(kernels, "_warned", False)
+        monkeypatch.setattr(kernels, "_warned", set())
         monkeypatch.delenv(DISABLE_ENV, raising=False)
         t0 = time.monotonic()
         args = make_inputs(4, 2, 3, torch.float64, "inner")
@@ -520,16 +542,18 @@ def test_compiled_gru_inference_path_equals_training_path_and_accepts_strides(co
         torch.testing.assert_close(c, b, atol=0, rtol=0)
 
 
-def test_gru_unsupported_dtype_falls_back_with_the_one_warning(monkeypatch):
+def test_gru_unsupported_dtype_falls_back_with_a_warning_of_its_own(monkeypatch):
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     gru_args = tuple(a.detach().to(torch.bfloat16) for a in make_gru_inputs(4, 2, 3, torch.float64, "inner"))
     lstm_args = tuple(a.detach().to(torch.bfloat16) for a in make_inputs(4, 2, 3, torch.float64, "inner"))
-    with pytest.warns(RuntimeWarning, match="pure-torch recurrence.*bfloat16"):
+    with pytest.warns(RuntimeWarning, match=r"refine-gate GRU \(urgru\) runs the slower pure-torch.*bfloat16"):
         got = gru_recurrence(*gru_args, refine=True)
+    with pytest.warns(RuntimeWarning, match=r"refine-gate LSTM cores \(r, ur\).*bfloat16"):
+        refine_recurrence(*lstm_args)  # other cores falling back: their own warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        refine_recurrence(*lstm_args)  # one warning for all refine cores
+        gru_recurrence(*gru_args, refine=True)  # the same cores and reason again: silent
     for a, b in zip(got, gru_recurrence_reference(*gru_args, refine=True), strict=True):
         assert torch.equal(a, b)
 

@@ -2,7 +2,7 @@
 
 Without a GPU the kernels run under Triton's interpreter on CPU tensors (numpy), so these tests check the kernels'
 arithmetic, masking, tiling and time loop on any machine where triton is installed (the optional extra
-``urgate[gpu]``). With a CUDA device they run the compiled kernels on it. What the interpreter cannot check is the
+the ``gpu`` extra, ``pip install -e ".[gpu]"``). With a CUDA device they run the compiled kernels on it. What the interpreter cannot check is the
 speed on a GPU and the GPU memory model (the barrier between steps); the one-time self-check on CUDA covers the
 latter before the kernels are used. The reference is ``step_loop`` over ``refine_cell`` differentiated by autograd.
 """
@@ -176,7 +176,7 @@ def test_cpu_tensors_never_reach_triton(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_dispatch(monkeypatch):
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     args = on_device(make_inputs(6, 3, 4, torch.float32, "inner"))
 
     def forbidden(*a, **k):
