@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import math
 import os
 import re
@@ -656,28 +655,6 @@ class _PipeSafe:
         return getattr(self._stream, name)
 
 
-class _Stderr(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is at the time (tests swap it), above a live progress bar if one is shown
-    (tqdm clears and redraws it), so notices such as the kernel build never land on the bar's line."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never stop a run (a closed stream, say)
-            self.handleError(record)
-
-
-def _announce_on_stderr() -> None:
-    """Log records reach stderr once validation passed: the library's progress lines ("training ... -> RUN_DIR",
-    one line per periodic evaluation) at INFO, other libraries' (the kernel build notice) at WARNING."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _Stderr) for h in root.handlers):
-        root.addHandler(_Stderr())
-    logging.getLogger("urgate").setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit code."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (see --threads)
@@ -692,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         except _CommandLineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        _announce_on_stderr()
+        from agents.run.logs import log_to_stderr
+
+        log_to_stderr()  # once validation passed: the library's progress lines, other libraries' warnings
         try:
             return args.run(args)
         except _user_errors() as exc:

@@ -32,6 +32,7 @@ import policies
 import run_rl
 from agents.errors import UrgateError
 from agents.run.config import available_configs
+from agents.run.logs import log_to_stderr
 from agents.study.experiments import RUNS_DIR, Experiment, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -545,7 +546,7 @@ def test_log_lines_are_printed_above_the_progress_bar(capsys):
     clears the bar, prints the line, redraws the bar."""
     from tqdm import tqdm
 
-    run_rl._announce_on_stderr()
+    log_to_stderr()
     bar = tqdm(total=10, file=sys.stderr, mininterval=0)
     bar.update(3)
     logging.getLogger("policies.extensions").warning("urgate: building the refine-gate CPU kernel")

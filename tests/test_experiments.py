@@ -5,7 +5,9 @@ trainer's format, so they check the experiment logic alone; the end-to-end tests
 """
 
 import json
+import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -16,7 +18,8 @@ from agents.errors import UrgateError
 from agents.run.rundir import run_state
 from agents.study.experiments import EXPERIMENT_FILE, RUNS_DIR, Experiment, load_experiment, prepare, validate
 from agents.study.experiments.backends import _pack, _ray_task, _unpack
-from agents.study.experiments.execute import Job
+from agents.study.experiments.execute import Job, Outcome
+from agents.study.experiments.progress import ExperimentReport, Progress
 from agents.study.experiments.run import run_experiment
 
 
@@ -156,6 +159,55 @@ def test_ctrl_c_in_a_run_stops_the_grid(tmp_path, monkeypatch):
     assert json.loads((tmp_path / RUNS_DIR / first / "summary.json").read_text())["status"] == "interrupted"
 
 
+def _job(tmp_path, name: str, total: int) -> Job:
+    spec, cfg = SimpleNamespace(name=name), SimpleNamespace(total_timesteps=total)
+    return Job(spec, cfg, tmp_path / RUNS_DIR / name, tmp_path / "logs" / f"{name}.log")
+
+
+def _trained(job: Job, steps: int) -> None:
+    """What SB3 writes after an update: a progress.csv row with the step count."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(job.run_dir / "progress.csv", "a") as fh:
+        if fh.tell() == 0:
+            fh.write("time/fps,time/total_timesteps,train/loss\n")
+        fh.write(f"100,{steps},0.5\n")
+
+
+def test_progress_shows_steps_as_runs_train_and_never_100_percent_after_ctrl_c(tmp_path, capsys):
+    a, b = _job(tmp_path, "a", 1000), _job(tmp_path, "b", 1000)
+    report = ExperimentReport(tmp_path, total=2, skipped=0)
+    with Progress([a, b], report, enabled=True) as bar:
+        task = bar.progress.tasks[0]
+        _trained(a, 64)
+        _trained(a, 128)
+        _trained(b, 300)
+        bar.poll()
+        assert task.completed == 428  # the runs' steps so far, before either finished
+        _trained(a, 500)
+        bar.done(a, Outcome("a", error="interrupted"))
+        bar.done(b, Outcome("b", error="interrupted"))
+        assert task.completed == 800 and task.percentage < 100 and task.description == "runs 0/2, 2 interrupted"
+    assert capsys.readouterr().out.count("interrupted a (checkpoint kept") == 1
+
+
+def test_without_the_bar_each_finished_run_still_prints_a_line(tmp_path, capsys):
+    a = _job(tmp_path, "a", 1000)
+    report = ExperimentReport(tmp_path, total=1, skipped=0)
+    summary = {"status": "finished", "final_eval": {"success_rate": 0.75, "mean_return": 0.5}}
+    with Progress([a], report, enabled=False) as bar:
+        bar.done(a, Outcome("a", summary=summary, seconds=12.0))
+    assert capsys.readouterr().out.splitlines()[-1] == "done a: success 0.75 (12 s)"
+
+
+def test_ray_backend_without_ray_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(
+        UrgateError, match=r'needs Ray, which is not installed: pip install -e "\.\[ray\]" in a checkout'
+    ):
+        run_experiment(tmaze(), tmp_path / "exp", backend="ray")
+    assert not (tmp_path / "exp").exists()
+
+
 def test_unknown_backend_and_bad_workers(tmp_path):
     with pytest.raises(UrgateError, match="unknown backend 'slurm'; valid: local, ray"):
         run_experiment(tmaze(), tmp_path, backend="slurm")
@@ -197,10 +249,15 @@ def test_compare_cli_local_pool_then_plot_and_rerun(tmp_path, capsys):
     args = ["compare", "--cores", "lstm,ur", "--seeds", "1", "--env", "urgate/TMaze-v0", "--grid", "length=3"]
     args += ["--timesteps", "256", "--workers", "2", "--exp-dir", str(exp_dir), "--no-progress", *TINY]
     assert run_rl.main(args) == 0
-    assert "2 runs: 2 finished now, 0 kept, 0 interrupted, 0 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 runs: 2 finished now, 0 kept, 0 interrupted, 0 failed" in out
     for spec in load_experiment(exp_dir).runs():
         summary = json.loads((exp_dir / RUNS_DIR / spec.name / "summary.json").read_text())
         assert (summary["status"], summary["core"], summary["timesteps"]) == ("finished", spec.core, 256)
+        assert re.search(rf"^done {spec.name}: success \d\.\d\d \(\d+ s\)$", out, re.M)  # also with --no-progress
+        # the run's own output, written by a spawned worker: the trainer's log lines, evaluations included
+        log = (exp_dir / "logs" / f"{spec.name}.log").read_text()
+        assert f"training {spec.core} on urgate/TMaze-v0 for 256 steps" in log and "eval at 0 steps:" in log
     assert run_rl.main(["compare", "--exp-dir", str(exp_dir), "--no-progress"]) == 0  # continue: nothing to do
     assert "0 finished now, 2 kept" in capsys.readouterr().out
     assert run_rl.main(["plot", str(exp_dir)]) == 0

@@ -300,15 +300,20 @@ def _keep_rows(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
 
 
 def latest_timesteps(run_dir: Path) -> int:
-    """Environment steps a run has reached, from the last row of its ``evaluations.csv`` (0 if none); reads only
-    the file's tail, so it can be polled."""
-    try:
-        with open(evaluations_path(run_dir), "rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 512))
-            last = fh.read().decode(errors="replace").strip().splitlines()[-1]
-        return int(float(last.split(",")[0]))
-    except (OSError, ValueError, IndexError):
-        return 0
+    """Environment steps a run has trained, as it goes: the last row of ``progress.csv`` (SB3 writes one per
+    update), else of ``evaluations.csv``; 0 before either has a row. Reads only the files' first line and tail, so
+    it can be polled while the run writes."""
+    for path, column in ((Path(run_dir) / PROGRESS, "time/total_timesteps"), (evaluations_path(run_dir), "timesteps")):
+        try:
+            with open(path, "rb") as fh:
+                header = fh.readline().decode(errors="replace").strip().split(",")
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+                last = fh.read().decode(errors="replace").strip().splitlines()[-1].split(",")
+            if last != header:
+                return int(float(last[header.index(column)]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return 0
 
 
 # -- gates.npz -------------------------------------------------------------------------------------------------

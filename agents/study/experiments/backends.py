@@ -28,6 +28,7 @@ from typing import Any
 
 from ...errors import UrgateError
 from ...run import rundir
+from ...run.logs import log_to_stderr
 from .execute import Job, Outcome, execute, init_worker, interrupted, parent_signals
 
 POLL_S = 2.0
@@ -101,6 +102,7 @@ def _unpack(blob: bytes, directory: Path) -> None:
 
 def _ray_task(job: Job, shipped: bytes | None) -> tuple[Outcome, bytes | None, str]:
     """Run one job in a scratch directory on a Ray worker; ship the run directory and the log back."""
+    log_to_stderr()  # a Ray worker starts with logging unconfigured; execute points stderr at the run's log
     with tempfile.TemporaryDirectory(prefix="urgate-") as tmp:
         run_dir, log_path = Path(tmp) / "run", Path(tmp) / "run.log"
         if shipped is not None:

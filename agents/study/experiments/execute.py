@@ -22,6 +22,7 @@ import torch
 from ...run import rundir
 from ...run.callbacks import STOP_SIGNALS
 from ...run.config import RunConfig
+from ...run.logs import log_to_stderr
 from ...run.train import resume, train
 from .grid import RunSpec
 
@@ -112,6 +113,7 @@ def init_worker() -> None:
     """Initialiser of a pool's worker process."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    log_to_stderr()  # a spawned process starts with logging unconfigured; execute points stderr at the run's log
     # Workers leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards exactly one
     # SIGINT to each worker (the trainer's first SIGINT checkpoints and stops, a second one aborts), also when the
     # parent alone is signalled. An idle worker ignores it; ``execute`` re-enables it around each run.
