@@ -335,7 +335,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cores", help="comma-separated cores, e.g. lstm,chrono,ur (omit to continue --exp-dir as it is)")
-    p.add_argument("--seeds", help="a count (3: seeds 0,1,2) or a list (0,5,9); default 1")
+    p.add_argument(
+        "--seeds",
+        help="a bare number is a count (3: seeds 0,1,2); a list (0,5,9), a range (10-14), both (0-2,7), or one "
+        "seed with a comma (7,); default 1 (seed 0)",
+    )
     p.add_argument("--env", help="environment id(s), comma-separated (default: the config's env)")
     p.add_argument(
         "--grid",
@@ -370,22 +374,27 @@ def parse_list(text: str, what: str) -> list[str]:
 
 
 def parse_seeds(text: str | int) -> list[int]:
-    """``"3"`` -> seeds 0, 1, 2; ``"0,5,9"`` -> those seeds."""
+    """``"3"``: three seeds, 0, 1, 2 (a bare number is a count); ``"0,5,9"``: those seeds; ``"10-14"``: seeds 10 to
+    14; ``"7,"``: seed 7 alone; lists and ranges mix (``"0-2,7"``)."""
     from agents.errors import UrgateError
 
     text = str(text).strip()
-    try:
-        if "," in text:
-            seeds = [int(s) for s in parse_list(text, "--seeds")]
-        else:
-            n = int(text)
-            if n < 1:
-                raise ValueError
-            seeds = list(range(n))
-    except ValueError:
-        raise UrgateError(f"--seeds must be a count (3: seeds 0, 1, 2) or a list (0,5,9), got {text!r}") from None
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UrgateError(f"--seeds must be distinct integers >= 0, got {text!r}")
+    usage = "a count (3: seeds 0, 1, 2), a list (0,5,9), a range (10-14) or one seed followed by a comma (7,)"
+    if re.fullmatch(r"\d+", text):
+        if int(text) < 1:
+            raise UrgateError(f"--seeds {text}: must be {usage}")
+        return list(range(int(text)))
+    items = text.split(",")
+    if len(items) == 2 and items[1].strip() == "":  # "7,": a list of one
+        items = items[:1]
+    seeds: list[int] = []
+    for item in items:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item.strip())
+        if m is None or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise UrgateError(f"--seeds {text}: must be {usage}")
+        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UrgateError(f"--seeds {text}: names a seed twice")
     return seeds
 
 

@@ -576,12 +576,14 @@ def test_compare_parses_grid_and_seeds():
         "ppo.learning_rate": ["1e-3", "3e-4"],  # YAML 1.1 keeps these as strings; the config coerces them
     }
     assert run_rl.parse_seeds("3") == [0, 1, 2] and run_rl.parse_seeds("4,9") == [4, 9]
+    assert run_rl.parse_seeds("5,") == [5] and run_rl.parse_seeds("10-12") == [10, 11, 12]
+    assert run_rl.parse_seeds("0-2, 7") == [0, 1, 2, 7] and run_rl.parse_seeds("7-7") == [7]
     for bad in ("length", "length=", "=1,2", "length=1,,2", "len gth=1", "length=1,1"):
         with pytest.raises(UrgateError, match="--grid"):
             run_rl.parse_grid([bad])
     with pytest.raises(UrgateError, match="given twice"):
         run_rl.parse_grid(["length=1", "length=2"])
-    for bad in ("0", "-1", "x", "1,1", "1,-2"):
+    for bad in ("0", "-1", "x", "1,1", "1,-2", "3-1", "0-2,2", ",5", "5,,", "1-2-3"):
         with pytest.raises(UrgateError, match="--seeds"):
             run_rl.parse_seeds(bad)
 

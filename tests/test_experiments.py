@@ -105,9 +105,15 @@ def test_experiment_yaml_round_trips_and_guards_a_different_grid(tmp_path):
     assert len(data["runs"]) == 8 and data["grid"] == {"length": [5, 20]}
     assert load_experiment(tmp_path) == exp
     prepare(exp, tmp_path)  # the same experiment: fine
-    for other in (tmaze(timesteps=200), tmaze(timesteps=100, seeds=[0]), tmaze(timesteps=100, grid={"x": [1]})):
-        with pytest.raises(UrgateError, match="holds a different experiment"):
+    for other, differs in (
+        (tmaze(timesteps=200), "(--timesteps 100 there, 200 now)"),
+        (tmaze(timesteps=100, seeds=[0]), "(--seeds 0,1 there, 0 now)"),
+        (tmaze(timesteps=100, grid={"x": [1]}), "(--grid length=5,20 there, x=1 now)"),
+        (tmaze(timesteps=None, overrides=["ppo.n_steps=8"]), "--timesteps 100 there, (the config's) now; --set"),
+    ):
+        with pytest.raises(UrgateError, match="holds a different experiment") as info:
             prepare(other, tmp_path)
+        assert differs in str(info.value)
     bigger = tmaze(timesteps=100, seeds=[0, 1, 2], cores=["lstm", "ur", "chrono"], grid={"length": [5, 20, 40]})
     prepare(bigger, tmp_path)  # more seeds, cores and values, the rest unchanged: extends the experiment
     assert load_experiment(tmp_path) == bigger

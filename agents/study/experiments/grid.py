@@ -21,6 +21,16 @@ from ...errors import UrgateError
 from ...run.config import RunConfig, load_config
 
 EXPERIMENT_FILE = "experiment.yaml"
+# Experiment field -> the compare option that sets it, for messages
+OPTIONS = {
+    "env_ids": "--env",
+    "cores": "--cores",
+    "seeds": "--seeds",
+    "grid": "--grid",
+    "config": "--config",
+    "timesteps": "--timesteps",
+    "overrides": "--set",
+}
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,23 @@ class Experiment:
         pairs = [(old.cores, self.cores), (old.seeds, self.seeds), (old.env_ids, self.env_ids)]
         pairs += [(old.grid[k], self.grid[k]) for k in old.grid if k in self.grid]
         return same and all({compact(v) for v in a} <= {compact(v) for v in b} for a, b in pairs)
+
+    def differences(self, old: Experiment) -> list[str]:
+        """What differs from ``old``, one phrase per field, in the command line's terms (``--timesteps 2048 there,
+        4096 now``)."""
+
+        def show(value: Any) -> str:
+            if isinstance(value, dict):
+                return " ".join(f"{k}={','.join(map(str, v))}" for k, v in value.items()) or "(none)"
+            if isinstance(value, list):
+                return ",".join(map(str, value)) or "(none)"
+            return "(the config's)" if value is None else str(value)
+
+        return [
+            f"{OPTIONS[f.name]} {show(getattr(old, f.name))} there, {show(getattr(self, f.name))} now"
+            for f in dataclasses.fields(self)
+            if getattr(old, f.name) != getattr(self, f.name)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -56,9 +56,9 @@ def prepare(exp: Experiment, exp_dir: Path) -> None:
             return
         if not exp.extends(old):
             raise UrgateError(
-                f"{exp_dir} holds a different experiment (cores {','.join(old.cores)}, seeds {old.seeds}, "
-                f"grid {old.grid}); continue it with 'compare --exp-dir {exp_dir}' alone, extend it with more "
-                "cores, seeds, envs or grid values and otherwise the same options, or choose a new --exp-dir"
+                f"{exp_dir} holds a different experiment ({'; '.join(exp.differences(old))}); continue it with "
+                f"'compare --exp-dir {exp_dir}' alone, extend it with more cores, seeds, envs or grid values and "
+                "otherwise the same options, or choose a new --exp-dir"
             )
     make_dir(exp_dir, "experiment directory")
     text = yaml.safe_dump(exp.to_dict(), sort_keys=False)
