@@ -23,6 +23,7 @@ FORBIDDEN = {
     "agents": ("run_rl", "benchmarks", "tests"),
     "agents.errors": ("agents.ppo", "agents.run", "agents.study", "agents.stats"),
     "agents.stats": ("agents.ppo", "agents.run", "agents.study", "agents.errors"),
+    "agents.paths": ("agents.ppo", "agents.run", "agents.study", "agents.stats"),
     "agents.ppo": ("agents.run", "agents.study"),
     "agents.run": ("agents.study",),
 }
