@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -106,12 +108,20 @@ def test_bar_survives_a_stream_that_went_away(clock, monkeypatch):
     assert bar.bar is None
 
 
-def test_stop_request_handles_sigint_and_sigterm_and_restores_them():
-    before = {sig: signal.getsignal(sig) for sig in StopRequest.SIGNALS}
+@pytest.mark.parametrize("sig", StopRequest.SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_stop_request_handles_sigint_and_sigterm_and_restores_them(sig, capsys):
+    """A real signal to this process: the first asks to stop (and says so), the second aborts; afterwards the
+    previous handlers are back."""
+    before = {s: signal.getsignal(s) for s in StopRequest.SIGNALS}
     with StopRequest() as stop:
-        for sig in StopRequest.SIGNALS:
-            assert signal.getsignal(sig) == stop._handle
-    assert {sig: signal.getsignal(sig) for sig in StopRequest.SIGNALS} == before
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
+        assert stop.requested
+        assert f"{signal.Signals(sig).name}: stopping and saving a checkpoint" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+            time.sleep(1.0)  # interrupted by the handler's KeyboardInterrupt
+    assert {s: signal.getsignal(s) for s in StopRequest.SIGNALS} == before
 
 
 def test_stop_request_notice_to_a_closed_pipe_does_not_raise(monkeypatch):

@@ -367,3 +367,20 @@ def test_an_experiment_directory_in_use_stops_a_second_compare(tmp_path, capsys)
         holder.wait(timeout=30)
     assert run_rl.main(args) == 0
     assert run_state(exp_dir / RUNS_DIR / load_experiment(exp_dir).runs()[0].name) == "finished"
+
+
+def test_a_pools_workers_report_their_pids_for_ctrl_c(tmp_path):
+    """The parent signals the workers it learnt from the workers themselves, not from the pool's internals."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from agents.study.experiments.backends import _WorkerPids
+    from agents.study.experiments.execute import init_worker
+
+    ctx = get_context("spawn")
+    pids = _WorkerPids(ctx)
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=init_worker, initargs=(pids.queue,)) as pool:
+        ran_in = set(pool.map(os.getpid, [], chunksize=1)) | {pool.submit(os.getpid).result() for _ in range(4)}
+        pids.signal(0)  # signal 0: only checks that each process exists
+        assert ran_in <= pids.pids and len(pids.pids) <= 2 and os.getpid() not in pids.pids

@@ -228,11 +228,43 @@ def test_a_gradient_step_changes_the_core_parameters(core):
     ids=["discrete", "multidiscrete", "box2x2"],
 )
 def test_action_spaces(action_space):
+    """Each action space gets its distribution, training reaches its action head, and a greedy action is the mode
+    of the policy's distribution at the state carried so far (clipped to a Box's bounds, as SB3 does)."""
+    from stable_baselines3.common.distributions import (
+        CategoricalDistribution,
+        DiagGaussianDistribution,
+        MultiCategoricalDistribution,
+    )
+
     model = tiny_model("ur", env=toy_vec_env(action_space=action_space))
+    head = model.policy.action_net.weight.detach().clone()
     model.learn(16)
-    actions, _ = rollout_predictions_in(model, toy_vec_env(action_space=action_space, seed=1))
-    assert actions.shape[1:] == (2, *action_space.shape)
-    assert all(action_space.contains(a) for a in actions[:, 0])
+    assert not th.equal(head, model.policy.action_net.weight)
+    kinds = {
+        spaces.Discrete: CategoricalDistribution,
+        spaces.MultiDiscrete: MultiCategoricalDistribution,
+        spaces.Box: DiagGaussianDistribution,
+    }
+    assert isinstance(model.policy.action_dist, kinds[type(action_space)])
+    env = toy_vec_env(action_space=action_space, seed=1)
+    obs, starts = env.reset(), np.ones(2, dtype=bool)
+    layers, _, hidden = model.policy.lstm_hidden_state_shape
+    state = (np.zeros((layers, 2, hidden), np.float32),) * 2
+    for _ in range(5):
+        actions, new_state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        with th.no_grad():
+            dist, _ = model.policy.get_distribution(
+                model.policy.obs_to_tensor(obs)[0],
+                tuple(th.as_tensor(s) for s in state),
+                th.as_tensor(starts, dtype=th.float32),
+            )
+            mode = dist.get_actions(deterministic=True).numpy().reshape(actions.shape)
+        if isinstance(action_space, spaces.Box):
+            mode = np.clip(mode, action_space.low, action_space.high)
+        np.testing.assert_allclose(actions, mode, rtol=1e-5, atol=1e-6)
+        assert actions.shape == (2, *action_space.shape) and all(action_space.contains(a) for a in actions)
+        obs, _, starts, _ = env.step(actions)
+        state = new_state
 
 
 def rollout_predictions_in(model, env, n_steps: int = 5):
@@ -288,9 +320,21 @@ def test_cnn_policy_on_40x40x3_images():
     model = tiny_model(
         "chrono", policy=CnnGatedPolicy, env=env, policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16))
     )
+    convs = [m for m in model.policy.features_extractor.modules() if isinstance(m, nn.Conv2d)]
+    before = [c.weight.detach().clone() for c in convs]
     model.learn(16)
     assert model.policy.lstm_actor.input_size == 16
-    action, _ = model.predict(env.reset(), deterministic=True)
+    assert convs and all(
+        not th.equal(b, c.weight) for b, c in zip(before, convs, strict=True)
+    )  # trained through the core
+    obs = env.reset()
+    features = model.policy.extract_features(model.policy.obs_to_tensor(obs)[0], model.policy.features_extractor)
+    assert features.shape == (2, 16)
+    bright = model.policy.extract_features(
+        model.policy.obs_to_tensor(np.full_like(obs, 255))[0], model.policy.features_extractor
+    )
+    assert not th.allclose(features, bright)  # the image reaches the features
+    action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (2,)
 
 

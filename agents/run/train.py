@@ -7,6 +7,7 @@ first file is written.
 
 from __future__ import annotations
 
+import csv
 import logging
 import shutil
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat, filter_excluded_keys
 from torch.utils.tensorboard import SummaryWriter
 
 import envs
@@ -61,17 +62,45 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> None:
             )
 
 
-class _CSV(CSVOutputFormat):
-    """SB3's CSV logger, continuing an existing file (resume) instead of truncating it."""
+class _CSV(KVWriter):
+    """``progress.csv`` in SB3's CSV layout (a column per key, one row per dump, a new key widens the file and
+    leaves earlier rows blank there), continued on resume instead of truncated; through SB3's public ``KVWriter``
+    interface, written with the csv module and flushed at every row, so a reader polling the file sees each update.
+
+    :param filename: the CSV file; an existing one is continued under its own header
+    """
 
     def __init__(self, filename: Path) -> None:
-        if not filename.is_file() or filename.stat().st_size == 0:
-            super().__init__(str(filename))
-            return
-        self.file = open(filename, "r+")  # noqa: SIM115 (closed by the logger)
-        self.keys = self.file.readline().rstrip("\n").split(",")
-        self.file.seek(0, 2)
-        self.separator, self.quotechar = ",", '"'
+        self.path = Path(filename)
+        try:
+            with open(self.path, newline="") as fh:
+                self.keys = next(csv.reader(fh), [])
+        except OSError:
+            self.keys = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        values = filter_excluded_keys(key_values, key_excluded, "csv")
+        extra = [k for k in values if k not in self.keys]
+        if extra or not self.path.is_file():
+            self._widen(extra)
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow(["" if values.get(k) is None else values[k] for k in self.keys])
+
+    def _widen(self, extra: list[str]) -> None:
+        """Rewrite the file with ``extra`` columns appended to its header (earlier rows blank there)."""
+        try:
+            with open(self.path, newline="") as fh:
+                rows = list(csv.reader(fh))[1:]
+        except OSError:
+            rows = []
+        self.keys = self.keys + extra
+        with open(self.path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(self.keys)
+            w.writerows(row + [""] * (len(self.keys) - len(row)) for row in rows)
+
+    def close(self) -> None:
+        pass  # every write opens and closes the file
 
 
 class _TensorBoard(TensorBoardOutputFormat):

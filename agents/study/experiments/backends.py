@@ -47,7 +47,11 @@ def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll
                 raise KeyboardInterrupt
         return
     # spawn, not fork: the parent has imported torch and may hold its thread pool; forked children can deadlock.
-    pool_ctx = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=init_worker)
+    ctx = get_context("spawn")
+    worker_pids = _WorkerPids(ctx)  # each worker reports its pid when it starts, for forwarding Ctrl-C
+    pool_ctx = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(worker_pids.queue,)
+    )
     with pool_ctx as pool, parent_signals():
         pending: dict[Future, Job] = {pool.submit(execute, job): job for job in jobs}
         try:
@@ -59,11 +63,11 @@ def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll
         except KeyboardInterrupt:
             for fut in pending:
                 fut.cancel()
-            _signal_workers(pool)  # the running trainers checkpoint and stop after their current update
+            worker_pids.signal()  # the running trainers checkpoint and stop after their current update
             try:
                 wait([f for f in pending if not f.cancelled()])
             except KeyboardInterrupt:  # a second Ctrl-C: the trainers abort without waiting for the update
-                _signal_workers(pool)
+                worker_pids.signal()
                 wait([f for f in pending if not f.cancelled()])
             for fut, job in pending.items():
                 if fut.done() and not fut.cancelled():
@@ -71,10 +75,21 @@ def run_local(jobs: list[Job], *, workers: int, on_done: OnDone, on_poll: OnPoll
             raise
 
 
-def _signal_workers(pool: ProcessPoolExecutor) -> None:
-    for proc in list(getattr(pool, "_processes", {}).values()):  # CPython's pool keeps its workers there
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGINT)
+class _WorkerPids:
+    """The process ids of a pool's workers, each reported by the worker itself (``init_worker``) through a queue
+    the pool hands to its initializer, so the parent can signal them without reading the pool's internals."""
+
+    def __init__(self, ctx) -> None:
+        self.queue = ctx.SimpleQueue()
+        self.pids: set[int] = set()
+
+    def signal(self, signum: int = signal.SIGINT) -> None:
+        """Send ``signum`` once to every worker that has started (a worker that has exited is skipped)."""
+        while not self.queue.empty():
+            self.pids.add(self.queue.get())
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 def _pack(directory: Path) -> bytes:

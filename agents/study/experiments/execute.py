@@ -109,8 +109,11 @@ def _raise_interrupt(signum, frame):
 parent_signals = functools.partial(_sigint, _raise_interrupt, STOP_SIGNALS)
 
 
-def init_worker() -> None:
-    """Initialiser of a pool's worker process."""
+def init_worker(pids=None) -> None:
+    """Initialiser of a pool's worker process.
+
+    :param pids: a multiprocessing queue that receives this worker's process id (the parent signals it on Ctrl-C)
+    """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     log_to_stderr()  # a spawned process starts with logging unconfigured; execute points stderr at the run's log
@@ -119,3 +122,5 @@ def init_worker() -> None:
     # parent alone is signalled. An idle worker ignores it; ``execute`` re-enables it around each run.
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if pids is not None:
+        pids.put(os.getpid())
