@@ -7,6 +7,11 @@ methods import the parent's main script there too (``run_rl.py``: agents, polici
 ``SubprocVecEnv``: it inherits every method but the start and the end of the processes, so stepping, auto-reset,
 ``terminal_observation``, ``TimeLimit.truncated``, seeds, options, render, ``env_method``, ``get_attr`` and
 ``set_attr`` behave exactly as SB3's.
+
+The price is a second copy of SB3's child-side protocol (``envs.env_worker``) and of the attributes
+``SubprocVecEnv.__init__`` sets (``remotes``, ``processes``, ``waiting``, ``closed``), as SB3 offers no public way to
+start its children differently: hence the version bounds on stable-baselines3 in ``pyproject.toml``, and
+``tests/test_subproc.py``, which checks its trajectories and VecEnv methods against SB3's DummyVecEnv.
 """
 
 from __future__ import annotations

@@ -321,7 +321,7 @@ USER_ERRORS = {
     ),
     "rollout larger than memory": (
         _new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.length=100000000", "--timesteps", "2048"),
-        "a rollout of ppo.n_steps 200000064 x 64 envs needs about",
+        "envs needs about",  # (... GiB of memory, but ... GiB is available)
     ),
     "resume not a run": (lambda r, t: ["resume", str(t)], "not a run directory"),
     "resume finished": (lambda r, t: ["resume", str(r)], "already has 64 of its 64 steps; pass a larger total budget"),

@@ -11,11 +11,11 @@ from agents.run import factory, loading
 from agents.run.checkpoints import save_model
 from agents.run.config import load_config
 
-TINY = ["n_envs=2", "ppo.n_steps=16", "ppo.batch_size=32", "env_kwargs.length=3"]
+TINY = ["n_envs=2", "ppo.n_steps=16", "ppo.batch_size=32", "env_kwargs.length=3", "ppo.normalize=false"]
 
 
 def saved_model(path, hidden: int):
-    cfg = load_config("default", None, [*TINY, f"policy_kwargs.lstm_hidden_size={hidden}"])
+    cfg = load_config(None, "urgate/TMaze-v0", [*TINY, f"policy_kwargs.lstm_hidden_size={hidden}"])
     env = factory.make_training_env(cfg)
     model = factory.build_model(cfg, env)
     save_model(model, path)
