@@ -320,7 +320,7 @@ USER_ERRORS = {
         "video file '{t}/README.md/x.gif': '{t}/README.md' is a file, not a directory",
     ),
     "rollout larger than memory": (
-        _new_run("--env", "urgate/TMaze-v0", "--set", "env_kwargs.length=100000000", "--timesteps", "2048"),
+        _new_run("--config", "tmaze_long", "--set", "env_kwargs.length=100000000", "--timesteps", "2048"),
         "envs needs about",  # (... GiB of memory, but ... GiB is available)
     ),
     "resume not a run": (lambda r, t: ["resume", str(t)], "not a run directory"),
