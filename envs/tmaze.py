@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .cue import CUE_INFO
 from .errors import EnvConfigError
 
 ENV_ID = "urgate/TMaze-v0"
@@ -54,6 +55,11 @@ def _advance(
     return position + advanced, steps, reward, turned, truncated, success
 
 
+def cue_info(goal_up: bool) -> dict[str, int]:
+    """The info of an episode's first step: its cue class (``envs.cue``), 0 for the goal up, 1 for down."""
+    return {CUE_INFO: 0 if goal_up else 1}
+
+
 def _observations(cue: np.ndarray, position: np.ndarray, length: int) -> np.ndarray:
     """``[cue, at_junction]`` per copy (float32, shape (n, 2)); pass ``cue`` 0 after the first step."""
     return np.stack([cue, position == length], axis=1).astype(np.float32)
@@ -65,7 +71,7 @@ class TMazeEnv(gym.Env):
     2 down (up/down end the episode at the junction and waste a step in the corridor).
 
     ``info["is_success"]`` is set on the last step of every episode. A policy without memory succeeds at most half
-    of the time.
+    of the time. The cue (``envs.cue``): reset's info holds ``info["memory_cue"]`` = 0 (goal up) or 1 (down).
 
     :param length: corridor length, the number of steps between seeing the cue and reaching the junction (>= 2)
     :param time_factor: episode limit as a multiple of the shortest solution ``length + 1`` (>= 1)
@@ -109,7 +115,8 @@ class TMazeEnv(gym.Env):
         self.goal_up = bool(self.np_random.integers(2))
         self.position = 0
         self.steps = 0
-        return _observations(np.array([1.0 if self.goal_up else -1.0]), np.zeros(1), self.length)[0], {}
+        obs = _observations(np.array([1.0 if self.goal_up else -1.0]), np.zeros(1), self.length)[0]
+        return obs, cue_info(self.goal_up)
 
     def step(self, action):
         position, steps, reward, terminated, truncated, success = _advance(

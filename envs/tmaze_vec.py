@@ -15,7 +15,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from .errors import EnvConfigError
-from .tmaze import TMazeEnv, _advance, _observations
+from .tmaze import TMazeEnv, _advance, _observations, cue_info
 
 
 class TMazeVecEnv(VecEnv):
@@ -59,7 +59,7 @@ class TMazeVecEnv(VecEnv):
         obs = _observations(self._new_goals(every), self.position, self.length)
         self._reset_seeds()
         self._reset_options()
-        self.reset_infos = [{} for _ in range(self.num_envs)]
+        self.reset_infos = [cue_info(g) for g in self.goal_up.tolist()]
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -79,6 +79,8 @@ class TMazeVecEnv(VecEnv):
                 infos[i]["terminal_observation"] = obs[i].copy()
             obs[finished, 0] = self._new_goals(finished)
             obs[finished, 1] = 0.0
+            for i in finished.tolist():
+                self.reset_infos[i] = cue_info(bool(self.goal_up[i]))
         return obs, reward, dones, infos
 
     def get_state(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from minigrid.core.grid import Grid
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
 from envs import EnvConfigError, family_of, make_env, make_vec_env
+from envs.cue import CUE_INFO
 from envs.gridview import DIR_TO_VEC, EMPTY, PAD, WALL, egocentric_view, egocentric_views, pad_room, view_position
 from envs.oracles import MEMORYLESS, ORACLES, facing, minigrid_memory_oracle, plan, run_episodes, visual_match_oracle
 from envs.tmaze import DOWN, FORWARD, UP, TMazeEnv
@@ -57,10 +58,12 @@ def test_tmaze_correct_wrong_and_timeout_episodes():
 
 def test_tmaze_cue_only_at_the_first_step_and_long_lengths():
     env = make_env("urgate/TMaze-v0", seed=1, length=1000, idle_penalty=0.0)
-    obs, _ = env.reset()
+    obs, info = env.reset()
     assert obs[0] in (-1.0, 1.0)
-    seen = {tuple(env.step(FORWARD)[0]) for _ in range(999)}
-    assert seen == {(0.0, 0.0)}
+    assert info[CUE_INFO] == (0 if obs[0] == 1.0 else 1)  # the cue is said where the observation shows it
+    steps = [env.step(FORWARD) for _ in range(999)]
+    assert {tuple(s[0]) for s in steps} == {(0.0, 0.0)}
+    assert not any(CUE_INFO in s[4] for s in steps)
     obs, reward, *_ = env.step(FORWARD)
     assert tuple(obs) == (0.0, 1.0) and reward == 0.0
     with pytest.raises(EnvConfigError, match="time_factor"):
@@ -96,7 +99,8 @@ def test_tmaze_rgb_array_shows_the_corridor_the_agent_the_cue_at_step_0_and_the_
 def test_tmaze_vec_env_plays_dummy_vec_envs_episodes_with_its_semantics(seed):
     """The vectorised T-maze against DummyVecEnv over TMazeEnvs (SB3's make_vec_env with Monitors): same seeds,
     same actions -> the same observations, rewards, dones and infos (terminal observation, success, timeout,
-    Monitor's episode return and length), through terminations, timeouts and a reseeding reset."""
+    Monitor's episode return and length, the cue in ``reset_infos``), through terminations, timeouts and a reseeding
+    reset."""
     kwargs = dict(length=3, time_factor=1.5)
     vec = make_vec_env("urgate/TMaze-v0", n_envs=5, seed=seed, **kwargs)
     assert isinstance(vec.unwrapped, TMazeVecEnv)
@@ -108,6 +112,7 @@ def test_tmaze_vec_env_plays_dummy_vec_envs_episodes_with_its_semantics(seed):
             vec.seed(seed + 100)
             dummy.seed(seed + 100)
         np.testing.assert_array_equal(vec.reset(), dummy.reset())
+        assert vec.unwrapped.reset_infos == dummy.reset_infos  # the cue of each first step (envs.cue)
         for _ in range(200):
             actions = rng.choice(3, size=5, p=[0.6, 0.2, 0.2])
             obs_v, rew_v, done_v, infos_v = vec.step(actions)
@@ -115,6 +120,7 @@ def test_tmaze_vec_env_plays_dummy_vec_envs_episodes_with_its_semantics(seed):
             np.testing.assert_array_equal(obs_v, obs_d)
             np.testing.assert_allclose(rew_v, rew_d, rtol=0, atol=1e-7)
             np.testing.assert_array_equal(done_v, done_d)
+            assert vec.unwrapped.reset_infos == dummy.reset_infos
             for iv, id_ in zip(infos_v, infos_d, strict=True):
                 assert iv.keys() == id_.keys()
                 assert iv["TimeLimit.truncated"] == id_["TimeLimit.truncated"]
