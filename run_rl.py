@@ -6,6 +6,7 @@
     python run_rl.py eval runs/RUN_DIR --episodes 100 --video episodes.gif
     python run_rl.py list
     python run_rl.py resume runs/RUN_DIR
+    python run_rl.py probe runs/RUN_DIR              how long the agent's state holds the cue (memory tasks)
 
 This module only parses arguments and reports; the work is done in ``agents``. A user error (a bad name, key,
 value or file) prints one line on stderr and exits with code 2. Adding a subcommand is one function taking
@@ -266,6 +267,79 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video is not None:
         shown, frames = result["video_episodes"], result["video_frames"]
         print(f"video of the first {shown} of {result['episodes']} episodes ({frames} frames) written to {args.video}")
+    return EXIT_OK
+
+
+# -- probe -----------------------------------------------------------------------------------------------------
+
+
+def _probe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="run directory (its final model, else its latest checkpoint) or model .zip")
+    p.add_argument("--episodes", type=int, default=200, help="held-out episodes, half to fit, half to score (200)")
+    p.add_argument("--max-steps", type=int, default=1000, help="longest delay after the cue to decode at (1000)")
+    p.add_argument("--points", type=int, default=40, help="about this many delays, spaced geometrically (40)")
+    p.add_argument(
+        "--noise", type=float, default=0.01, help="read-out noise, a share of the state's spread (default 0.01)"
+    )
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
+    p.add_argument("--env", help="environment id (default: the one the model was trained on)")
+    p.add_argument("--seed", type=int, default=54321, help="seed of the probe's envs (default 54321)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", type=Path, help="directory for probe.csv, probe.json, probe.png (default RUN_DIR/probe)")
+
+
+PROBE_FLAGS = {
+    "n_episodes": "--episodes",
+    "max_steps": "--max-steps",
+    "points": "--points",
+    "noise": "--noise",
+    "seed": "--seed",
+    "device": "--device",
+}
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from agents.errors import UrgateError
+    from agents.run.probe import probe_memory, write_probe
+
+    torch.set_num_threads(1)
+    out = args.out
+    if not args.path.exists():
+        raise UrgateError(f"{str(args.path)!r} does not exist: give a run directory or a model .zip")
+    if out is None:
+        if not args.path.is_dir():
+            raise UrgateError(f"--out is needed for a model zip ({str(args.path)!r}): a directory for the probe files")
+        out = args.path / "probe"
+    if out.exists() and not out.is_dir():
+        raise UrgateError(f"--out {str(out)!r} is a file; give a directory for probe.csv, probe.json and probe.png")
+    try:
+        result = probe_memory(
+            args.path,
+            args.episodes,
+            max_steps=args.max_steps,
+            points=args.points,
+            deterministic=not args.stochastic,
+            seed=args.seed,
+            env_id=args.env,
+            device=args.device,
+            noise=args.noise,
+        )
+    except _user_errors() as exc:
+        raise _in_flag_terms(exc, args, PROBE_FLAGS) from None
+    success = f", success {result.success_rate:.2f}" if result.success_rate is not None else ""
+    print(f"{result.env_id}: {result.episodes} {'sampled' if args.stochastic else 'greedy'} episodes{success}")
+    print("steps since cue | accuracy | chance | episodes fit / scored")
+    for row in result.rows():
+        print(
+            f"{row['steps_since_cue']:>15} | {row['accuracy']:8.3f} | {row['chance']:6.3f} | "
+            f"{row['fit_episodes']} / {row['test_episodes']}"
+        )
+    q = result.summary()["unit_timescale_quantiles"]
+    print(f"unit timescales (steps): median {q['q50']:.1f}, 95th percentile {q['q95']:.1f}")
+    for path in write_probe(result, out):
+        print(path)
     return EXIT_OK
 
 
@@ -585,6 +659,9 @@ COMMANDS: dict[str, Command] = {
     "resume": Command("continue a run from its last checkpoint", _resume_arguments, cmd_resume),
     "compare": Command("run a grid of cores x seeds x settings (restartable)", _compare_arguments, cmd_compare),
     "plot": Command("figures (PNG, SVG) and results.md for an experiment directory", _plot_arguments, cmd_plot),
+    "probe": Command(
+        "decode the cue from a trained agent's state at each delay after it (memory tasks)", _probe_arguments, cmd_probe
+    ),
 }
 
 

@@ -7,6 +7,8 @@ short episodes are not over-represented (SB3's ``evaluate_policy`` does the same
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,47 @@ def evaluate(
             raise ConfigValueError("video_episodes", video_episodes, "an integer >= 1 (episodes the video shows)")
     if video_path is not None and Path(video_path).suffix.lower() == ".mp4":
         _require_ffmpeg()
+    frames: list[np.ndarray] | None = [] if video_path is not None else None
+    with opened(
+        model_or_path,
+        env_id,
+        env_kwargs=env_kwargs,
+        n_envs=n_envs,
+        seed=seed,
+        device=device,
+        normalize_stats=normalize_stats,
+        render=video_path is not None,
+    ) as (model, venv, env_id, model_path):
+        stats = run_episodes(
+            model, venv, n_episodes, deterministic=deterministic, frames=frames, video_episodes=video_episodes
+        )
+    result = stats.summary()
+    result["env_id"] = env_id
+    result["deterministic"] = deterministic
+    if model_path is not None:
+        result["model"] = str(model_path)
+    if video_path is not None:
+        write_video(frames or [], Path(video_path))
+        result.update(video=str(video_path), video_episodes=min(video_episodes, n_episodes), video_frames=len(frames))
+    return result
+
+
+@contextmanager
+def opened(
+    model_or_path: Any,
+    env_id: str | None = None,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    n_envs: int = 8,
+    seed: int | None = 12345,
+    device: str = "cpu",
+    normalize_stats: str | Path | None = None,
+    render: bool = False,
+) -> Iterator[tuple[Any, VecEnv, str, Path | None]]:
+    """A model and the envs to play it in, as ``evaluate`` takes them: ``(model, venv, env_id, model_path)``
+    (``model_path``: the zip loaded, None for a model given as an object), the envs closed on exit. The envs are those the model was trained on unless ``env_id`` names another; observations are
+    normalised with the run's VecNormalize statistics (or ``normalize_stats``); ``render`` gives one env in
+    ``rgb_array`` mode."""
     resolved = None
     if isinstance(model_or_path, str | Path):
         resolved = resolve(model_or_path)
@@ -201,10 +244,9 @@ def evaluate(
     if env_kwargs is None:  # the run's env keywords belong to the run's env only
         env_kwargs = info.get("env_kwargs", {}) if env_id == info.get("env_id") else {}
     kwargs = dict(env_kwargs)
-    if video_path is not None:
-        venv = factory.make_render_env(env_id, kwargs, seed)
-    else:
-        venv = factory.make_vec_env(env_id, kwargs, n_envs, seed)
+    venv = (
+        factory.make_render_env(env_id, kwargs, seed) if render else factory.make_vec_env(env_id, kwargs, n_envs, seed)
+    )
     try:
         if stats_file is not None:
             venv = loading.load_vecnormalize(Path(stats_file), venv, training=False)
@@ -214,21 +256,9 @@ def evaluate(
                 set_random_seed(seed)
         else:
             loading.check_spaces(model.observation_space, model.action_space, venv, "the model")
-        frames: list[np.ndarray] | None = [] if video_path is not None else None
-        stats = run_episodes(
-            model, venv, n_episodes, deterministic=deterministic, frames=frames, video_episodes=video_episodes
-        )
+        yield model, venv, env_id, resolved.model_path if resolved is not None else None
     finally:
         venv.close()
-    result = stats.summary()
-    result["env_id"] = env_id
-    result["deterministic"] = deterministic
-    if resolved is not None:
-        result["model"] = str(resolved.model_path)
-    if video_path is not None:
-        write_video(frames or [], Path(video_path))
-        result.update(video=str(video_path), video_episodes=min(video_episodes, n_episodes), video_frames=len(frames))
-    return result
 
 
 def _require_ffmpeg() -> None:
