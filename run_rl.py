@@ -279,7 +279,7 @@ def _probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=1000, help="longest delay after the cue to decode at (1000)")
     p.add_argument("--points", type=int, default=40, help="about this many delays, spaced geometrically (40)")
     p.add_argument(
-        "--noise", type=float, default=0.01, help="read-out noise, a share of the state's spread (default 0.01)"
+        "--noise", type=float, default=0.1, help="read-out noise, a share of the state's spread (default 0.1)"
     )
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the greedy one")
     p.add_argument("--env", help="environment id (default: the one the model was trained on)")

@@ -75,3 +75,24 @@ def test_probe_refuses_an_env_without_a_cue_and_bad_numbers():
     other = FastRecurrentPPO(MlpGatedPolicy, envs.make_vec_env(no_cue, n_envs=2), n_steps=8, batch_size=16)
     with pytest.raises(UrgateError, match="did not show a cue"):
         probe_memory(other, 20, env_id=no_cue)
+
+
+def test_probe_command_writes_its_files_and_refuses_bad_input_with_one_line(tmp_path, capsys):
+    import run_rl
+
+    zip_path = tmp_path / "keeps.zip"
+    hand_set_lstm(20.0).save(zip_path)
+    out = tmp_path / "probe"
+    args = ["probe", str(zip_path), "--env", "urgate/TMaze-v0", "--episodes", "20", "--max-steps", "5"]
+    assert run_rl.main([*args, "--points", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "steps since cue | accuracy" in printed and "|    1.000 |" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["probe.csv", "probe.json", "probe.png"]
+    for bad, message in (
+        ([*args], "--out is needed for a model zip"),
+        ([*args, "--out", str(out), "--noise", "-1"], "--noise -1.0: must be a number >= 0"),
+        (["probe", str(tmp_path / "missing")], "does not exist"),
+    ):
+        assert run_rl.main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err

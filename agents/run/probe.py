@@ -4,7 +4,8 @@ The agent plays held-out episodes of its task (greedy by default) in envs that s
 (``envs.cue``: ``info["memory_cue"]``). At every step the actor core's state after that step's observation (``h``
 and ``c`` of every layer, concatenated) is recorded with the cue class and the steps since the cue was last shown.
 Per number of steps since the cue, a linear decoder (multinomial logistic regression on standardised states, L2
-penalty) is fitted on half of the episodes and scored on the other half: decoding accuracy against steps since the
+penalty), reading the state through Gaussian noise of a tenth of its spread, is fitted on half of the episodes and
+scored on the other half: decoding accuracy against steps since the
 cue is the memory curve. Chance is the held-out share of the most frequent cue class. Beside it, the timescales
 ``1 / (1 - g)`` of the actor's units (``g``: a unit's median effective forget gate over the steps after the cue,
 ``policies.gates``) say how long each unit could hold anything.
@@ -97,7 +98,7 @@ def probe_memory(
     n_envs: int = 100,
     device: str = "cpu",
     l2: float = 1e-2,
-    noise: float = 0.01,
+    noise: float = 0.1,
 ) -> ProbeResult:
     """Fit and score a linear decoder of the cue from the actor's state, per number of steps since the cue.
 
@@ -118,7 +119,8 @@ def probe_memory(
         root-mean-square over units of each unit's standard deviation over all recorded steps): the resolution
         of the read-out. Without it, a difference of float rounding size between the two cues' states (left by
         an exponentially fading memory in a task whose other inputs never vary, such as the T-maze) would decode
-        perfectly.
+        perfectly; at 0.01 a T-maze agent that failed its length (greedy success 0.58) still decoded at 0.99
+        after 84 steps, at 0.1 (the default) its accuracy fell to chance by 41 while a solved one held 1.00.
     """
     for key, value, low in (("n_episodes", n_episodes, 2 * MIN_EPISODES), ("max_steps", max_steps, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
