@@ -156,3 +156,17 @@ if [[ $what == minigrid_recipe ]]; then
       --set policy_kwargs.core_kwargs.refine_bias=zero --exp-dir "$OUT/mg_s13random_ur_refine_bias_zero"
   $PY run_rl.py plot "$OUT/mg_s13random"
 fi
+
+if [[ $what == ur_default ]]; then
+  # 8. The refine-bias convention of ur with 5 seeds: seeds 3 and 4 beside the frontier's 0-2 (same config and
+  #    budget), both conventions; docs/results/ur_refine_bias/. Not part of `all`.
+  for spec in 100:2000000 250:4000000; do
+    length=${spec%%:*} budget=${spec##*:}
+    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+        --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long_ur_default/length${length}_ur_seeds34"
+    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+        --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps "$budget" --workers "$WORKERS" \
+        --exp-dir "$OUT/tmaze_frontier_long_ur_default/length${length}_ur_refine_bias_zero_seeds34"
+  done
+  $PY benchmarks/copy_task.py --cores ur,ur:refine_bias=zero --seeds 2,3,4 --steps 1000
+fi
