@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 from minigrid.core.constants import OBJECT_TO_IDX
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
+from .array_vec import ArrayVecEnv
 from .cue import CUE_INFO
-from .errors import EnvConfigError
 from .gridview import DIR_TO_VEC, EMPTY, PAD, VIEW, WALL, egocentric_views, view_position
 from .minigrid import CUE_CLASSES, make_minigrid, start_object_cell, vec_supported
 
@@ -90,7 +89,7 @@ def _key(value):
     return None
 
 
-class MemoryVecEnv(VecEnv):
+class MemoryVecEnv(ArrayVecEnv):
     """``n_envs`` copies of a MiniGrid Memory task stepped together: an SB3 VecEnv with DummyVecEnv's semantics.
 
     Observations, action space and episodes are those of ``envs.minigrid.make_minigrid(env_id, actions=...)``:
@@ -313,20 +312,6 @@ class MemoryVecEnv(VecEnv):
             return [getattr(self, attr_name)[i].item() for i in idx]
         value = self.template.get_wrapper_attr(attr_name)
         return [value for _ in idx]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise EnvConfigError(f"MemoryVecEnv cannot set {attr_name!r}: build a new one with the keywords you want")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        raise EnvConfigError(
-            f"MemoryVecEnv has no per-copy env objects to call {method_name!r} on; use envs.make_env for single episodes"
-        )
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
-
-    def get_images(self) -> list[np.ndarray | None]:
-        return [None] * self.num_envs
 
 
 def _copy_generator(rng: np.random.Generator) -> np.random.Generator:

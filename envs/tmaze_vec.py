@@ -9,16 +9,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from .errors import EnvConfigError
+from .array_vec import ArrayVecEnv
 from .tmaze import TMazeEnv, _advance, _observations, cue_info
 
 
-class TMazeVecEnv(VecEnv):
+class TMazeVecEnv(ArrayVecEnv):
     """``n_envs`` passive T-mazes stepped together as numpy arrays: an SB3 VecEnv with DummyVecEnv's semantics.
 
     Auto-reset as DummyVecEnv: a finished copy's ``info`` holds ``terminal_observation``, ``is_success`` and
@@ -30,6 +29,8 @@ class TMazeVecEnv(VecEnv):
     :param n_envs: number of copies
     :param maze_kwargs: ``TMazeEnv``'s keywords (``length``, ``time_factor``, ``idle_penalty``)
     """
+
+    single_env = "TMazeEnv"
 
     def __init__(self, n_envs: int, **maze_kwargs: Any) -> None:
         self.maze = TMazeEnv(**maze_kwargs)  # checks the keywords and holds the constants
@@ -111,20 +112,6 @@ class TMazeVecEnv(VecEnv):
         if attr_name in ("position", "steps", "goal_up"):
             return [getattr(self, attr_name)[i].item() for i in idx]
         return [getattr(self.maze, attr_name) for _ in idx]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise EnvConfigError(f"TMazeVecEnv cannot set {attr_name!r}: build a new one with the keywords you want")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        raise EnvConfigError(
-            f"TMazeVecEnv has no per-copy env objects to call {method_name!r} on; use TMazeEnv for single episodes"
-        )
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
-
-    def get_images(self) -> list[np.ndarray | None]:
-        return [None] * self.num_envs
 
 
 def make_tmaze_vec(env_id: str, n_envs: int, **env_kwargs) -> TMazeVecEnv:

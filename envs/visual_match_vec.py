@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
+from .array_vec import ArrayVecEnv
 from .cue import CUE_INFO
-from .errors import EnvConfigError
 from .visual_match import ACTIVE_ID, Copies, VisualMatchEnv
 
 # Per-copy state that get_attr answers per copy (anything else comes from the task's VisualMatchEnv).
 _PER_COPY = ("phase", "phase_t", "cue_colour", "dir")
 
 
-class VisualMatchVecEnv(VecEnv):
+class VisualMatchVecEnv(ArrayVecEnv):
     """``n_envs`` copies of Visual Match stepped together as numpy arrays: an SB3 VecEnv with DummyVecEnv's semantics.
 
     Auto-reset as DummyVecEnv: a finished copy's ``info`` holds ``terminal_observation``, ``is_success`` and
@@ -38,6 +37,8 @@ class VisualMatchVecEnv(VecEnv):
     :param n_envs: number of copies
     :param task_kwargs: ``VisualMatchEnv``'s keywords (``active``, ``distractor_steps``, ...)
     """
+
+    single_env = "VisualMatchEnv"
 
     def __init__(self, n_envs: int, **task_kwargs: Any) -> None:
         self.task = VisualMatchEnv(**task_kwargs)  # checks the keywords and holds the settings
@@ -101,21 +102,6 @@ class VisualMatchVecEnv(VecEnv):
         if attr_name in _PER_COPY:
             return [getattr(self.copies, attr_name)[i].item() for i in idx]
         return [getattr(self.task, attr_name) for _ in idx]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        raise EnvConfigError(f"VisualMatchVecEnv cannot set {attr_name!r}: build a new one with the keywords you want")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        raise EnvConfigError(
-            f"VisualMatchVecEnv has no per-copy env objects to call {method_name!r} on; "
-            "use VisualMatchEnv for single episodes"
-        )
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False] * len(self._get_indices(indices))
-
-    def get_images(self) -> list[np.ndarray | None]:
-        return [None] * self.num_envs
 
 
 def make_visual_match_vec(env_id: str, n_envs: int, **env_kwargs) -> VisualMatchVecEnv:
