@@ -75,6 +75,7 @@ class _GatedCoreMixin:
         core: str = DEFAULT_CORE,
         core_kwargs: dict[str, Any] | None = None,
         lstm_kwargs: dict[str, Any] | None = None,
+        shared_lstm_value_grad: bool = False,
         **kwargs: Any,
     ) -> None:
         if core not in CORE_NAMES:
@@ -82,6 +83,14 @@ class _GatedCoreMixin:
         if core_kwargs is not None and not isinstance(core_kwargs, dict):
             raise PolicyConfigError(f"core_kwargs must be a dict such as {{'t_max': 500}}, got {core_kwargs!r}")
         from_lstm = _core_args_from_lstm_kwargs(lstm_kwargs)
+        if not isinstance(shared_lstm_value_grad, bool):
+            raise PolicyConfigError(f"shared_lstm_value_grad must be true or false, got {shared_lstm_value_grad!r}")
+        if shared_lstm_value_grad and not kwargs.get("shared_lstm", False):
+            raise PolicyConfigError(
+                "shared_lstm_value_grad=True needs shared_lstm=True (and enable_critic_lstm=False): it lets the value "
+                "loss train the core the critic shares with the actor"
+            )
+        self.shared_lstm_value_grad = shared_lstm_value_grad
         self.core_name = core
         self.core_kwargs = dict(core_kwargs or {})
         super().__init__(observation_space, action_space, lr_schedule, lstm_kwargs=lstm_kwargs, **kwargs)
@@ -126,6 +135,7 @@ class _GatedCoreMixin:
             lstm_kwargs=dict(self.lstm_kwargs),
             core=self.core_name,
             core_kwargs=dict(self.core_kwargs),
+            shared_lstm_value_grad=self.shared_lstm_value_grad,
         )
         return data
 
@@ -143,7 +153,7 @@ class _GatedCoreMixin:
                 vf_features, lstm_states.vf, episode_starts, self.lstm_critic, final_states_unused=True
             )
         elif self.shared_lstm:
-            latent_vf = latent_pi.detach()
+            latent_vf = latent_pi if self.shared_lstm_value_grad else latent_pi.detach()
         else:
             latent_vf = self.critic(vf_features)
         latent_pi = self.mlp_extractor.forward_actor(latent_pi)
@@ -278,6 +288,10 @@ _CORE_DOC = """
     :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``, ``{"refine_bias":
         "zero"}`` for ``"ur"``, ``{"chunk_size": 8}`` for ``"om"``/``"um"``
     :param lstm_kwargs: as stock, but only ``dropout`` (between stacked layers) has a meaning for a core
+    :param shared_lstm_value_grad: with ``shared_lstm=True``, let the value loss train the shared core and the
+        features extractor as well as the policy loss does (one network for both heads, as CleanRL's PPO-LSTM
+        trains it); stock, and the default False, stops the value gradient at the core's output, so that only the
+        policy loss shapes the memory and the features
     """
 
 

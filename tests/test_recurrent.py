@@ -560,3 +560,33 @@ def test_cores_are_the_registry_classes():
     assert isinstance(MlpGatedPolicy(OBS, ACT, lr, lstm_hidden_size=4).lstm_actor, RefineLSTM)  # default core "ur"
     assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="ugru", lstm_hidden_size=4).lstm_actor, GatedGRU)
     assert isinstance(MlpGatedPolicy(OBS, ACT, lr, core="urgru", lstm_hidden_size=4).lstm_actor, RefineGRU)
+
+
+@pytest.mark.parametrize("value_grad", [False, True])
+def test_shared_lstm_value_grad_decides_whether_the_value_loss_trains_the_shared_core(value_grad):
+    """With shared_lstm, stock stops the value gradient at the core's output; shared_lstm_value_grad lets it through
+    (the value is the same number either way)."""
+    th.manual_seed(4)
+    kwargs = dict(core="ur", shared_lstm=True, enable_critic_lstm=False, lstm_hidden_size=6)
+    policy = MlpGatedPolicy(OBS, ACT, lr, shared_lstm_value_grad=value_grad, **kwargs)
+    n_seq, T = 2, 5
+    obs, actions, starts = th.randn(n_seq * T, 3), th.randint(0, 2, (n_seq * T,)), th.zeros(n_seq * T)
+    z = th.zeros(1, n_seq, 6)
+    states = RNNStates((z, z), (z, z))
+    values, _, _ = policy.evaluate_actions(obs, actions, states, starts)
+    values.sum().backward()
+    core_grads = [p.grad for p in policy.lstm_actor.parameters()]
+    if value_grad:
+        assert all(g is not None and g.abs().sum() > 0 for g in core_grads)
+    else:
+        assert all(g is None or g.abs().sum() == 0 for g in core_grads)
+    assert policy.value_net.weight.grad.abs().sum() > 0
+    th.manual_seed(4)
+    stock_values, _, _ = MlpGatedPolicy(OBS, ACT, lr, **kwargs).evaluate_actions(obs, actions, states, starts)
+    th.testing.assert_close(values, stock_values)
+    assert policy._get_constructor_parameters()["shared_lstm_value_grad"] is value_grad
+
+
+def test_shared_lstm_value_grad_needs_shared_lstm():
+    with pytest.raises(PolicyConfigError, match="shared_lstm_value_grad=True needs shared_lstm=True"):
+        MlpGatedPolicy(OBS, ACT, lr, shared_lstm_value_grad=True)
