@@ -132,6 +132,14 @@ class MemoryCue(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.Wrapper.__init__(self, env)
 
+    @property
+    def memory_span(self) -> int:
+        """Steps the cue must be carried, twice what an agent needs that walks straight from where it first sees
+        the cue to its choice (turn round, walk back along the hallway, turn to the matching object: at most the
+        grid's width + 4 steps). Far below the episode limit (5 size^2), so training sequences sized by it
+        (``ppo.n_steps: auto``) are short and PPO updates often."""
+        return 2 * (self.env.unwrapped.width + 4)
+
     def _cue(self, obs, info):
         task = self.env.unwrapped
         start = start_object_cell(task.height)

@@ -138,8 +138,9 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
     direction. A view sets exactly one slot per (cell, channel), so the product is computed as one
     ``nn.EmbeddingBag`` sum over H * W * 3 + 1 looked-up rows of W instead of a matrix product over the one-hot
     (``tests/test_extractors.py`` checks it against the explicit product). On a CPU it costs a small fraction of the
-    conv net (``benchmarks/throughput.py --tasks extractor``); whether agents learn as well with it has not been
-    measured. Use it with ``--set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor``.
+    conv net (``benchmarks/throughput.py --tasks extractor``), and MiniGrid's Memory tasks are learned with it
+    (configs/minigrid.yaml uses it; docs/experiments/minigrid.md). Elsewhere:
+    ``--set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor``.
 
     :param observation_space: Dict space with the image and direction keys
     :param features_dim: size of the output features

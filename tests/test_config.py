@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import yaml
 
@@ -208,3 +210,18 @@ def test_a_wheel_ships_every_config(tmp_path):
     assert {f"configs/{name}.yaml" for name in available_configs()} <= names
     assert "agents/run/config.py" in names
     assert {f"policies/csrc/{p.name}" for p in (repo / "policies" / "csrc").iterdir()} <= names  # sources, headers
+
+
+@pytest.mark.parametrize("name", ["tmaze", "tmaze_long", "minigrid", "visual_match"])
+def test_a_shipped_config_does_not_warn_about_its_own_task(name, caplog):
+    """No shipped config prints the "training sequences hold ... not learnable" warning on its own default task."""
+    from agents.run import factory
+
+    cfg = load_config(name)
+    with caplog.at_level(logging.WARNING, logger="urgate"):
+        env = factory.make_training_env(cfg)
+        try:
+            factory.build_model(cfg, env)
+        finally:
+            env.close()
+    assert not [r.message for r in caplog.records if r.name == "urgate"]

@@ -219,3 +219,46 @@ def test_memory_cue_is_said_when_minigrids_view_shows_the_start_object():
         if terminated or truncated:
             _, info = env.reset()
     assert said > 100
+
+
+def _walk_from_cue_to_choice(env, seed: int) -> int:
+    """Steps from the first view of the cue to the end of the episode for a scripted agent that turns west, walks
+    until it sees the start object, turns back and walks straight to the matching object (actions: left, right,
+    forward); asserts it succeeds."""
+    left, right, forward = 0, 1, 2
+    _, info = env.reset(seed=seed)
+    task = env.unwrapped
+    seen_at, steps = (0 if CUE_INFO in info else None), 0
+
+    def act(action):
+        nonlocal seen_at, steps
+        _, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        if seen_at is None and CUE_INFO in info:
+            seen_at = steps
+        return reward, terminated or truncated
+
+    if seen_at is None:
+        act(left), act(left)  # face west
+        while seen_at is None:
+            act(forward)
+        act(left), act(left)  # face east again
+    hallway_end = task.success_pos[0] - 1
+    while task.agent_pos[0] < hallway_end + 1:
+        act(forward)
+    act(left if task.success_pos[1] < task.agent_pos[1] else right)
+    reward, done = act(forward)
+    assert done and reward > 0
+    return steps - seen_at
+
+
+@pytest.mark.parametrize("env_id", MEMORY_IDS)
+def test_memory_span_covers_the_walk_from_cue_to_choice(env_id):
+    """The declared memory_span (what ppo.n_steps: auto sizes the rollouts from) is at least twice the steps an
+    agent that walks straight from its first view of the cue to the matching object carries the cue."""
+    env = make_minigrid(env_id, actions="move")
+    span = env.get_wrapper_attr("memory_span")
+    walks = [_walk_from_cue_to_choice(env, seed) for seed in range(60)]
+    assert 2 * max(walks) <= span
+    assert max(walks) > span / 4  # the span is not padded far beyond what the walks need
+    assert make_vec_env(env_id, n_envs=2, actions="move").get_attr("memory_span") == [span, span]

@@ -99,3 +99,25 @@ def test_subprocess_envs_without_max_steps_are_asked_not_killed(env_id, limit):
         assert venv.has_attr("spec")  # the workers are alive: a dead one raises EOFError here
     finally:
         venv.close()
+
+
+@pytest.mark.parametrize("subprocess", [False, True])
+def test_a_declared_memory_span_sizes_auto_rollouts_and_the_warning(subprocess, caplog):
+    """MiniGrid's Memory tasks declare how long their cue must be carried (2 (width + 4) steps), far below their
+    episode limit (5 size^2): auto rollouts come from the span, and only sequences shorter than it warn."""
+    env_id = "MiniGrid-MemoryS17Random-v0"
+    venv = envs.make_vec_env(env_id, n_envs=2, subprocess=subprocess, actions="move")
+    try:
+        assert horizon.episode_limit(venv) == 5 * 17**2
+        assert horizon.memory_span(venv) == (42, True)
+        assert horizon.resolve("auto", "auto", 64, venv, env_id) == (64, 64 * 8)
+        with caplog.at_level(logging.WARNING, logger="urgate"):
+            assert horizon.check_sequences(64, venv, env_id) is None
+            message = horizon.check_sequences(32, venv, env_id)
+        assert "sequences hold 32 steps but MiniGrid-MemoryS17Random-v0 asks an agent to carry its cue up to 42" in (
+            message
+        )
+        assert [r.message for r in caplog.records if r.name == "urgate"] == [message]
+    finally:
+        venv.close()
+    assert horizon.memory_span(envs.make_vec_env(TMAZE, n_envs=2, length=20)) == (42, False)  # the episode limit

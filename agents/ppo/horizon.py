@@ -3,9 +3,13 @@
 Backpropagation through time reaches from a step to an earlier one only when both lie in one training sequence,
 and FastRecurrentPPO's sequences are at most one env's ``n_steps`` rollout. A cue at an episode's first step can
 therefore be credited from its last only in episodes that lie whole inside a rollout; with rollouts of ``n``
-steps and episodes of ``E``, about ``(n - E) / n`` of them do, and none when ``n < E``. ``ppo.n_steps: auto``
-sizes the rollout from the env's episode limit, ``ppo.batch_size: auto`` splits it into ``AUTO_MINIBATCHES``
-minibatches of whole env rollouts, and ``check_sequences`` warns when training sequences are shorter than episodes.
+steps and episodes of ``E``, about ``(n - E) / n`` of them do, and none when ``n < E``. What has to lie in one
+sequence is the stretch between a cue and the step that needs it: the whole episode for the T-maze and Visual
+Match (``episode_limit``), much less for a task whose env declares a shorter ``memory_span`` (MiniGrid's Memory
+tasks: an agent walks from the cue to its choice in a few dozen steps of an episode limit of hundreds).
+``ppo.n_steps: auto`` sizes the rollout from that span, ``ppo.batch_size: auto`` splits it into
+``AUTO_MINIBATCHES`` minibatches of whole env rollouts, and ``check_sequences`` warns when training sequences are
+shorter than the span.
 """
 
 from __future__ import annotations
@@ -42,6 +46,20 @@ def episode_limit(venv: VecEnv) -> int | None:
     return None
 
 
+def memory_span(venv: VecEnv) -> tuple[int | None, bool]:
+    """The most steps a cue of ``venv``'s task must be carried by an agent that acts on it: the envs' declared
+    ``memory_span`` where they declare one, else the episode limit (a cue may be needed from the first step to the
+    last). Returns ``(span, declared)``; the span is None when neither is known."""
+    try:
+        if venv.has_attr("memory_span"):
+            span = venv.get_attr("memory_span", [0])[0]
+            if isinstance(span, int) and span > 0:
+                return span, True
+    except (AttributeError, NotImplementedError):
+        pass
+    return episode_limit(venv), False
+
+
 def auto_n_steps(limit: int) -> int:
     """Rollout length for episodes of at most ``limit`` steps: ``limit`` rounded up to a multiple of 64, so an
     episode of the limit fits whole and a T-maze's shortest episodes (half the limit) fit at least twice."""
@@ -51,7 +69,8 @@ def auto_n_steps(limit: int) -> int:
 def resolve(n_steps: int | str, batch_size: int | str, n_envs: int, venv: VecEnv, env_id: str) -> tuple[int, int]:
     """``(n_steps, batch_size)`` with ``"auto"`` values derived from ``venv``'s episode limit.
 
-    :param n_steps: steps per env per rollout, or ``"auto"`` (``auto_n_steps`` of the episode limit)
+    :param n_steps: steps per env per rollout, or ``"auto"`` (``auto_n_steps`` of the memory span: the declared one,
+        else the episode limit)
     :param batch_size: transitions per minibatch, or ``"auto"`` (the rollout in ``AUTO_MINIBATCHES`` minibatches,
         fewer with fewer envs, of whole env rollouts)
     :param n_envs: number of training envs
@@ -60,7 +79,7 @@ def resolve(n_steps: int | str, batch_size: int | str, n_envs: int, venv: VecEnv
     :raises UrgateError: ``n_steps: auto`` for an env whose episode limit is unknown
     """
     if n_steps == AUTO:
-        limit = episode_limit(venv)
+        limit, _ = memory_span(venv)
         if limit is None:
             raise UrgateError(
                 f"ppo.n_steps: auto needs the episode limit of {env_id}, which it does not declare (no max_steps "
@@ -74,16 +93,26 @@ def resolve(n_steps: int | str, batch_size: int | str, n_envs: int, venv: VecEnv
 
 
 def check_sequences(sequence_length: int, venv: VecEnv, env_id: str) -> str | None:
-    """Warn (logger ``urgate``) when training sequences are shorter than ``venv``'s episodes can be.
+    """Warn (logger ``urgate``) when training sequences are shorter than ``venv``'s memory span (``memory_span``:
+    its episodes, unless the envs declare a shorter span).
 
     :param sequence_length: steps per training sequence (``FastRecurrentPPO``'s, after planning)
     :param venv: the training envs
     :param env_id: for the message
     :return: the warning, or None
     """
-    limit = episode_limit(venv)
+    limit, declared = memory_span(venv)
     if limit is None or sequence_length >= limit:
         return None
+    if declared:
+        message = (
+            f"training sequences hold {sequence_length} steps but {env_id} asks an agent to carry its cue up to "
+            f"{limit} steps: backpropagation through time cannot link steps more than {sequence_length} apart, so "
+            f"the cue cannot be learned; set ppo.n_steps: auto (or >= {limit}) and a batch_size that keeps whole "
+            "rollouts (auto)"
+        )
+        log.warning(message)
+        return message
     message = (
         f"training sequences hold {sequence_length} steps but episodes of {env_id} last up to {limit}: "
         f"backpropagation through time cannot link steps more than {sequence_length} apart, so what must be "
