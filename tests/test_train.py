@@ -510,3 +510,22 @@ def test_progress_csv_matches_sb3s_csv_writer_and_continues_on_resume(tmp_path):
     resumed.write({"time/total_timesteps": 256, "train/loss": 1.0}, {})
     assert [r["time/total_timesteps"] for r in rows(tmp_path / "ours.csv")] == ["64", "128", "192", "256"]
     assert rows(tmp_path / "ours.csv")[-1]["rollout/ep_rew_mean"] == ""
+
+
+def test_reward_normalisation_on_dict_observations_of_indices_trains_and_evaluates(tmp_path):
+    """`ppo.normalize` with `norm_obs: false` (Visual Match's symbolic view and direction are indices, not to be
+    scaled): the evaluation envs take the training envs' observation settings instead of failing on the Dict."""
+    cfg = tiny(
+        "ppo.normalize=true",
+        "ppo.normalize_kwargs={norm_obs: false}",
+        "total_timesteps=128",
+        "env_kwargs={cue_steps: 1, distractor_steps: 2}",
+        env="urgate/PassiveVisualMatch-v0",
+    )
+    summary = train(cfg, tmp_path / "vm", progress_bar=False)
+    assert summary["status"] == "finished"
+    saved = VecNormalize.load(
+        str(tmp_path / "vm/final_model.vecnormalize.pkl"),
+        factory.make_vec_env("urgate/PassiveVisualMatch-v0", {"cue_steps": 1, "distractor_steps": 2}, 1, 0),
+    )
+    assert not saved.norm_obs and saved.norm_reward and saved.ret_rms.count > 0

@@ -205,8 +205,18 @@ class EvalCallback(BaseCallback):
                 self._count(None if np.isnan(rate) else float(rate))
 
     def _init_callback(self) -> None:
-        if isinstance(self.training_env, VecNormalize) and not isinstance(self.eval_env, VecNormalize):
-            self.eval_env = VecNormalize(self.eval_env, training=False, norm_reward=False)
+        train = self.training_env
+        if isinstance(train, VecNormalize) and not isinstance(self.eval_env, VecNormalize):
+            # the training env's observation settings (e.g. norm_obs: false for a Dict of indices), frozen statistics
+            self.eval_env = VecNormalize(
+                self.eval_env,
+                training=False,
+                norm_obs=train.norm_obs,
+                norm_reward=False,
+                norm_obs_keys=train.norm_obs_keys if train.norm_obs else None,
+                clip_obs=train.clip_obs,
+                epsilon=train.epsilon,
+            )
 
     def _on_training_start(self) -> None:
         t = self.model.num_timesteps
