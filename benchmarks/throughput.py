@@ -424,14 +424,19 @@ def run_grid(
 
 
 def extractor_table(channel_sets: list[tuple[int, int, int]], n_epochs: int = 4, repeats: int = 20) -> None:
-    """The symbolic extractor alone, on Visual Match's observation space: microseconds per observation for the
+    """The symbolic extractors alone, on Visual Match's observation space: microseconds per observation for the
     rollout's forward (64 envs, no gradient) and a training minibatch's forward and backward (1024), and the env
     steps per CPU second those two alone would allow with ``n_epochs`` epochs (each step is seen once in the rollout
-    and ``n_epochs`` times in training): a ceiling for the whole learner."""
+    and ``n_epochs`` times in training): a ceiling for the whole learner. The bag extractor is measured twice: with
+    its ``BagSum`` backward and with torch's ``nn.EmbeddingBag`` backward (the same gradient)."""
     import numpy as np
     from torch.nn import functional as F
 
-    from policies.extractors import SymbolicGridExtractor
+    from policies.extractors import SymbolicGridBagExtractor, SymbolicGridExtractor
+
+    class StockBagBackward(SymbolicGridBagExtractor):
+        def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+            return F.relu(self.bag(self.one_hot_slots(observations)) + self.bias)
 
     space = envs.make_vec_env("urgate/PassiveVisualMatch-v0", n_envs=1, seed=0).observation_space
     space.seed(0)
@@ -450,24 +455,27 @@ def extractor_table(channel_sets: list[tuple[int, int, int]], n_epochs: int = 4,
             best = min(best, (time.process_time() - t) / repeats / n * 1e6)
         return best
 
-    print(f"\n### SymbolicGridExtractor alone (7x7 view), CPU microseconds per observation, {n_epochs} epochs\n")
-    print("| conv channels | parameters | rollout forward (64) | train forward+backward (1024) | steps/s ceiling |")
+    print(f"\n### Symbolic extractors alone (7x7 view), CPU microseconds per observation, {n_epochs} epochs\n")
+    print("| extractor | parameters | rollout forward (64) | train forward+backward (1024) | steps/s ceiling |")
     print("|---|---:|---:|---:|---:|")
     small, large = batch(64), batch(1024)
-    for channels in channel_sets:
-        extractor = SymbolicGridExtractor(space, channels=channels)
+    extractors: list[tuple[str, torch.nn.Module]] = [
+        (f"conv {', '.join(map(str, c))}", SymbolicGridExtractor(space, channels=c)) for c in channel_sets
+    ]
+    extractors += [
+        ("bag, BagSum backward", SymbolicGridBagExtractor(space)),
+        ("bag, nn.EmbeddingBag backward", StockBagBackward(space)),
+    ]
+    for label, extractor in extractors:
 
-        def forward(extractor: SymbolicGridExtractor = extractor) -> None:
+        def forward(extractor: torch.nn.Module = extractor) -> None:
             with torch.no_grad():
                 extractor(small)
 
         fwd = per_obs(forward, 64)
         train = per_obs(lambda extractor=extractor: extractor(large).sum().backward(), 1024)
         params = sum(p.numel() for p in extractor.parameters())
-        print(
-            f"| {', '.join(map(str, channels))} | {params:,} | {fwd:.1f} | {train:.1f} | "
-            f"{1e6 / (fwd + n_epochs * train):,.0f} |"
-        )
+        print(f"| {label} | {params:,} | {fwd:.1f} | {train:.1f} | {1e6 / (fwd + n_epochs * train):,.0f} |")
 
 
 def main(argv: list[str] | None = None) -> None:

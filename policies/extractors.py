@@ -18,6 +18,41 @@ from .errors import PolicyConfigError
 # space does not state tighter bounds (a raw MiniGrid space declares [0, 255]).
 DEFAULT_INDEX_SIZES = (11, 6, 4)
 
+# Rows of the one-hot count matrix formed at a time in ``BagSum.backward`` (a 1024 x 1033 block is 4 MB).
+BAG_BACKWARD_CHUNK = 1024
+
+
+class BagSum(torch.autograd.Function):
+    """``F.embedding_bag(indices, weight, mode="sum")`` with a faster weight gradient on a CPU.
+
+    The forward pass is torch's. The gradient of ``weight`` is ``counts^T @ grad``, where ``counts[b, i]`` is how
+    often row ``i`` occurs in bag ``b`` (the bag sum is ``counts @ weight``): formed block by block as a dense
+    matrix and multiplied in one matrix product per block. torch's own CPU backward sorts all ``B * bag`` indices and
+    adds rows one at a time; for the grid extractor's bags (148 indices into about a thousand rows) this is several
+    times faster (``benchmarks/throughput.py --tasks extractor``). The same gradient up to float rounding
+    (``tests/test_extractors.py``); no gradient reaches the indices, and no second derivative is defined.
+    """
+
+    @staticmethod
+    def forward(ctx, indices: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(indices)
+        ctx.n_rows = weight.shape[0]
+        return F.embedding_bag(indices, weight, mode="sum")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor | None]:
+        if not ctx.needs_input_grad[1]:
+            return None, None
+        (indices,) = ctx.saved_tensors
+        grad_weight = grad.new_zeros(ctx.n_rows, grad.shape[1])
+        ones = grad.new_ones(()).expand(min(BAG_BACKWARD_CHUNK, len(indices)), indices.shape[1])
+        for start in range(0, len(indices), BAG_BACKWARD_CHUNK):
+            block = indices[start : start + BAG_BACKWARD_CHUNK]
+            counts = grad.new_zeros(len(block), ctx.n_rows).scatter_add_(1, block, ones[: len(block)])
+            grad_weight.addmm_(counts.t(), grad[start : start + BAG_BACKWARD_CHUNK])
+        return None, grad_weight
+
 
 class _SymbolicGridInput(BaseFeaturesExtractor):
     """What the symbolic-grid extractors share: checking the space, and reading the observation as integer indices.
@@ -177,7 +212,7 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
         return slots
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.relu(self.bag(self.one_hot_slots(observations)) + self.bias)
+        return F.relu(BagSum.apply(self.one_hot_slots(observations), self.bag.weight) + self.bias)
 
 
 EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {

@@ -161,3 +161,58 @@ def test_bag_extractor_is_a_linear_layer_over_the_one_hot_view():
         assert batch["direction"].shape == (len(obs), 4)
         divided = dict(batch, image=batch["image"] / 255.0, direction=batch["direction"].argmax(dim=1))
         torch.testing.assert_close(extractor(divided), expected)
+
+
+def test_bag_sum_gradient_equals_embedding_bag_and_the_one_hot_product():
+    """BagSum's weight gradient (one-hot counts times the output gradient, in row blocks) equals torch's
+    EmbeddingBag gradient and the autograd of the explicit one-hot product, repeated indices in a bag included."""
+    from policies import extractors
+    from policies.extractors import BagSum
+
+    torch.manual_seed(0)
+    for dtype, n_bags in ((torch.float64, 7), (torch.float32, 2 * extractors.BAG_BACKWARD_CHUNK + 5)):
+        n_rows, bag, dim = 40, 12, 6
+        indices = torch.randint(0, n_rows, (n_bags, bag))
+        indices[0, :4] = 3  # one row four times in a bag
+        weight = torch.randn(n_rows, dim, dtype=dtype, requires_grad=True)
+        grad_out = torch.randn(n_bags, dim, dtype=dtype)
+        out = BagSum.apply(indices, weight)
+        (ours,) = torch.autograd.grad(out, weight, grad_out)
+
+        reference = torch.nn.EmbeddingBag(n_rows, dim, mode="sum").to(dtype)
+        with torch.no_grad():
+            reference.weight.copy_(weight)
+        torch.testing.assert_close(out, reference(indices))
+        (stock,) = torch.autograd.grad(reference(indices), reference.weight, grad_out)
+        counts = torch.zeros(n_bags, n_rows, dtype=dtype)
+        for b in range(n_bags):
+            for i in indices[b].tolist():
+                counts[b, i] += 1.0
+        explicit = counts @ weight
+        (plain,) = torch.autograd.grad(explicit, weight, grad_out)
+        torch.testing.assert_close(out, explicit)
+        # float32 sums of ~600 terms in a different order: rounding of order 1e-5 on values of order 10
+        tol = {} if dtype == torch.float64 else dict(rtol=1e-5, atol=5e-4)
+        torch.testing.assert_close(ours, stock, **tol)
+        torch.testing.assert_close(ours, plain, **tol)
+        assert counts[0, 3] >= 4 and ours.abs().sum() > 0
+
+
+def test_bag_extractor_gradients_equal_the_explicit_product():
+    """The extractor's parameter gradients through BagSum equal those of relu(one_hot @ W + b) on real views."""
+    from policies.extractors import SymbolicGridBagExtractor
+
+    space, obs = _observations("MiniGrid-MemoryS7-v0", n=6)
+    extractor = SymbolicGridBagExtractor(space, features_dim=16)
+    with torch.no_grad():
+        extractor.bias.normal_()
+    batch = preprocess_obs(_batch(obs), space, normalize_images=False)
+    slots = extractor.one_hot_slots(batch)
+    one_hot = torch.zeros(len(obs), extractor.bag.weight.shape[0]).scatter_(1, slots, 1.0)
+    assert one_hot.sum() == slots.numel()  # a view sets distinct slots
+    grad_out = torch.randn(len(obs), 16)
+    ours = torch.autograd.grad(extractor(batch), [extractor.bag.weight, extractor.bias], grad_out)
+    expected = torch.relu(one_hot @ extractor.bag.weight + extractor.bias)
+    plain = torch.autograd.grad(expected, [extractor.bag.weight, extractor.bias], grad_out)
+    for a, b in zip(ours, plain, strict=True):
+        torch.testing.assert_close(a, b)
