@@ -13,24 +13,49 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import PolicyConfigError
+from .extensions import CompiledExtension
+from .kernels import kernel_disabled, warn_fallback
 
 # Table sizes of MiniGrid's symbolic encoding (11 object types, 6 colours, states 0..3), used when the observation
 # space does not state tighter bounds (a raw MiniGrid space declares [0, 255]).
 DEFAULT_INDEX_SIZES = (11, 6, 4)
 
-# Rows of the one-hot count matrix formed at a time in ``BagSum.backward`` (a 1024 x 1033 block is 4 MB).
+# Rows of the one-hot count matrix formed at a time in ``BagSum``'s plain backward (a 1024 x 1033 block is 4 MB).
 BAG_BACKWARD_CHUNK = 1024
+# The compiled weight gradient of ``BagSum`` (csrc/bag.cpp), built on first use like the recurrent kernels.
+BAG = CompiledExtension("bag", ["bag.cpp"], description="embedding-bag gradient CPU kernel")
+BAG_FALLBACK = "SymbolicGridBagExtractor's weight gradient runs the slower one-hot product"
+
+
+def bag_sum_weight_grad(indices: torch.Tensor, grad: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The plain definition of an embedding-bag sum's weight gradient: ``counts^T @ grad``, where ``counts[b, i]``
+    is how often row ``i`` occurs in bag ``b`` (the sum is ``counts @ weight``), formed ``BAG_BACKWARD_CHUNK`` bags
+    at a time as a dense matrix and multiplied in one product per block.
+
+    :param indices: (B, L) int64 rows of each bag
+    :param grad: (B, D) gradient of the bag sums
+    :param n_rows: rows of the weight
+    :return: (n_rows, D) gradient of the weight
+    """
+    grad_weight = grad.new_zeros(n_rows, grad.shape[1])
+    ones = grad.new_ones(()).expand(min(BAG_BACKWARD_CHUNK, len(indices)), indices.shape[1])
+    for start in range(0, len(indices), BAG_BACKWARD_CHUNK):
+        block = indices[start : start + BAG_BACKWARD_CHUNK]
+        counts = grad.new_zeros(len(block), n_rows).scatter_add_(1, block, ones[: len(block)])
+        grad_weight.addmm_(counts.t(), grad[start : start + BAG_BACKWARD_CHUNK])
+    return grad_weight
 
 
 class BagSum(torch.autograd.Function):
     """``F.embedding_bag(indices, weight, mode="sum")`` with a faster weight gradient on a CPU.
 
-    The forward pass is torch's. The gradient of ``weight`` is ``counts^T @ grad``, where ``counts[b, i]`` is how
-    often row ``i`` occurs in bag ``b`` (the bag sum is ``counts @ weight``): formed block by block as a dense
-    matrix and multiplied in one matrix product per block. torch's own CPU backward sorts all ``B * bag`` indices and
-    adds rows one at a time; for the grid extractor's bags (148 indices into about a thousand rows) this is several
-    times faster (``benchmarks/throughput.py --tasks extractor``). The same gradient up to float rounding
-    (``tests/test_extractors.py``); no gradient reaches the indices, and no second derivative is defined.
+    The forward pass is torch's. The weight gradient is the compiled loop of ``csrc/bag.cpp`` for CPU float32/64
+    tensors where the extension builds (unless ``URGATE_DISABLE_KERNEL=1``), else ``bag_sum_weight_grad``'s
+    one-hot product. torch's own CPU backward sorts all ``B * L`` indices and adds rows one at a time; for the grid
+    extractor's bags (148 indices into about a thousand rows) the one-hot product is 2-4x faster than it and the
+    compiled loop faster still (``benchmarks/throughput.py --tasks extractor``). All three give the same gradient up
+    to float rounding (``tests/test_extractors.py``); no gradient reaches the indices, and no second derivative is
+    defined.
     """
 
     @staticmethod
@@ -45,13 +70,11 @@ class BagSum(torch.autograd.Function):
         if not ctx.needs_input_grad[1]:
             return None, None
         (indices,) = ctx.saved_tensors
-        grad_weight = grad.new_zeros(ctx.n_rows, grad.shape[1])
-        ones = grad.new_ones(()).expand(min(BAG_BACKWARD_CHUNK, len(indices)), indices.shape[1])
-        for start in range(0, len(indices), BAG_BACKWARD_CHUNK):
-            block = indices[start : start + BAG_BACKWARD_CHUNK]
-            counts = grad.new_zeros(len(block), ctx.n_rows).scatter_add_(1, block, ones[: len(block)])
-            grad_weight.addmm_(counts.t(), grad[start : start + BAG_BACKWARD_CHUNK])
-        return None, grad_weight
+        if grad.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64) and not kernel_disabled():
+            if BAG.load():
+                return None, torch.ops.urgate.bag_sum_backward(indices, grad, ctx.n_rows)
+            warn_fallback(BAG_FALLBACK, f"the compiled kernel is unavailable: {BAG.error}")
+        return None, bag_sum_weight_grad(indices, grad, ctx.n_rows)
 
 
 class _SymbolicGridInput(BaseFeaturesExtractor):
@@ -88,12 +111,18 @@ class _SymbolicGridInput(BaseFeaturesExtractor):
         ]
         self.n_directions = int(observation_space[direction_key].n) if direction_key is not None else 0
 
-    def _indices(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The view as (B, H, W, 3) int64 indices."""
+    def _index_image(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The view as (B, H, W, 3) indices, in the observation's dtype (a /255 image scaled back)."""
         image = observations[self.image_key]
         if self.channels_first:
             image = image.permute(0, 2, 3, 1)
-        return torch.where(image == torch.floor(image), image, image * 255.0).round().long()
+        if not image.is_floating_point() or torch.equal(image, torch.floor(image)):  # raw indices: the usual case
+            return image
+        return torch.where(image == torch.floor(image), image, image * 255.0).round()
+
+    def _indices(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The view as (B, H, W, 3) int64 indices."""
+        return self._index_image(observations).long()
 
     def _direction(self, observations: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
         """The direction as (B, n_directions) one-hot floats."""
@@ -203,12 +232,13 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
 
     def one_hot_slots(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, H * W * 3 [+ 1]) indices of the one-hot slots a batch of observations sets."""
-        image = self._indices(observations)
-        batch = image.shape[0]
-        slots = (image + self.offsets).reshape(batch, -1)
+        image = self._index_image(observations)
+        batch, n_image = image.shape[0], self.offsets.numel()
+        slots = torch.empty(batch, n_image + bool(self.n_directions), dtype=torch.long, device=image.device)
+        # one pass in the image's dtype (small integers: exact in float32), one converting pass into the slots
+        slots[:, :n_image].view(batch, *self.offsets.shape).copy_(image + self.offsets)
         if self.n_directions:
-            direction = self._direction(observations, batch).argmax(dim=1, keepdim=True)
-            slots = torch.cat([slots, self.n_slots + direction], dim=1)
+            slots[:, n_image] = self.n_slots + self._direction(observations, batch).argmax(dim=1)
         return slots
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:

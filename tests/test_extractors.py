@@ -163,17 +163,26 @@ def test_bag_extractor_is_a_linear_layer_over_the_one_hot_view():
         torch.testing.assert_close(extractor(divided), expected)
 
 
-def test_bag_sum_gradient_equals_embedding_bag_and_the_one_hot_product():
-    """BagSum's weight gradient (one-hot counts times the output gradient, in row blocks) equals torch's
-    EmbeddingBag gradient and the autograd of the explicit one-hot product, repeated indices in a bag included."""
+@pytest.mark.parametrize("path", ["compiled", "one_hot"])
+def test_bag_sum_gradient_equals_embedding_bag_and_the_one_hot_product(path, monkeypatch):
+    """BagSum's weight gradient (the compiled loop, or the one-hot counts times the output gradient in row blocks)
+    equals torch's EmbeddingBag gradient and the autograd of the explicit count product, with repeated indices in a
+    bag and runs of bags with equal indices (what the compiled loop sums in registers)."""
     from policies import extractors
-    from policies.extractors import BagSum
+    from policies.extractors import BAG, BagSum
+    from policies.kernels import DISABLE_ENV
 
+    if path == "compiled":
+        monkeypatch.delenv(DISABLE_ENV, raising=False)
+        assert BAG.load(), f"compiled bag kernel is unavailable: {BAG.error}"
+    else:
+        monkeypatch.setenv(DISABLE_ENV, "1")
     torch.manual_seed(0)
-    for dtype, n_bags in ((torch.float64, 7), (torch.float32, 2 * extractors.BAG_BACKWARD_CHUNK + 5)):
-        n_rows, bag, dim = 40, 12, 6
+    for dtype, n_bags, dim in ((torch.float64, 7, 6), (torch.float32, 2 * extractors.BAG_BACKWARD_CHUNK + 5, 77)):
+        n_rows, bag = 40, 12
         indices = torch.randint(0, n_rows, (n_bags, bag))
         indices[0, :4] = 3  # one row four times in a bag
+        indices[1:5, 5] = indices[0, 5]  # a run of five bags with the same index at one position
         weight = torch.randn(n_rows, dim, dtype=dtype, requires_grad=True)
         grad_out = torch.randn(n_bags, dim, dtype=dtype)
         out = BagSum.apply(indices, weight)
@@ -196,6 +205,14 @@ def test_bag_sum_gradient_equals_embedding_bag_and_the_one_hot_product():
         torch.testing.assert_close(ours, stock, **tol)
         torch.testing.assert_close(ours, plain, **tol)
         assert counts[0, 3] >= 4 and ours.abs().sum() > 0
+
+
+def test_bag_kernel_rejects_out_of_range_indices():
+    from policies.extractors import BAG
+
+    assert BAG.load(), f"compiled bag kernel is unavailable: {BAG.error}"
+    with pytest.raises(RuntimeError, match="index 5 out of range for 5 rows"):
+        torch.ops.urgate.bag_sum_backward(torch.tensor([[0, 5]]), torch.ones(1, 3), 5)
 
 
 def test_bag_extractor_gradients_equal_the_explicit_product():
