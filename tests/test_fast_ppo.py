@@ -13,7 +13,7 @@ from stable_baselines3.common.logger import configure
 
 from agents import FastRecurrentPPO
 from agents.errors import UrgateError
-from agents.ppo.buffers import SequenceRolloutBuffer, SequenceSamples, plan_sequences
+from agents.ppo.buffers import SequenceDictRolloutBuffer, SequenceRolloutBuffer, SequenceSamples, plan_sequences
 from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy
 from tests.recurrent_envs import DICT_SPACE, play, toy_vec_env
 
@@ -150,6 +150,60 @@ def test_a_sequence_length_that_cannot_honour_batch_size_fails_at_construction_s
 
 
 # --- the buffer ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dict_obs", [False, True])
+def test_reset_zeroes_the_previous_rollouts_arrays_in_place(dict_obs):
+    """reset() leaves what stock's leaves (every array zero, same shapes and dtypes as a fresh buffer), written into
+    the previous rollout's arrays instead of new ones; arrays that stock get() flattened are replaced."""
+    n_steps, n_envs, hidden = 4, 2, 3
+    box = spaces.Box(-1e3, 1e3, (2,), np.float32)
+    space = spaces.Dict({"a": box, "b": spaces.Discrete(3)}) if dict_obs else box
+    cls = SequenceDictRolloutBuffer if dict_obs else SequenceRolloutBuffer
+    args = (n_steps, space, spaces.Discrete(2), (n_steps, 1, n_envs, hidden), "cpu")
+
+    def arrays(buffer):
+        out = {}
+        for name, value in vars(buffer).items():
+            for key, array in value.items() if isinstance(value, dict) else [(None, value)]:
+                if isinstance(array, np.ndarray):
+                    out[(name, key)] = array
+        return out
+
+    def fill(buffer):
+        for _ in range(n_steps):
+            obs = {"a": np.ones((n_envs, 2)), "b": np.full(n_envs, 2)} if dict_obs else np.ones((n_envs, 2))
+            state = th.ones(1, n_envs, hidden)
+            buffer.add(
+                obs,
+                np.ones((n_envs, 1)),
+                np.ones(n_envs),
+                np.ones(n_envs),
+                th.ones(n_envs),
+                th.ones(n_envs),
+                lstm_states=RNNStates((state, state), (state, state)),
+            )
+        buffer.compute_returns_and_advantage(last_values=th.ones(n_envs), dones=np.zeros(n_envs))
+
+    buf = cls(*args, n_envs=n_envs)
+    fresh = arrays(cls(*args, n_envs=n_envs))
+    fill(buf)
+    before = arrays(buf)
+    assert all(np.any(a != 0) for k, a in before.items() if k[0] != "advantages")  # every array was written
+    buf.reset()
+    after = arrays(buf)
+    assert after.keys() == fresh.keys()
+    for key, array in after.items():
+        assert array is before[key], key  # kept
+        assert array.shape == fresh[key].shape and array.dtype == fresh[key].dtype, key
+        assert not np.any(array), key
+    fill(buf)
+    list(buf.get(batch_size=n_envs))  # stock's get flattens the arrays in place
+    buf.reset()
+    after = arrays(buf)
+    for key, expected in fresh.items():
+        assert after[key].shape == expected.shape and after[key].dtype == expected.dtype, key
+        assert not np.any(after[key]), key
 
 
 @pytest.mark.parametrize("sequence_length", [None, 3, 1])

@@ -146,6 +146,22 @@ def plan_sequences(n_steps: int, n_envs: int, batch_size: int, sequence_length: 
     return int(sequence_length)
 
 
+def _zeroed_like(kept: Any, fresh: Any) -> Any:
+    """``kept`` zeroed in place when it is an array of ``fresh``'s shape and dtype, else ``fresh``."""
+    if (
+        isinstance(fresh, np.ndarray)
+        and isinstance(kept, np.ndarray)
+        and kept is not fresh
+        and kept.shape == fresh.shape
+        and kept.dtype == fresh.dtype
+        and kept.flags.writeable
+        and kept.flags.c_contiguous
+    ):
+        kept.fill(0)
+        return kept
+    return fresh
+
+
 class _SequenceMixin:
     """``sequence_minibatches`` on top of a stock recurrent rollout buffer (arrays laid out (n_steps, n_envs))."""
 
@@ -163,7 +179,21 @@ class _SequenceMixin:
         )
 
     def reset(self) -> None:
+        """Stock's reset (every array zeroed), writing into the previous rollout's arrays where they fit.
+
+        Stock allocates every array afresh, and the operating system then hands out and zeroes each page again on
+        its first write during the next rollout (for a 64 x 1472 rollout of 128-unit states about 250 MB, a tenth of
+        ``collect_rollouts``' time); zeroing the kept arrays in place gives the same contents without that.
+        """
+        previous = dict(vars(self))
         super().reset()
+        for name, fresh in vars(self).items():
+            kept = previous.get(name)
+            if isinstance(fresh, dict) and isinstance(kept, dict):
+                for key, array in fresh.items():
+                    fresh[key] = _zeroed_like(kept.get(key), array)
+            else:
+                setattr(self, name, _zeroed_like(kept, fresh))
         self._sequences: dict[str, Any] | None = None
 
     def _to_sequences(self, arr: np.ndarray) -> th.Tensor:
