@@ -11,14 +11,16 @@
 //   c = g c_prev + (1 - g) u            h = o tanh(c)
 // A reset at step t multiplies both states by keep = 1 - resets[t] before the step, as step_loop does.
 //
-// Per step the forward pass costs one at::mm_out into a preallocated buffer plus one elementwise loop; the
-// backward pass one loop plus one at::mm_out. The input projection and the recurrent weight gradient are one large
-// matrix product each over the whole sequence, done in Python (policies/kernels.py).
+// Per step the forward pass costs one matrix product into a preallocated buffer plus one elementwise loop; the
+// backward pass one loop plus one matrix product (small_gemm.h's loop for a few rows, else at::mm_out). The input
+// projection and the recurrent weight gradient are one large matrix product each over the whole sequence, done in
+// Python (policies/kernels.py).
 #include <ATen/ATen.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "activations.h"
+#include "small_gemm.h"
 
 #include <algorithm>
 #include <vector>
@@ -74,8 +76,8 @@ inline void forward_units(int64_t H, int64_t j0, int64_t n, const scalar_t* __re
 }
 
 template <typename scalar_t>
-void forward_loop(int64_t T, int64_t B, int64_t H, const scalar_t* xp, const at::Tensor& w_t, const scalar_t* keep,
-                  at::Tensor& gbuf, at::Tensor& hprev, at::Tensor& cstate, scalar_t* out, scalar_t* acts,
+void forward_loop(int64_t T, int64_t B, int64_t H, const scalar_t* xp, const at::Tensor& w_t, const scalar_t* w_tc,
+                  const scalar_t* keep, at::Tensor& gbuf, at::Tensor& hprev, at::Tensor& cstate, scalar_t* out, scalar_t* acts,
                   scalar_t* cprev_all, scalar_t* tanhc_all, bool save) {
   constexpr int64_t V = at::vec::Vectorized<scalar_t>::size();
   const int64_t G = 4 * H, BH = B * H;
@@ -85,7 +87,11 @@ void forward_loop(int64_t T, int64_t B, int64_t H, const scalar_t* xp, const at:
   for (int64_t t = 0; t < T; ++t) {
     // With save, hprev holds every step's (reset) previous hidden state for the weight gradient; else 2 buffers.
     const int64_t slot = save ? t : (t & 1), next = save ? t + 1 : ((t + 1) & 1);
-    at::mm_out(gbuf, hprev.select(0, slot), w_t);
+    if (w_tc) {  // w_tc: W_hh^T, contiguous (H x 4H)
+      urgate::small_gemm<scalar_t>(B, H, G, hp_base + slot * BH, H, w_tc, G, gbuf.data_ptr<scalar_t>(), G);
+    } else {
+      at::mm_out(gbuf, hprev.select(0, slot), w_t);
+    }
     for (int64_t b = 0; b < B; ++b) {
       const scalar_t k = keep ? keep[t * B + b] : scalar_t(1);
       const scalar_t kn = (keep && t + 1 < T) ? keep[(t + 1) * B + b] : scalar_t(1);
@@ -127,8 +133,11 @@ std::vector<at::Tensor> refine_forward(const at::Tensor& xproj_in, const at::Ten
     hprev.select(0, 0).copy_(h0k);
   }
   const at::Tensor w_t = w_hh.t();
+  const at::Tensor w_tc = B <= urgate::SMALL_GEMM_MAX_ROWS ? w_t.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "urgate_refine_forward", [&] {
-    forward_loop<scalar_t>(T, B, H, xproj.data_ptr<scalar_t>(), w_t, keep.numel() ? keep.data_ptr<scalar_t>() : nullptr,
+    forward_loop<scalar_t>(T, B, H, xproj.data_ptr<scalar_t>(), w_t,
+                           w_tc.defined() ? w_tc.data_ptr<scalar_t>() : nullptr,
+                           keep.numel() ? keep.data_ptr<scalar_t>() : nullptr,
                            gbuf, hprev, cstate, out.data_ptr<scalar_t>(), save ? acts.data_ptr<scalar_t>() : nullptr,
                            save ? cprev.data_ptr<scalar_t>() : nullptr, save ? tanhc.data_ptr<scalar_t>() : nullptr,
                            save);
@@ -181,7 +190,11 @@ void backward_loop(int64_t T, int64_t B, int64_t H, const scalar_t* gout, const 
                                  tanhc + row, k, kn, dhp + b * H, dcp + b * H, dgp + (t * B + b) * G);
       }
     }
-    at::mm_out(dh, dgates.select(0, t), w_hh);
+    if (B <= urgate::SMALL_GEMM_MAX_ROWS) {
+      urgate::small_gemm<scalar_t>(B, G, H, dgp + t * B * G, G, w_hh.data_ptr<scalar_t>(), H, dhp, H);
+    } else {
+      at::mm_out(dh, dgates.select(0, t), w_hh);
+    }
   }
   if (keep) {
     for (int64_t b = 0; b < B; ++b)
