@@ -200,8 +200,8 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
 
     ``relu(W @ onehot(view, direction) + b)``, where the one-hot has a slot for every (cell, channel, index) and every
     direction. A view sets exactly one slot per (cell, channel), so the product is computed as one
-    ``nn.EmbeddingBag`` sum over H * W * 3 + 1 looked-up rows of W instead of a matrix product over the one-hot
-    (``tests/test_extractors.py`` checks it against the explicit product). On a CPU it costs a small fraction of the
+    embedding-bag sum over H * W * 3 + 1 looked-up rows of W instead of a matrix product over the one-hot, with
+    ``BagSum``'s weight gradient (``tests/test_extractors.py`` checks both against the explicit product). On a CPU it costs a small fraction of the
     conv net (``benchmarks/throughput.py --tasks extractor``), and MiniGrid's Memory tasks are learned with it
     (configs/minigrid.yaml uses it; docs/experiments/minigrid.md). Elsewhere:
     ``--set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor``.
