@@ -1,5 +1,7 @@
 """SymbolicGridExtractor: builds on the env's space, reads raw indices, survives SB3's image preprocessing."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,25 @@ def test_bag_extractor_gradients_equal_the_explicit_product():
     plain = torch.autograd.grad(expected, [extractor.bag.weight, extractor.bias], grad_out)
     for a, b in zip(ours, plain, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_bag_sum_without_its_kernel_warns_once_and_takes_the_one_hot_product(monkeypatch, tmp_path):
+    """A bag extension that does not build: one warning naming why, and the plain one-hot product's gradient."""
+    from policies import extensions, extractors, kernels
+    from policies.extractors import BagSum, bag_sum_weight_grad
+
+    (tmp_path / "broken.cpp").write_text("this is not C++;\n")
+    broken = extensions.CompiledExtension("broken", ["broken.cpp"], description="broken test", source_dir=tmp_path)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.delenv(kernels.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(kernels, "_warned", set())
+    monkeypatch.setattr(extractors, "BAG", broken)
+    indices = torch.randint(0, 9, (5, 4))
+    weight = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="one-hot product .*the build failed"):
+        (ours,) = torch.autograd.grad(BagSum.apply(indices, weight), weight, grad_out)
+    torch.testing.assert_close(ours, bag_sum_weight_grad(indices, grad_out, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        torch.autograd.grad(BagSum.apply(indices, weight), weight, grad_out)
