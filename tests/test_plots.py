@@ -2,12 +2,13 @@
 written with the trainer's own writers (tests/fake_runs.py)."""
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from fake_runs import write_run
+from fake_runs import evaluation, write_run
 
 from agents.errors import UrgateError
 from agents.run import rundir
@@ -62,8 +63,8 @@ def test_results_table_reports_iqm_of_final_success(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| 100 | ur |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "4/4"
-    assert cells[3].startswith("0.50 [")
-    lo, hi = (float(x) for x in cells[3][6:-1].split(", "))
+    assert cells[4].startswith("0.50 [")
+    lo, hi = (float(x) for x in cells[4][6:-1].split(", "))
     assert 0.2 <= lo <= 0.5 <= hi <= 1.0
     assert "Memoryless ceiling (success rate): 0.5" in table
 
@@ -173,7 +174,9 @@ def test_every_run_state_plots_and_counts_only_finished_runs(tmp_path, with_succ
     cells = [c.strip() for c in row.strip("|").split("|")]
     finished = json.loads((tmp_path / RUNS_DIR / exp.runs()[0].name / rundir.SUMMARY).read_text())
     assert cells[1] == f"1/{len(RUN_STATES)}"
-    if with_success:
+    if with_success:  # a solved column (seeds that reached 0.95, and when) comes before the success rate
+        assert re.fullmatch(rf"\d/{len(RUN_STATES)} \(.*\)", cells[2]), cells[2]
+        cells = cells[:2] + cells[3:]
         assert cells[2].startswith(f"{finished['final_eval']['success_rate']:.2f} [")
     else:
         assert cells[2] == "-"
@@ -191,3 +194,17 @@ def test_results_do_not_import_matplotlib_and_plots_do_not_import_the_process_po
         "if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_results_table_counts_seeds_solved_and_the_step_each_first_reached_it(tmp_path):
+    """The solved column: per seed, the first evaluation at success >= 0.95 (not the final one)."""
+    exp = make_experiment(tmp_path, cores=("ur",), seeds=(0, 1, 2), lengths=(100,))
+    curves = {0: [0.5, 0.96, 0.9, 1.0], 1: [0.5, 0.6, 0.8, 0.95], 2: [0.5, 0.5, 0.5, 0.5]}
+    for spec in exp.runs():
+        evals = rundir.evaluations_path(tmp_path / RUNS_DIR / spec.name)
+        evals.unlink()
+        for i, rate in enumerate(curves[spec.seed]):
+            rundir.append_evaluation(tmp_path / RUNS_DIR / spec.name, (i + 1) * 1000, evaluation(rate, True))
+    _, runs = load_runs(tmp_path)
+    row = next(line for line in results_markdown(exp, runs).splitlines() if line.startswith("| 100 | ur |"))
+    assert [c.strip() for c in row.strip("|").split("|")][3] == "2/3 (2k, 4k, -)"

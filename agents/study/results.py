@@ -150,6 +150,18 @@ def frontier_table(
     return series
 
 
+SOLVED = 0.95  # the success rate at which results.md counts a run as solved
+
+
+def first_solved(run: RunData, threshold: float = SOLVED) -> int | None:
+    """The step count of ``run``'s first evaluation whose success rate reaches ``threshold`` (None: never)."""
+    if run.evals is None or "success_rate" not in run.evals:
+        return None
+    rates = np.asarray(run.evals["success_rate"], dtype=float)
+    hits = np.flatnonzero(rates >= threshold)
+    return int(run.evals["timesteps"][hits[0]]) if hits.size else None
+
+
 def format_steps(n: float) -> str:
     """``1.5M``, ``300k``, ``64``."""
     for unit, div in (("M", 1e6), ("k", 1e3)):
@@ -166,7 +178,8 @@ def results_markdown(exp: Experiment, runs: list[RunData]) -> str:
     lines = ["# Results", ""]
     lines.append(
         f"Final evaluation of each run (`{rundir.SUMMARY}`), aggregated over seeds: interquartile mean "
-        "[95% stratified-bootstrap CI]. Wall time and fps are means over runs."
+        "[95% stratified-bootstrap CI]. Wall time and fps are means over runs. Solved (tasks with a success "
+        f"flag): the seeds whose evaluations reached a success rate of {SOLVED}, with each seed's first such step."
     )
     for env_id in exp.env_ids:
         env_runs = [r for r in runs if r.spec.env_id == env_id]
@@ -175,7 +188,9 @@ def results_markdown(exp: Experiment, runs: list[RunData]) -> str:
         if ceil is not None:
             lines += [f"Memoryless ceiling (success rate): {ceil:.3g}", ""]
         keys = list(exp.grid)
-        head = [*keys, "core", "seeds", "success rate", "return", "steps", "wall time / run", "fps"]
+        success = uses_success(env_runs)
+        head = [*keys, "core", "seeds", *(["solved"] * success), "success rate", "return", "steps", "wall time / run"]
+        head.append("fps")
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         cells: dict[tuple, dict[str, list[RunData]]] = {}
@@ -191,9 +206,12 @@ def results_markdown(exp: Experiment, runs: list[RunData]) -> str:
                 wall = [r.summary.get("wall_time_s") for r in done if r.summary.get("wall_time_s") is not None]
                 fps = [r.summary.get("fps") for r in done if r.summary.get("fps") is not None]
                 steps = sorted({r.summary.get("timesteps") for r in done if r.summary.get("timesteps") is not None})
+                solved = [first_solved(r) for r in sorted(group, key=lambda r: r.spec.seed)]
+                hits = [format_steps(s) if s is not None else "-" for s in solved]
                 row = [str(params.get(k, "")) for k in keys] + [
                     core,
                     f"{len(done)}/{len(group)}",
+                    *([f"{sum(s is not None for s in solved)}/{len(group)} ({', '.join(hits)})"] * success),
                     _est(sr),
                     _est(ret),
                     ", ".join(format_steps(s) for s in steps) or "-",
