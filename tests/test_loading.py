@@ -59,3 +59,18 @@ def test_weights_that_do_not_fit_the_model_are_a_bad_file(tmp_path):
         UrgateError, match=r"cannot load model .*mixed\.zip.: RuntimeError: Error\(s\) in loading state_dict"
     ):
         loading.load_model(tmp_path / "mixed.zip", env=env)
+
+
+def test_a_model_cut_just_after_one_of_its_inner_zips_is_called_truncated(tmp_path):
+    """A model zip holds torch's own zips (policy.pth, ...): cut right after one of their end records, the file
+    still reads as a zip (the inner one), which is a truncated model, not "a zip but not a saved model"."""
+    saved_model(tmp_path / "m.zip", hidden=8)
+    data = (tmp_path / "m.zip").read_bytes()
+    end = data.find(b"PK\x05\x06")  # the first end-of-archive record: an inner zip's, well before the file's end
+    assert 0 < end < len(data) - 22
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(data[: end + 22])
+    assert zipfile.is_zipfile(cut)
+    with pytest.raises(UrgateError, match="is not a model zip \\(not a zip archive, or truncated\\)"):
+        loading.check_model_file(cut)
+    loading.check_model_file(tmp_path / "m.zip")  # the whole file passes

@@ -265,12 +265,15 @@ def test_stop_success_ends_the_run_at_the_evaluation_that_met_it(tmp_path, monke
 
 
 def test_policy_resolution_follows_the_env_family():
-    cls, kwargs = factory.resolve_policy(tiny(env="MiniGrid-MemoryS7-v0"))
+    cfg = tiny(env="MiniGrid-MemoryS7-v0")
+    cls, kwargs = factory.resolve_policy(cfg)
     assert cls is policies.MultiInputGatedPolicy
-    from policies.extractors import SymbolicGridExtractor
+    from policies.extractors import SymbolicGridBagExtractor, SymbolicGridExtractor
 
-    assert kwargs["features_extractor_class"] is SymbolicGridExtractor
+    assert kwargs["features_extractor_class"] is SymbolicGridBagExtractor  # configs/minigrid.yaml names it
     assert kwargs["normalize_images"] is False and kwargs["core"] == "ur"
+    del cfg.policy_kwargs["features_extractor_class"]  # a config that names none gets the family's extractor
+    assert factory.resolve_policy(cfg)[1]["features_extractor_class"] is SymbolicGridExtractor
     cls, kwargs = factory.resolve_policy(tiny("policy_kwargs.activation_fn=relu", "core=chrono"))
     assert cls is policies.MlpGatedPolicy and kwargs["activation_fn"] is th.nn.ReLU and kwargs["core"] == "chrono"
     assert "features_extractor_class" not in kwargs

@@ -62,9 +62,12 @@ def check_model_file(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            bad = zf.testzip()
+            first = min((info.header_offset for info in zf.infolist()), default=0)
+            bad = zf.testzip() if first == 0 else None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise UrgateError(f"{str(path)!r} is a damaged zip: {one_line(exc)}") from None
+    if first > 0:  # cut short just after one of the zips a model holds (torch saves its tensors as zips)
+        raise UrgateError(f"{str(path)!r} is not a model zip (not a zip archive, or truncated)")
     if "data" not in names or "policy.pth" not in names:
         raise UrgateError(f"{str(path)!r} is a zip but not a saved model (no 'data' and 'policy.pth' inside)")
     if bad is not None:
