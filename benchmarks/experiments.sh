@@ -6,7 +6,12 @@
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
-#   minigrid_recipe|all]   (default: all but the frontier, memory_maze, visual_diagnosis and minigrid_recipe blocks)
+#   minigrid_recipe|ur_default|all]   (default: all but the frontier, memory_maze, visual_diagnosis, minigrid_recipe and
+#   ur_default blocks)
+#
+# `ur` defaults to refine_bias=zero (b_r = 0) since block 10 measured it against b_r = -b_f (neg_forget). Every ur
+# result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
+# b_r = 0; add `--set policy_kwargs.core_kwargs.refine_bias=neg_forget` to a ur-only experiment to repeat them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -66,15 +71,21 @@ fi
 if [[ $what == frontier ]]; then
   # 5. The memory frontier with configs/tmaze_long.yaml (auto rollout sizes from the length, 64 envs,
   #    observation normalisation, shared LSTM; every run evaluates 100 greedy episodes every 100k steps) at Ni et
-  #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500, ur at its default
-  #    refine_bias). Not part of `all`. Measured with one worker per core at a quiet hour: length 50 2 min per run,
-  #    100 2-4 min, 250 3-6 min, 500 4-7 min, 1000 13-25 min (evaluation episodes of a policy that waits at the
-  #    junction last the whole 2 * (length + 1) step limit, so evaluating costs up to a third of a run).
+  #    al.'s budgets, one restartable experiment per length (chrono at its default t_max 500; ur with b_r = -b_f,
+  #    refine_bias=neg_forget, its default when measured: the committed docs/results/tmaze_frontier_long/length*
+  #    hold lstm, chrono and that ur in one experiment; ur with b_r = 0 is block 6's). Not part of `all`. Measured
+  #    with one worker per core at a quiet hour: length 50 2 min per run, 100 2-4 min, 250 3-6 min, 500 4-7 min,
+  #    1000 13-25 min (evaluation episodes of a policy that waits at the junction last the whole 2 * (length + 1)
+  #    step limit, so evaluating costs up to a third of a run).
   for spec in 50:1000000 100:2000000 250:4000000 500:4000000 1000:8000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores lstm,chrono,ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
+    $PY run_rl.py compare --cores lstm,chrono --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
         --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long/length$length"
     $PY run_rl.py plot "$OUT/tmaze_frontier_long/length$length"
+    $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
+        --set policy_kwargs.core_kwargs.refine_bias=neg_forget --timesteps "$budget" --workers "$WORKERS" \
+        --exp-dir "$OUT/tmaze_frontier_long/length${length}_ur_neg_forget"
+    $PY run_rl.py plot "$OUT/tmaze_frontier_long/length${length}_ur_neg_forget"
   done
 fi
 
@@ -180,15 +191,18 @@ if [[ $what == minigrid_cores ]]; then
 fi
 
 if [[ $what == ur_default ]]; then
-  # 8. The refine-bias convention of ur with 5 seeds: seeds 3 and 4 beside the frontier's 0-2 (same config and
-  #    budget), both conventions; docs/results/ur_refine_bias/. Not part of `all`.
+  # 10. The refine-bias convention of ur with 5 seeds: seeds 3 and 4 beside the frontier's 0-2 (same config,
+  #    configs/tmaze_long.yaml, and budget), both conventions; docs/results/ur_refine_bias/. Not part of `all`.
+  #    Measured one run at a time on one core (taskset -c 1, WORKERS=1).
   for spec in 100:2000000 250:4000000; do
     length=${spec%%:*} budget=${spec##*:}
-    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
-        --timesteps "$budget" --workers "$WORKERS" --exp-dir "$OUT/tmaze_frontier_long_ur_default/length${length}_ur_seeds34"
-    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze --grid length="$length" \
+    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
+        --set policy_kwargs.core_kwargs.refine_bias=neg_forget --timesteps "$budget" --workers "$WORKERS" \
+        --exp-dir "$OUT/tmaze_frontier_long_ur_default/length${length}_ur_neg_forget_seeds34"
+    $PY run_rl.py compare --cores ur --seeds 3,4 --env urgate/TMaze-v0 --config tmaze_long --grid length="$length" \
         --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps "$budget" --workers "$WORKERS" \
         --exp-dir "$OUT/tmaze_frontier_long_ur_default/length${length}_ur_refine_bias_zero_seeds34"
   done
-  $PY benchmarks/copy_task.py --cores ur,ur:refine_bias=zero --seeds 2,3,4 --steps 1000
+  $PY benchmarks/copy_task.py --cores ur:refine_bias=neg_forget,ur:refine_bias=zero --seeds 2,3,4 --steps 1000 \
+      --out docs/results/ur_refine_bias/copy_task --work-dir "$OUT/copy_task_ur_default"
 fi
