@@ -4,7 +4,7 @@ from .cores import GatedLSTM, RefineLSTM
 from .errors import PolicyConfigError
 from .gru import GatedGRU, RefineGRU
 from .recurrent import CnnGatedPolicy, MlpGatedPolicy, MultiInputGatedPolicy
-from .registry import CORE_NAMES, CORES, make_core
+from .registry import CORE_NAMES, CORES, core_options, make_core, saved_core_kwargs
 
 __all__ = [
     "CORE_NAMES",
@@ -17,5 +17,7 @@ __all__ = [
     "PolicyConfigError",
     "RefineGRU",
     "RefineLSTM",
+    "core_options",
     "make_core",
+    "saved_core_kwargs",
 ]

@@ -131,5 +131,6 @@ class RefineGRU(_GruLayers, RefineCoreBase):
 
     _ORDER = REFINE_GRU_GATE_ORDER
     _KEEP_GATE = "update"
+    _UGI_REFINE_BIAS = "neg_forget"  # b_q = -b_z: the UR-GRU was not measured with "zero"
     _refine = True
     _gru_cell = staticmethod(refine_gru_cell)

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .errors import PolicyConfigError
 from .gates import GRU_GATE_ORDER, LSTM_GATE_ORDER, gate_block
 from .gru import GatedGRU
-from .registry import CORE_NAMES, make_core
+from .registry import CORE_NAMES, core_options, make_core
 
 DEFAULT_CORE = "ur"
 
@@ -113,6 +113,8 @@ class _GatedCoreMixin:
             if self.lstm_critic is not None:
                 self.lstm_critic = build()
         del self._rng_before_lstm
+        # Every option as built (defaults resolved), so a saved policy keeps its core if a default changes.
+        self.core_kwargs = core_options(core, self.lstm_actor)
         self.lstm_actor.to(self.device)
         if self.lstm_critic is not None:
             self.lstm_critic.to(self.device)
@@ -286,7 +288,8 @@ _CORE_DOC = """
         ``"ur"``, ``"gru"``, ``"ugru"``, ``"urgru"``, and the ordered-gate ``"o"``, ``"or"``, ``"om"``, ``"um"``); saved
         with the model, so loading rebuilds the same core
     :param core_kwargs: the core's own keywords, e.g. ``{"t_max": 500}`` for ``"chrono"``, ``{"refine_bias":
-        "zero"}`` for ``"ur"``, ``{"chunk_size": 8}`` for ``"om"``/``"um"``
+        "neg_forget"}`` for ``"ur"``, ``{"chunk_size": 8}`` for ``"om"``/``"um"``; the policy keeps (and saves)
+        every option of its core with the value it was built with, defaults resolved
     :param lstm_kwargs: as stock, but only ``dropout`` (between stacked layers) has a meaning for a core
     :param shared_lstm_value_grad: with ``shared_lstm=True``, let the value loss train the shared core and the
         features extractor as well as the policy loss does (one network for both heads, as CleanRL's PPO-LSTM

@@ -85,6 +85,22 @@ CORES: dict[str, CoreSpec] = {
 }
 CORE_NAMES: tuple[str, ...] = tuple(CORES)
 
+# Options whose default changed, per core: the value a model saved before the change was built with. Such a model's
+# saved ``core_kwargs`` lack the option (``FastRecurrentPPO`` saves every option's value since: ``core_options``),
+# so ``saved_core_kwargs`` fills in the old value and the model loads as the core it was trained as.
+DEFAULTS_BEFORE: dict[str, dict[str, Any]] = {"ur": {"refine_bias": "neg_forget"}}
+
+
+def core_options(name: str, core: nn.Module) -> dict[str, Any]:
+    """Every option of the core registered as ``name`` with the value ``core`` was built with (defaults resolved)."""
+    return {key: getattr(core, key) for key in CORES[name].options}
+
+
+def saved_core_kwargs(name: str, core_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``core_kwargs`` that rebuild a saved core ``name`` as it was trained: the saved ones, plus the old
+    default of every option that a model saved before its default changed does not name (``DEFAULTS_BEFORE``)."""
+    return {**DEFAULTS_BEFORE.get(name, {}), **(core_kwargs or {})}
+
 
 def _unknown(kind: str, name: str, valid) -> PolicyConfigError:
     close = difflib.get_close_matches(str(name), list(valid), n=1)

@@ -63,6 +63,39 @@ def test_fast_trains_and_its_zip_loads_with_fast_and_stock(core, tmp_path):
         assert_same_rollout(expected, deterministic_rollout(loaded))
 
 
+@pytest.mark.parametrize("core_kwargs", [{}, {"refine_bias": "neg_forget"}])
+def test_the_zip_names_every_core_option_as_built(core_kwargs, tmp_path):
+    model = fast_model("ur", policy_kwargs=dict(core_kwargs=core_kwargs))
+    built = {"refine_bias": core_kwargs.get("refine_bias", "zero"), "freeze_ugi": False}
+    assert model.policy.lstm_actor.refine_bias == built["refine_bias"]
+    assert model.policy_kwargs["core_kwargs"] == model.policy.core_kwargs == built
+    assert model.policy._get_constructor_parameters()["core_kwargs"] == built
+    model.save(tmp_path / "fast.zip")
+    loaded = FastRecurrentPPO.load(tmp_path / "fast.zip")
+    assert loaded.policy.lstm_actor.refine_bias == built["refine_bias"]
+    assert loaded.policy_kwargs["core_kwargs"] == built
+
+
+def test_a_ur_zip_saved_before_refine_bias_defaulted_to_zero_loads_as_neg_forget(tmp_path):
+    # Such a zip named no refine_bias (the policy kwargs as given): it was built with b_r = -b_f.
+    model = fast_model("ur", policy_kwargs=dict(core_kwargs=dict(refine_bias="neg_forget")))
+    model.learn(16)
+    expected = deterministic_rollout(model)
+    model.policy_kwargs = {**model.policy_kwargs, "core_kwargs": {}}
+    model.save(tmp_path / "old.zip")
+    with open(tmp_path / "old.zip", "rb") as stream:  # a path or an open file, as stock's load
+        for source in (tmp_path / "old.zip", stream):
+            loaded = FastRecurrentPPO.load(source)
+            assert loaded.policy.lstm_actor.refine_bias == "neg_forget"
+            assert loaded.policy_kwargs["core_kwargs"] == {"refine_bias": "neg_forget", "freeze_ugi": False}
+            assert_same_rollout(expected, deterministic_rollout(loaded))
+    # the same zip with core "chrono" (no default changed) loads with the options it names
+    model = fast_model("chrono")
+    model.policy_kwargs = {**model.policy_kwargs, "core_kwargs": {}}
+    model.save(tmp_path / "chrono.zip")
+    assert FastRecurrentPPO.load(tmp_path / "chrono.zip").policy.core_kwargs == {"t_max": 500}
+
+
 def test_a_stock_zip_loads_into_fast_and_keeps_training(tmp_path):
     stock = RecurrentPPO(MlpGatedPolicy, toy_vec_env(), n_steps=8, batch_size=8, policy_kwargs=dict(TINY, core="u"))
     stock.learn(16)

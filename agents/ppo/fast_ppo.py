@@ -23,6 +23,7 @@ FastRecurrentPPO zip loads with ``sb3_contrib.RecurrentPPO.load`` and the other 
 from __future__ import annotations
 
 import contextlib
+import io
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,7 +31,10 @@ import torch as th
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import explained_variance
+
+from policies import saved_core_kwargs
 
 from .buffers import (
     SequenceDictRolloutBuffer,
@@ -88,6 +92,27 @@ class FastRecurrentPPO(RecurrentPPO):
             sequence_length=sequence_length,
         )
         self._use_fused_adam()
+        # Saved in the zip: the core's every option as built (defaults resolved), so that a model still loads as
+        # the core it was trained as after a default changes.
+        core_kwargs = getattr(self.policy, "core_kwargs", None)
+        if core_kwargs is not None:
+            self.policy_kwargs = {**self.policy_kwargs, "core_kwargs": dict(core_kwargs)}
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, **kwargs):
+        """Stock's ``load``; a model saved before one of its core's defaults changed (its saved ``core_kwargs``
+        lack the option) is rebuilt with the value it was trained with (``policies.saved_core_kwargs``)."""
+        if not (custom_objects and "policy_kwargs" in custom_objects):
+            start = path.tell() if isinstance(path, io.BufferedIOBase) else None
+            data, _, _ = load_from_zip_file(path, custom_objects=custom_objects, device="cpu")
+            if start is not None:
+                path.seek(start)
+            saved = (data or {}).get("policy_kwargs")
+            if isinstance(saved, dict) and "core" in saved:
+                core_kwargs = saved_core_kwargs(saved["core"], saved.get("core_kwargs"))
+                if core_kwargs != (saved.get("core_kwargs") or {}):
+                    custom_objects = {**(custom_objects or {}), "policy_kwargs": {**saved, "core_kwargs": core_kwargs}}
+        return super().load(path, env, device, custom_objects, **kwargs)
 
     def _check_rollout_fits(self) -> None:
         """Fail with one line before stock allocates a rollout buffer larger than the machine's memory."""
