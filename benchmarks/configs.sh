@@ -14,6 +14,10 @@ case $what in
   *) echo "error: unknown block '$what'; choose one of tmaze, popgym, minigrid, visual, memory_maze, all" >&2; exit 2 ;;
 esac
 
+# ur as measured: b_r = -b_f (refine_bias=neg_forget), its default when these runs were made; it defaults to b_r = 0
+# (zero) since (docs/equations.md, "The refine gate's bias").
+UR=(--core ur --set policy_kwargs.core_kwargs.refine_bias=neg_forget)
+
 train() {  # train NAME ARGS...: one run into $OUT/NAME; a finished run is skipped, an interrupted one resumed
   local name=$1; shift
   if [[ ! -d $OUT/$name ]]; then
@@ -24,22 +28,22 @@ train() {  # train NAME ARGS...: one run into $OUT/NAME; a finished run is skipp
 }
 
 if [[ $what == tmaze || $what == all ]]; then
-  for seed in 0 1 2; do train "tmaze-ur-s$seed" --core ur --seed "$seed"; done  # the default job
+  for seed in 0 1 2; do train "tmaze-ur-s$seed" "${UR[@]}" --seed "$seed"; done  # the default job, with ur as measured
   for seed in 0 1 2; do train "tmaze100-chrono-s$seed" --config tmaze_long --seed "$seed"; done
 fi
 if [[ $what == popgym || $what == all ]]; then
-  train popgym-ur-s0 --core ur --config popgym
+  train popgym-ur-s0 "${UR[@]}" --config popgym
 fi
 if [[ $what == minigrid || $what == all ]]; then
-  for seed in 0 1 2; do train "minigrid-s7-ur-s$seed" --core ur --config minigrid --seed "$seed"; done
+  for seed in 0 1 2; do train "minigrid-s7-ur-s$seed" "${UR[@]}" --config minigrid --seed "$seed"; done
   train minigrid-s7-lstm-s0 --core lstm --config minigrid
-  train minigrid-s11-ur-s0 --core ur --config minigrid --env MiniGrid-MemoryS11-v0 --timesteps 600000
+  train minigrid-s11-ur-s0 "${UR[@]}" --config minigrid --env MiniGrid-MemoryS11-v0 --timesteps 600000
 fi
 if [[ $what == visual || $what == all ]]; then
-  train visual-match-ur-s0 --core ur --config visual_match
-  train visual-match-d0-ur-s0 --core ur --config visual_match --set env_kwargs.distractor_steps=0 --timesteps 400000
+  train visual-match-ur-s0 "${UR[@]}" --config visual_match
+  train visual-match-d0-ur-s0 "${UR[@]}" --config visual_match --set env_kwargs.distractor_steps=0 --timesteps 400000
 fi
 if [[ $what == memory_maze || $what == all ]]; then  # needs the memory-maze extra; ~7 GB of memory with 4 envs
-  train memory-maze-9x9-ur-s0 --core ur --config memory_maze --timesteps 100000 --set n_envs=4 --set eval.n_envs=1 \
+  train memory-maze-9x9-ur-s0 "${UR[@]}" --config memory_maze --timesteps 100000 --set n_envs=4 --set eval.n_envs=1 \
       --set eval.n_episodes=2 --set eval.freq=1000000 --set checkpoint_freq=8192
 fi
