@@ -6,10 +6,10 @@
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
-#   minigrid_recipe|ur_default|all]   (default: all but the frontier, memory_maze, visual_diagnosis, minigrid_recipe and
-#   ur_default blocks)
+#   minigrid_recipe|minigrid_cores|ur_default|all]   (default: all but the frontier, memory_maze, visual_diagnosis,
+#   minigrid_recipe, minigrid_cores and ur_default blocks)
 #
-# `ur` defaults to refine_bias=zero (b_r = 0) since block 10 measured it against b_r = -b_f (neg_forget). Every ur
+# `ur` defaults to refine_bias=zero (b_r = 0) since block 11 measured it against b_r = -b_f (neg_forget). Every ur
 # result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
 # b_r = 0; add `--set policy_kwargs.core_kwargs.refine_bias=neg_forget` to a ur-only experiment to repeat them.
 set -euo pipefail
@@ -191,7 +191,7 @@ if [[ $what == minigrid_cores ]]; then
 fi
 
 if [[ $what == ur_default ]]; then
-  # 10. The refine-bias convention of ur with 5 seeds: seeds 3 and 4 beside the frontier's 0-2 (same config,
+  # 11. The refine-bias convention of ur with 5 seeds: seeds 3 and 4 beside the frontier's 0-2 (same config,
   #    configs/tmaze_long.yaml, and budget), both conventions; docs/results/ur_refine_bias/. Not part of `all`.
   #    Measured one run at a time on one core (taskset -c 1, WORKERS=1).
   for spec in 100:2000000 250:4000000; do
