@@ -20,8 +20,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|ur_default|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, ur_default, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -188,6 +188,25 @@ if [[ $what == minigrid_cores ]]; then
   for exp in mg_s13random_ur mg_s17random_ur mg_s13random_ur_zero mg_s13random_others; do
     $PY run_rl.py plot "$OUT/$exp"
   done
+fi
+
+if [[ $what == visual_recipe ]]; then
+  # 11. Passive Visual Match with the grid recipe (the MiniGrid one: 64 envs, whole episodes per rollout, one core
+  #     trained by both losses, the one-hot extractor), ur seed 0: no delay without and with reward normalisation,
+  #     then the env's defaults (cue 15, distractor 90) and distractor 30. docs/results/visual_match_recipe/.
+  VR=(--config visual_match --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto
+      --set policy_kwargs.shared_lstm=true --set policy_kwargs.enable_critic_lstm=false
+      --set policy_kwargs.shared_lstm_value_grad=true --set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor
+      --set policy_kwargs.core_kwargs.refine_bias=neg_forget --workers "$WORKERS")
+  NORM=(--set ppo.normalize=true --set "ppo.normalize_kwargs={norm_obs: false}")
+  VM=urgate/PassiveVisualMatch-v0
+  $PY run_rl.py compare --cores ur --seeds 1 --env $VM "${VR[@]}" --grid distractor_steps=0 --timesteps 250000 \
+      --set eval.freq=50000 --exp-dir "$OUT/pvm_d0"
+  $PY run_rl.py compare --cores ur --seeds 1 --env $VM "${VR[@]}" "${NORM[@]}" --grid distractor_steps=0 \
+      --timesteps 250000 --set eval.freq=50000 --exp-dir "$OUT/pvm_d0_norm"
+  $PY run_rl.py compare --cores ur --seeds 1 --env $VM "${VR[@]}" "${NORM[@]}" --set env_kwargs.cue_steps=15 \
+      --grid distractor_steps=90,30 --timesteps 10000000 --set eval.freq=100000 --set eval.stop_success=0.95 \
+      --exp-dir "$OUT/pvm_delay"
 fi
 
 if [[ $what == ur_default ]]; then
