@@ -157,6 +157,9 @@ class RunConfig(Strict):
     :param policy_kwargs: keyword arguments for the gated policy (``lstm_hidden_size``, ``core_kwargs``, ...);
         ``core`` is set from the field above
     :param env_kwargs: keyword arguments for ``envs.make_env`` (e.g. ``length`` for the T-maze)
+    :param previous_action: feed the policy the one-hot of its previous action beside the observation (zeros at
+        each episode's first step), in training, evaluation, ``eval`` and ``probe`` alike; flat vector
+        observations and Discrete actions only
     :param eval: evaluation settings
     :param checkpoint_freq: write ``checkpoints/latest.zip`` every this many steps (0: only at the end or on
         interruption)
@@ -176,6 +179,7 @@ class RunConfig(Strict):
     ppo: PPOConfig = field(default_factory=PPOConfig)
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    previous_action: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_freq: int = 50_000
     keep_checkpoints: int = 0

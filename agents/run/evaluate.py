@@ -244,8 +244,11 @@ def opened(
     if env_kwargs is None:  # the run's env keywords belong to the run's env only
         env_kwargs = info.get("env_kwargs", {}) if env_id == info.get("env_id") else {}
     kwargs = dict(env_kwargs)
+    previous_action = bool(info.get("previous_action", False))  # the model's inputs, whichever env it plays
     venv = (
-        factory.make_render_env(env_id, kwargs, seed) if render else factory.make_vec_env(env_id, kwargs, n_envs, seed)
+        factory.make_render_env(env_id, kwargs, seed, previous_action=previous_action)
+        if render
+        else factory.make_vec_env(env_id, kwargs, n_envs, seed, previous_action=previous_action)
     )
     try:
         if stats_file is not None:

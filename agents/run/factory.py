@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import envs
 import policies
+from envs.previous_action import PreviousActionVecEnv
 from policies.extractors import EXTRACTORS
 
 from ..errors import ConfigValueError, UrgateError, one_line
@@ -63,16 +64,38 @@ def set_threads(threads: int) -> None:
 
 
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any], n_envs: int, seed: int | None, *, subprocess: bool = False
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    n_envs: int,
+    seed: int | None,
+    *,
+    subprocess: bool = False,
+    previous_action: bool = False,
 ) -> VecEnv:
     """``envs.make_vec_env`` (SB3's Monitor per env, or a VecMonitor around subprocess envs, so episode returns reach
-    the logger) with a kwargs dict."""
-    return envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
+    the logger) with a kwargs dict; the one place a run's envs are built (training, evaluation, ``eval``, ``probe``).
+
+    :param previous_action: append the one-hot of each env's previous action to its observation
+        (``envs.previous_action.PreviousActionVecEnv``, inside any VecNormalize)
+    """
+    venv = envs.make_vec_env(env_id, n_envs=n_envs, seed=seed, subprocess=subprocess, **env_kwargs)
+    return _with_previous_action(venv) if previous_action else venv
 
 
-def make_render_env(env_id: str, env_kwargs: dict[str, Any], seed: int | None) -> VecEnv:
+def make_render_env(
+    env_id: str, env_kwargs: dict[str, Any], seed: int | None, *, previous_action: bool = False
+) -> VecEnv:
     """One env in ``rgb_array`` render mode, as a VecEnv, for videos."""
-    return DummyVecEnv([lambda: envs.make_env(env_id, seed=seed, render_mode="rgb_array", **env_kwargs)])
+    venv = DummyVecEnv([lambda: envs.make_env(env_id, seed=seed, render_mode="rgb_array", **env_kwargs)])
+    return _with_previous_action(venv) if previous_action else venv
+
+
+def _with_previous_action(venv: VecEnv) -> VecEnv:
+    try:
+        return PreviousActionVecEnv(venv)
+    except envs.EnvConfigError:
+        venv.close()
+        raise
 
 
 def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> VecEnv:
@@ -81,7 +104,14 @@ def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> Ve
     :param cfg: run configuration
     :param normalize_stats: a saved VecNormalize pickle to continue from (resume)
     """
-    venv = make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.n_envs, cfg.seed, subprocess=cfg.vec_env == "subproc")
+    venv = make_vec_env(
+        cfg.env_id,
+        cfg.env_kwargs,
+        cfg.n_envs,
+        cfg.seed,
+        subprocess=cfg.vec_env == "subproc",
+        previous_action=cfg.previous_action,
+    )
     if not cfg.ppo.normalize:
         return venv
     if normalize_stats is not None:
@@ -260,8 +290,15 @@ def learning_rate(cfg: RunConfig):
 
 
 def run_info(cfg: RunConfig) -> dict[str, Any]:
-    """What a model zip records about its run (env and core), so ``eval model.zip`` needs no other file."""
-    return {"env_id": cfg.env_id, "env_kwargs": dict(cfg.env_kwargs), "core": cfg.core, "seed": cfg.seed}
+    """What a model zip records about its run (env, its wrapping and core), so ``eval model.zip`` needs no other
+    file."""
+    return {
+        "env_id": cfg.env_id,
+        "env_kwargs": dict(cfg.env_kwargs),
+        "previous_action": cfg.previous_action,
+        "core": cfg.core,
+        "seed": cfg.seed,
+    }
 
 
 def build_model(cfg: RunConfig, env: VecEnv):

@@ -231,7 +231,9 @@ def _learn(
     start_steps = model.num_timesteps
     previous = rundir.read_summary(run_dir) or {}
     model.set_logger(make_logger(run_dir, resume_at=None if fresh else start_steps))
-    eval_env = factory.make_vec_env(cfg.env_id, cfg.env_kwargs, cfg.eval.n_envs, cfg.seed + EVAL_SEED_OFFSET)
+    eval_env = factory.make_vec_env(
+        cfg.env_id, cfg.env_kwargs, cfg.eval.n_envs, cfg.seed + EVAL_SEED_OFFSET, previous_action=cfg.previous_action
+    )
     stop = StopRequest()
     stopper = StopOnRequest(stop)
     guard = NonFiniteGuard()
