@@ -3,7 +3,9 @@ observation, as memory-RL agents are commonly fed (the policy then sees what it 
 
 The appended part is zeros at the first step of every episode: after ``reset`` and after SB3's auto-reset of an env
 whose episode ended (its ``terminal_observation`` carries the action that ended the episode, as the last step
-of that episode saw it). Flat ``Box`` observations and ``Discrete`` actions only.
+of that episode saw it). The wrapper keeps no state across steps (the appended part follows from the actions just
+taken), so a resumed run's envs need nothing beyond their own snapshot. Flat ``Box`` observations and ``Discrete``
+actions only.
 """
 
 from __future__ import annotations
@@ -37,15 +39,14 @@ class PreviousActionVecEnv(VecEnvWrapper):
         low = np.concatenate([obs.low.astype(dtype), np.zeros(self.n_actions, dtype)])
         high = np.concatenate([obs.high.astype(dtype), np.ones(self.n_actions, dtype)])
         super().__init__(venv, observation_space=spaces.Box(low, high, dtype=dtype))
-        self.previous = np.zeros((venv.num_envs, self.n_actions), dtype=dtype)
-        self._actions: np.ndarray | None = None
+        self.dtype = dtype
+        self._actions: np.ndarray | None = None  # the only state: the actions between step_async and step_wait
 
     def _with(self, obs: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(obs, dtype=self.previous.dtype), previous], axis=-1)
+        return np.concatenate([np.asarray(obs, dtype=self.dtype), previous], axis=-1)
 
     def reset(self) -> np.ndarray:
-        self.previous[:] = 0
-        return self._with(self.venv.reset(), self.previous)
+        return self._with(self.venv.reset(), np.zeros((self.num_envs, self.n_actions), self.dtype))
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs).astype(np.int64) - self.start
@@ -54,13 +55,13 @@ class PreviousActionVecEnv(VecEnvWrapper):
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
         assert self._actions is not None, "step_wait without step_async"
-        self.previous[:] = 0
-        self.previous[np.arange(self.num_envs), self._actions] = 1
+        previous = np.zeros((self.num_envs, self.n_actions), self.dtype)
+        previous[np.arange(self.num_envs), self._actions] = 1
         for i in np.flatnonzero(dones):
             if "terminal_observation" in infos[i]:
-                infos[i]["terminal_observation"] = self._with(infos[i]["terminal_observation"], self.previous[i])
-        self.previous[dones] = 0  # the obs of a done env is the first of its next episode
-        return self._with(obs, self.previous), rewards, dones, infos
+                infos[i]["terminal_observation"] = self._with(infos[i]["terminal_observation"], previous[i])
+        previous[dones] = 0  # the obs of a done env is the first of its next episode
+        return self._with(obs, previous), rewards, dones, infos
 
 
 def _brief(space: spaces.Space) -> str:

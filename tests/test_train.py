@@ -424,11 +424,13 @@ def _without_time(rows_: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if not k.startswith("time/") or k == "time/total_timesteps"} for r in rows_]
 
 
-def test_a_run_killed_after_a_checkpoint_resumes_as_if_never_interrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("previous_action", [False, True])
+def test_a_run_killed_after_a_checkpoint_resumes_as_if_never_interrupted(tmp_path, monkeypatch, previous_action):
     """Killed between checkpoints and resumed, a run equals the uninterrupted run of the same seed, exactly: the
     parameters, every evaluation, every progress.csv row (wall times aside), the gate samples and the best model.
-    The records of the discarded steps (evaluations, progress rows, a later best model) are cut on resume."""
-    cfg = tiny("checkpoint_freq=128", "total_timesteps=384", "ppo.n_epochs=2")
+    The records of the discarded steps (evaluations, progress rows, a later best model) are cut on resume, also
+    with ``previous_action`` (the observations the episodes in progress hold carry the actions behind them)."""
+    cfg = tiny("checkpoint_freq=128", "total_timesteps=384", "ppo.n_epochs=2", f"previous_action={previous_action}")
     whole = train(cfg, tmp_path / "whole", progress_bar=False)
     killed = tmp_path / "killed"
     Killed = _crash_at(monkeypatch, 256 + 64)
