@@ -401,6 +401,17 @@ def _assert_resumable_after_stop(run_dir: Path) -> None:
 TRAIN_FOREVER = [sys.executable, str(ROOT / "run_rl.py"), *TINY_TMAZE, "--timesteps", "10000000"]
 
 
+def _train_forever(run_dir: Path, cwd: Path) -> subprocess.Popen:
+    """A silent training process into ``run_dir`` that checkpoints every 64 steps and runs until stopped."""
+    return subprocess.Popen(
+        [*TRAIN_FOREVER, "--set", "checkpoint_freq=64", "--run-dir", str(run_dir), "--no-progress"],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_and_sigterm_save_a_resumable_checkpoint(sig, tmp_path):
     run_dir = tmp_path / "run"
@@ -446,13 +457,7 @@ def test_ctrl_c_under_tee_saves_a_checkpoint(tmp_path):
 def test_after_sigkill_resume_continues_from_the_last_periodic_checkpoint(tmp_path, capsys):
     run_dir = tmp_path / "run"
     latest = run_dir / "checkpoints" / "latest.json"
-    proc = subprocess.Popen(
-        [*TRAIN_FOREVER, "--set", "checkpoint_freq=64", "--run-dir", str(run_dir), "--no-progress"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _train_forever(run_dir, tmp_path)
     try:
         _train_until_trained(
             run_dir, proc, lambda: latest.is_file() and json.loads(latest.read_text())["timesteps"] >= 128
@@ -605,13 +610,7 @@ def test_a_run_directory_in_use_stops_a_second_process_naming_the_first(tmp_path
     process, exit 2, the first run undisturbed; the lock dies with its holder (SIGKILL), so R resumes afterwards."""
     run_dir = tmp_path / "run"
     latest = run_dir / "checkpoints" / "latest.json"
-    first = subprocess.Popen(
-        [*TRAIN_FOREVER, "--set", "checkpoint_freq=64", "--run-dir", str(run_dir), "--no-progress"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = _train_forever(run_dir, tmp_path)
     try:
         _train_until_trained(run_dir, first, latest.is_file)
         for argv in (["resume", str(run_dir)], [*TINY_TMAZE, "--run-dir", str(run_dir), "--overwrite"]):
