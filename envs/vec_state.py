@@ -13,7 +13,8 @@ envs) is restored in its random streams only: each env's generator (``env.unwrap
 seeds; its episodes in progress cannot be copied in general, so the caller resets it and the next episodes
 continue the streams (``exact`` is False). Subprocess envs keep nothing (their streams restart from the seed).
 SB3's ``VecMonitor`` (episode returns and lengths so far) and ``VecNormalize`` (the discounted return that
-scales rewards; its running statistics are saved with the model) are part of the snapshot.
+scales rewards; its running statistics are saved with the model) are part of the snapshot, and so is any wrapper
+whose class defines ``get_state``/``set_state`` itself (``envs.curriculum.MemoryCurriculum``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def _chain(venv) -> list:
     while hasattr(chain[-1], "venv"):
         chain.append(chain[-1].venv)
     return chain
+
+
+def _own_state(wrapper) -> bool:
+    """Whether a VecEnv wrapper keeps state of its own (``get_state``/``set_state`` defined by its class, not
+    forwarded to the env it wraps, as SB3's wrappers forward unknown attributes), e.g. ``envs.curriculum``'s."""
+    return callable(getattr(type(wrapper), "get_state", None))
 
 
 def _seed_first(env):
@@ -49,6 +56,8 @@ def get_vec_state(venv) -> dict[str, Any]:
             wrappers.append({"returns": v.episode_returns.copy(), "lengths": v.episode_lengths.copy()})
         elif isinstance(v, VecNormalize):
             wrappers.append({"returns": copy.deepcopy(getattr(v, "returns", None))})
+        elif _own_state(v):
+            wrappers.append({"own": v.get_state()})
         else:
             wrappers.append(None)
     if hasattr(base, "get_state"):
@@ -72,6 +81,8 @@ def set_vec_state(venv, state: dict[str, Any]) -> None:
             v.episode_returns, v.episode_lengths = saved["returns"].copy(), saved["lengths"].copy()
         elif isinstance(v, VecNormalize) and saved is not None and saved["returns"] is not None:
             v.returns = copy.deepcopy(saved["returns"])
+        elif _own_state(v) and saved is not None and "own" in saved:
+            v.set_state(saved["own"])
     inner = state["inner"]
     if "vec" in inner and hasattr(base, "set_state"):
         base.set_state(inner["vec"])

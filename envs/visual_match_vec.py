@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 
 from .array_vec import ArrayVecEnv
 from .cue import CUE_INFO
+from .errors import EnvConfigError
 from .visual_match import ACTIVE_ID, Copies, VisualMatchEnv
 
 # Per-copy state that get_attr answers per copy (anything else comes from the task's VisualMatchEnv).
@@ -42,6 +43,7 @@ class VisualMatchVecEnv(ArrayVecEnv):
 
     def __init__(self, n_envs: int, **task_kwargs: Any) -> None:
         self.task = VisualMatchEnv(**task_kwargs)  # checks the keywords and holds the settings
+        self._limit = self.task.phase_steps[1]
         super().__init__(n_envs, self.task.observation_space, self.task.action_space)
         self.copies = Copies(self.task, n_envs)
         self._actions = np.zeros(n_envs, dtype=np.int64)
@@ -82,15 +84,37 @@ class VisualMatchVecEnv(ArrayVecEnv):
             (self.reset_infos[i] if terminated[i] else infos[i])[CUE_INFO] = int(self.copies.cue_colour[i])
         return obs, reward, terminated.copy(), infos
 
+    @property
+    def memory_length(self) -> int:
+        """The distractor phase of the episodes' next distractor rooms (``set_memory_length``)."""
+        return self.task.phase_steps[1]
+
+    @property
+    def memory_limit(self) -> int:
+        """The distractor phase the env was built with: the longest ``set_memory_length`` accepts."""
+        return self._limit
+
+    def set_memory_length(self, steps: int) -> None:
+        """Make the distractor phases that begin from now on ``steps`` long (0 to ``memory_limit``), for a training
+        curriculum (``envs.curriculum``); episodes therefore never outlast the declared ``max_steps``."""
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= self._limit:
+            raise EnvConfigError(
+                f"Visual Match memory length must be an integer 0..{self._limit} (its distractor_steps), got {steps!r}"
+            )
+        cue, _, choice = self.task.phase_steps
+        self.task.phase_steps = (cue, int(steps), choice)
+
     def get_state(self) -> dict[str, Any]:
-        """A picklable snapshot of what decides what the copies do next (generators, pending seeds, episodes)."""
-        return {"copies": self.copies.get_state(), "seeds": list(self._seeds)}
+        """A picklable snapshot of what decides what the copies do next (generators, pending seeds, episodes, the
+        distractor length)."""
+        return {"copies": self.copies.get_state(), "seeds": list(self._seeds), "memory_length": self.memory_length}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a ``get_state`` snapshot taken from a VisualMatchVecEnv with the same id, keywords and
         ``n_envs``; the next step continues as the original's would."""
         self.copies.set_state(state["copies"])
         self._seeds = list(state["seeds"])
+        self.set_memory_length(state.get("memory_length", self._limit))
 
     def close(self) -> None:
         pass

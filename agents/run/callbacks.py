@@ -1,5 +1,5 @@
-"""Training callbacks, one job each: stop on request, guard against NaN, checkpoint, evaluate, gate diagnostics,
-progress bar.
+"""Training callbacks, one job each: stop on request, guard against NaN, checkpoint, evaluate, log the curriculum,
+gate diagnostics, progress bar.
 
 Everything that looks at the policy's parameters runs at ``on_rollout_start``: at that moment every collected step
 has been trained on, so ``num_timesteps`` states exactly what the parameters have seen (a checkpoint written then
@@ -9,6 +9,7 @@ resumes without losing or repeating data).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import signal
@@ -22,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from tqdm import tqdm
+
+from envs.curriculum import find_wrapper
 
 from . import rundir
 from .checkpoints import keep_step_checkpoint, save_model, write_checkpoint
@@ -205,8 +208,8 @@ class EvalCallback(BaseCallback):
                 self._count(None if np.isnan(rate) else float(rate))
 
     def _init_callback(self) -> None:
-        train = self.training_env
-        if isinstance(train, VecNormalize) and not isinstance(self.eval_env, VecNormalize):
+        train = find_wrapper(self.training_env, VecNormalize)
+        if train is not None and not isinstance(self.eval_env, VecNormalize):
             # the training env's observation settings (e.g. norm_obs: false for a Dict of indices), frozen statistics
             self.eval_env = VecNormalize(
                 self.eval_env,
@@ -247,7 +250,12 @@ class EvalCallback(BaseCallback):
         if self.last_result is not None and self.last_timesteps == t:
             return self.last_result
         if isinstance(self.eval_env, VecNormalize):
-            sync_envs_normalization(self.training_env, self.eval_env)
+            # the training env's statistics, wherever its VecNormalize lies (SB3 may put a VecTransposeImage over it,
+            # a curriculum under it: SB3's sync_envs_normalization wants both chains of wrappers alike)
+            train = find_wrapper(self.training_env, VecNormalize)
+            if train.norm_obs:
+                self.eval_env.obs_rms = copy.deepcopy(train.obs_rms)
+            self.eval_env.ret_rms = copy.deepcopy(train.ret_rms)
         self.eval_env.seed(self.seed)
         result = run_episodes(self.model, self.eval_env, self.n_episodes, deterministic=self.deterministic).summary()
         self.logger.record("eval/mean_return", result["mean_return"])
@@ -273,6 +281,21 @@ def describe_evaluation(timesteps: int, result: dict[str, Any]) -> str:
     sr = result.get("success_rate")
     success = "" if sr is None else f"success {sr:.2f}, "
     return f"eval at {timesteps:,} steps: {success}return {result['mean_return']:.3f} ({result['episodes']} episodes)"
+
+
+class CurriculumLog(BaseCallback):
+    """Logs the memory length that a training curriculum (``envs.curriculum.MemoryCurriculum``) has reached,
+    ``rollout/memory_length``, after every rollout."""
+
+    def __init__(self, curriculum) -> None:
+        super().__init__()
+        self.curriculum = curriculum
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.logger.record("rollout/memory_length", self.curriculum.length)
 
 
 class GateDiagnostics(BaseCallback):

@@ -142,6 +142,30 @@ class EvalConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    """A memory curriculum for training (``envs.curriculum.MemoryCurriculum``): episodes start with a short memory
+    and it grows as the agent succeeds, up to the task in ``env_kwargs``, which every evaluation measures. Envs whose
+    memory can change between episodes only (Passive and Active Visual Match: ``distractor_steps``).
+
+    :param start: the first memory length (null: no curriculum, train on the task itself)
+    :param step: length added at each promotion
+    :param success: training success rate that promotes, over ``window`` episodes begun at the current length
+    :param window: finished episodes that decide a promotion
+    """
+
+    start: int | None = None
+    step: int = 10
+    success: float = 0.8
+    window: int = 256
+
+    def _validate(self, prefix: str) -> None:
+        require(self.start is None or self.start >= 0, f"{prefix}start", "an integer >= 0 or null (off)", self.start)
+        require(self.step >= 1, f"{prefix}step", "an integer >= 1", self.step)
+        require(0 < self.success <= 1, f"{prefix}success", "a success rate in (0, 1]", self.success)
+        require(self.window >= 1, f"{prefix}window", "an integer >= 1", self.window)
+
+
+@dataclass
 class RunConfig(Strict):
     """Everything one training run needs; ``config.yaml`` in a run directory is this, resolved.
 
@@ -160,6 +184,7 @@ class RunConfig(Strict):
     :param previous_action: feed the policy the one-hot of its previous action beside the observation (zeros at
         each episode's first step), in training, evaluation, ``eval`` and ``probe`` alike; flat vector
         observations and Discrete actions only
+    :param curriculum: train on a shorter memory first (``CurriculumConfig``; off by default)
     :param eval: evaluation settings
     :param checkpoint_freq: write ``checkpoints/latest.zip`` every this many steps (0: only at the end or on
         interruption)
@@ -180,6 +205,7 @@ class RunConfig(Strict):
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     previous_action: bool = False
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint_freq: int = 50_000
     keep_checkpoints: int = 0

@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 import envs
 import policies
+from envs.curriculum import MemoryCurriculum
 from envs.previous_action import PreviousActionVecEnv
 from policies.extractors import EXTRACTORS
 
@@ -99,7 +100,8 @@ def _with_previous_action(venv: VecEnv) -> VecEnv:
 
 
 def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> VecEnv:
-    """The training VecEnv of a run: ``cfg.n_envs`` copies, seeded, VecNormalize-wrapped when asked.
+    """The training VecEnv of a run: ``cfg.n_envs`` copies, seeded, under the memory curriculum and VecNormalize
+    when asked.
 
     :param cfg: run configuration
     :param normalize_stats: a saved VecNormalize pickle to continue from (resume)
@@ -112,6 +114,13 @@ def make_training_env(cfg: RunConfig, normalize_stats: Path | None = None) -> Ve
         subprocess=cfg.vec_env == "subproc",
         previous_action=cfg.previous_action,
     )
+    if cfg.curriculum.start is not None:
+        c = cfg.curriculum
+        try:
+            venv = MemoryCurriculum(venv, c.start, c.step, c.success, c.window)
+        except envs.EnvConfigError:
+            venv.close()
+            raise
     if not cfg.ppo.normalize:
         return venv
     if normalize_stats is not None:

@@ -19,12 +19,14 @@ from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputF
 from torch.utils.tensorboard import SummaryWriter
 
 import envs
+from envs.curriculum import MemoryCurriculum, find_wrapper
 
 from .. import paths
 from ..errors import UrgateError
 from . import factory, loading, rundir
 from .callbacks import (
     CheckpointCallback,
+    CurriculumLog,
     EvalCallback,
     GateDiagnostics,
     NonFiniteError,
@@ -256,6 +258,9 @@ def _learn(
         CheckpointCallback(run_dir, cfg.checkpoint_freq, cfg.keep_checkpoints, also=lambda: gates.save(run_dir)),
         gates,
     ]
+    curriculum = find_wrapper(model.env, MemoryCurriculum)
+    if curriculum is not None:
+        callbacks.append(CurriculumLog(curriculum))
     bar = ProgressBar(cfg.total_timesteps, desc=f"{cfg.core} {cfg.env_id}") if progress_bar else None
     if bar is not None:
         callbacks.append(bar)

@@ -1,0 +1,198 @@
+"""envs.curriculum and the run config's ``curriculum``: Visual Match's memory length changed between episodes, the
+promotion rule against its definition (scripted outcomes), the snapshot a resumed run continues from, the run
+that trains on the curriculum and evaluates the task, and the inputs it refuses."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.errors import UrgateError
+from agents.run.config import load_config
+from agents.run.train import train
+from envs import EnvConfigError, make_vec_env
+from envs.curriculum import MemoryCurriculum
+from envs.vec_state import get_vec_state, set_vec_state
+
+PVM = "urgate/PassiveVisualMatch-v0"
+
+
+class ScriptedEnv(VecEnv):
+    """A VecEnv with a settable memory length whose episodes end on the steps and with the outcomes of a script:
+    ``script[t]`` lists (env, success) pairs that finish at step t; it records the lengths set."""
+
+    def __init__(self, n_envs: int, script: dict[int, list[tuple[int, bool]]], limit: int = 50) -> None:
+        from gymnasium import spaces
+
+        self.render_mode = None
+        super().__init__(n_envs, spaces.Box(0, 1, (1,)), spaces.Discrete(2))
+        self.script, self.t, self.memory_limit, self.lengths = script, 0, limit, []
+
+    def set_memory_length(self, steps: int) -> None:
+        self.lengths.append(steps)
+
+    def reset(self):
+        return np.zeros((self.num_envs, 1), np.float32)
+
+    def step_async(self, actions) -> None:
+        pass
+
+    def step_wait(self):
+        dones = np.zeros(self.num_envs, dtype=bool)
+        infos = [{} for _ in range(self.num_envs)]
+        for i, ok in self.script.get(self.t, []):
+            dones[i], infos[i]["is_success"] = True, ok
+        self.t += 1
+        return self.reset(), np.zeros(self.num_envs, np.float32), dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name, indices=None):
+        return [getattr(self, attr_name)]
+
+    def set_attr(self, attr_name, value, indices=None) -> None:
+        pass
+
+    def env_method(self, method_name, *args, indices=None, **kwargs):
+        return []
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False] * self.num_envs
+
+
+def test_promotes_after_a_full_window_of_successes_and_counts_only_episodes_begun_at_the_length():
+    # 2 envs, window 3, success 2/3. Steps 0-2: env 0 succeeds, fails, succeeds (window full at 2/3: promote at
+    # step 2). Env 1's episode began before the promotion: its end at step 3 is not counted, nor is env 0's at step
+    # 4, begun before it too; then three successes of episodes begun at 10 promote to 20 at step 7.
+    script = {
+        0: [(0, True)],
+        1: [(0, False)],
+        2: [(0, True)],
+        3: [(1, True)],
+        4: [(0, False)],
+        5: [(0, True)],
+        6: [(1, True)],
+        7: [(0, True)],
+    }
+    base = ScriptedEnv(2, script)
+    cur = MemoryCurriculum(base, start=0, step=10, success=2 / 3, window=3)
+    cur.reset()
+    seen = []
+    for _ in range(8):
+        cur.step(np.zeros(2, dtype=np.int64))
+        seen.append(cur.length)
+    assert seen == [0, 0, 10, 10, 10, 10, 10, 20]
+    assert base.lengths == [0, 10, 20]
+
+
+def test_never_promotes_below_the_success_rate_and_stops_at_the_envs_limit():
+    fails = {t: [(0, t % 3 == 0)] for t in range(60)}  # a third succeed
+    cur = MemoryCurriculum(ScriptedEnv(1, fails), start=5, step=10, success=0.5, window=6)
+    cur.reset()
+    for _ in range(60):
+        cur.step(np.zeros(1, dtype=np.int64))
+    assert cur.length == 5
+    wins = {t: [(0, True)] for t in range(60)}
+    base = ScriptedEnv(1, wins, limit=25)
+    cur = MemoryCurriculum(base, start=5, step=10, success=0.5, window=2)
+    cur.reset()
+    for _ in range(60):
+        cur.step(np.zeros(1, dtype=np.int64))
+    assert cur.length == 25 and base.lengths == [5, 15, 25]
+
+
+def test_visual_match_plays_the_set_distractor_length_in_the_episodes_that_reach_it():
+    venv = make_vec_env(PVM, n_envs=4, seed=1, cue_steps=2, distractor_steps=30)
+    assert venv.get_attr("max_steps")[0] == 2 + 30 + 15
+    base = venv.venv  # VisualMatchVecEnv, inside SB3's VecMonitor
+    base.set_memory_length(7)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    in_distractor = np.zeros(4, dtype=int)
+    spans = []
+    for _ in range(400):
+        phase = np.array(venv.get_attr("phase"))
+        in_distractor += phase == 1
+        _, _, dones, _ = venv.step(rng.integers(3, size=4))
+        for i in np.flatnonzero(dones):
+            spans.append(in_distractor[i])
+            in_distractor[i] = 0
+    assert len(spans) > 10 and set(spans) == {7}
+    assert base.memory_length == 7 and base.memory_limit == 30
+    for bad in (31, -1, 2.5, True):
+        with pytest.raises(EnvConfigError, match="0..30"):
+            base.set_memory_length(bad)
+
+
+def test_a_restored_snapshot_continues_the_curriculum_and_the_episodes():
+    def build():
+        venv = make_vec_env(PVM, n_envs=3, seed=2, cue_steps=1, distractor_steps=40)
+        return MemoryCurriculum(venv, start=0, step=4, success=0.4, window=6)
+
+    rng = np.random.default_rng(5)
+    actions = rng.integers(3, size=(1500, 3))
+    a = build()
+    a.reset()
+    for t in range(300):
+        a.step(actions[t])
+    assert 0 < a.length < 40
+    snapshot = get_vec_state(a)
+    b = build()
+    b.reset()
+    set_vec_state(b, snapshot)
+    lengths = set()
+    for t in range(300, 1500):
+        oa, ra, da, _ = a.step(actions[t])
+        ob, rb, db, _ = b.step(actions[t])
+        np.testing.assert_array_equal(oa["image"], ob["image"])
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(da, db)
+        assert a.length == b.length
+        lengths.add(a.length)
+    assert len(lengths) > 1, lengths  # the curriculum moved after the snapshot
+
+
+def test_refuses_an_env_that_cannot_change_its_memory_and_bad_settings():
+    with pytest.raises(EnvConfigError, match="Visual Match"):
+        MemoryCurriculum(make_vec_env("urgate/TMaze-v0", n_envs=2, length=3), 0, 1, 0.5, 4)
+    venv = make_vec_env(PVM, n_envs=2, distractor_steps=20)
+    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer 0..20 .*got 21"):
+        MemoryCurriculum(venv, 21, 1, 0.5, 4)
+    with pytest.raises(EnvConfigError, match="curriculum.success"):
+        MemoryCurriculum(venv, 0, 1, 1.5, 4)
+    with pytest.raises(UrgateError, match="curriculum.window"):
+        load_config(None, PVM, ["curriculum.start=0", "curriculum.window=0"])
+
+
+def test_a_run_trains_on_the_curriculum_logs_its_length_and_evaluates_the_task(tmp_path):
+    overrides = [
+        "n_envs=4",
+        "ppo.n_steps=auto",
+        "ppo.batch_size=auto",
+        "ppo.n_epochs=1",
+        "policy_kwargs.lstm_hidden_size=8",
+        "env_kwargs.cue_steps=1",
+        "env_kwargs.distractor_steps=30",
+        "curriculum.start=0",
+        "curriculum.step=10",
+        "curriculum.success=0.01",  # any success promotes: the length moves within the tiny budget
+        "curriculum.window=2",
+        "eval.freq=0",
+        "eval.n_episodes=4",
+        "eval.n_envs=4",
+        "eval.deterministic=false",
+        "gate_diagnostics=0",
+        "total_timesteps=1024",
+    ]
+    cfg = load_config(None, PVM, overrides)
+    summary = train(cfg, tmp_path / "run", progress_bar=False)
+    with open(tmp_path / "run" / "progress.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    lengths = [int(r["rollout/memory_length"]) for r in rows if r.get("rollout/memory_length")]
+    assert lengths[0] in (0, 10) and lengths[-1] > lengths[0]
+    # the evaluation plays the task itself: every episode sits through the 30 distractor steps
+    assert summary["final_eval"]["mean_length"] > 30
