@@ -1,7 +1,8 @@
 """``MemoryCurriculum``: train on short memory first, then lengthen it as the agent succeeds.
 
 A VecEnv wrapper for training envs whose vectorised env can change its memory length between episodes
-(``set_memory_length``, ``memory_length`` and ``memory_limit``: ``VisualMatchVecEnv``'s distractor phase). Episodes
+(``set_memory_length``, ``memory_length`` and ``memory_limit``: ``TMazeVecEnv``'s corridor, ``VisualMatchVecEnv``'s
+distractor phase). Episodes
 start at length ``start``; once ``window`` episodes begun at the current length have finished and their success
 rate (``info["is_success"]``) reaches ``success``, the length grows by ``step``, up to the length the env was built
 with (the task that evaluations measure, which the wrapper never changes). Episodes that began before a promotion
@@ -36,8 +37,8 @@ def find_wrapper(venv: VecEnv, cls: type):
 class MemoryCurriculum(VecEnvWrapper):
     """Lengthen the memory of the wrapped training env as its episodes succeed (see the module docstring).
 
-    :param venv: a VecEnv whose innermost env has ``set_memory_length`` (``VisualMatchVecEnv``)
-    :param start: the first memory length (0 to the env's ``memory_limit``)
+    :param venv: a VecEnv whose innermost env has ``set_memory_length`` (``TMazeVecEnv``, ``VisualMatchVecEnv``)
+    :param start: the first memory length (up to the env's ``memory_limit``; the env says what it accepts)
     :param step: length added at each promotion (>= 1)
     :param success: success rate over ``window`` episodes that promotes (in (0, 1])
     :param window: finished episodes begun at the current length that decide a promotion (>= 1)
@@ -48,11 +49,11 @@ class MemoryCurriculum(VecEnvWrapper):
         if base is None:
             raise EnvConfigError(
                 f"a memory curriculum needs an env that can change its memory length between episodes "
-                f"(Passive or Active Visual Match); {type(_chain(venv)[-1]).__name__} cannot"
+                f"(the T-maze, Passive or Active Visual Match); {type(_chain(venv)[-1]).__name__} cannot"
             )
         limit = base.memory_limit
         checks = (
-            (start, "start", f"an integer 0..{limit} (the env's memory length)", 0 <= _int(start) <= limit),
+            (start, "start", f"an integer up to {limit} (the env's memory length)", 0 <= _int(start) <= limit),
             (step, "step", "an integer >= 1", _int(step) >= 1),
             (window, "window", "an integer >= 1", _int(window) >= 1),
             (success, "success", "a success rate in (0, 1]", _num(success) and 0 < success <= 1),

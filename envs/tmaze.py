@@ -55,6 +55,11 @@ def _advance(
     return position + advanced, steps, reward, turned, truncated, success
 
 
+def episode_limit(length: int, time_factor: float) -> int:
+    """The step at which an episode of corridor ``length`` is truncated."""
+    return math.ceil(time_factor * (length + 1))
+
+
 def cue_info(goal_up: bool) -> dict[str, int]:
     """The info of an episode's first step: its cue class (``envs.cue``), 0 for the goal up, 1 for down."""
     return {CUE_INFO: 0 if goal_up else 1}
@@ -98,8 +103,8 @@ class TMazeEnv(gym.Env):
             )
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise EnvConfigError(f"TMaze render_mode must be None, 'ansi' or 'rgb_array', got {render_mode!r}")
-        self.length = int(length)
-        self.max_steps = math.ceil(time_factor * (self.length + 1))
+        self.length, self.time_factor = int(length), float(time_factor)
+        self.max_steps = episode_limit(self.length, self.time_factor)
         self.idle_penalty = 1.0 / self.max_steps if idle_penalty is None else float(idle_penalty)
         if self.idle_penalty < 0:
             raise EnvConfigError(f"TMaze idle_penalty must be >= 0 (it is subtracted), got {idle_penalty!r}")

@@ -14,7 +14,8 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
 from .array_vec import ArrayVecEnv
-from .tmaze import TMazeEnv, _advance, _observations, cue_info
+from .errors import EnvConfigError
+from .tmaze import TMazeEnv, _advance, _observations, cue_info, episode_limit
 
 
 class TMazeVecEnv(ArrayVecEnv):
@@ -35,7 +36,12 @@ class TMazeVecEnv(ArrayVecEnv):
     def __init__(self, n_envs: int, **maze_kwargs: Any) -> None:
         self.maze = TMazeEnv(**maze_kwargs)  # checks the keywords and holds the constants
         super().__init__(n_envs, self.maze.observation_space, self.maze.action_space)
-        self.length, self.max_steps, self.idle_penalty = self.maze.length, self.maze.max_steps, self.maze.idle_penalty
+        self.idle_penalty = self.maze.idle_penalty
+        # Each copy's corridor and time limit, set when its episode begins (``set_memory_length``: shorter ones for
+        # a training curriculum; the maze's own otherwise).
+        self._next_length = self.maze.length
+        self.length = np.full(n_envs, self.maze.length, dtype=np.int64)
+        self.max_steps = np.full(n_envs, self.maze.max_steps, dtype=np.int64)
         self.goal_up = np.ones(n_envs, dtype=bool)
         self.position = np.zeros(n_envs, dtype=np.int64)
         self.steps = np.zeros(n_envs, dtype=np.int64)
@@ -50,6 +56,8 @@ class TMazeVecEnv(ArrayVecEnv):
             self.goal_up[i] = bool(self._rngs[i].integers(2))
         self.position[idx] = 0
         self.steps[idx] = 0
+        self.length[idx] = self._next_length
+        self.max_steps[idx] = episode_limit(self._next_length, self.maze.time_factor)
         return np.where(self.goal_up[idx], 1.0, -1.0)
 
     def reset(self) -> np.ndarray:
@@ -84,15 +92,36 @@ class TMazeVecEnv(ArrayVecEnv):
                 self.reset_infos[i] = cue_info(bool(self.goal_up[i]))
         return obs, reward, dones, infos
 
+    @property
+    def memory_length(self) -> int:
+        """The corridor of the episodes that begin from now on (``set_memory_length``)."""
+        return self._next_length
+
+    @property
+    def memory_limit(self) -> int:
+        """The corridor the env was built with: the longest ``set_memory_length`` accepts."""
+        return self.maze.length
+
+    def set_memory_length(self, steps: int) -> None:
+        """Give the episodes that begin from now on a corridor of ``steps`` (2 to ``memory_limit``) and the time
+        limit that goes with it, for a training curriculum (``envs.curriculum``); episodes in progress keep theirs."""
+        limit = self.maze.length
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= limit:
+            raise EnvConfigError(f"T-maze memory length must be an integer 2..{limit} (its length), got {steps!r}")
+        self._next_length = int(steps)
+
     def get_state(self) -> dict[str, Any]:
         """Everything that decides what the copies do next (``envs.vec_state``'s protocol): each copy's generator,
-        the seeds pending for the next reset, and the episodes in progress."""
+        the seeds pending for the next reset, and the episodes in progress (corridors included)."""
         return {
             "rngs": copy.deepcopy(self._rngs),
             "seeds": list(self._seeds),
             "goal_up": self.goal_up.copy(),
             "position": self.position.copy(),
             "steps": self.steps.copy(),
+            "length": self.length.copy(),
+            "max_steps": self.max_steps.copy(),
+            "next_length": self._next_length,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -102,6 +131,9 @@ class TMazeVecEnv(ArrayVecEnv):
         self._rngs = copy.deepcopy(state["rngs"])
         self._seeds = list(state["seeds"])
         self.goal_up, self.position, self.steps = (state[k].copy() for k in ("goal_up", "position", "steps"))
+        if "length" in state:  # (a snapshot of an older version has the maze's own corridor everywhere)
+            self.length, self.max_steps = state["length"].copy(), state["max_steps"].copy()
+            self._next_length = int(state["next_length"])
 
     def close(self) -> None:
         pass
@@ -111,6 +143,7 @@ class TMazeVecEnv(ArrayVecEnv):
         idx = self._get_indices(indices)
         if attr_name in ("position", "steps", "goal_up"):
             return [getattr(self, attr_name)[i].item() for i in idx]
+        # (``length`` and ``max_steps`` answer the maze's own, the longest: ``ppo.n_steps: auto`` sizes rollouts by it)
         return [getattr(self.maze, attr_name) for _ in idx]
 
 

@@ -128,6 +128,36 @@ def test_visual_match_plays_the_set_distractor_length_in_the_episodes_that_reach
             base.set_memory_length(bad)
 
 
+def test_tmaze_plays_the_set_corridor_with_its_time_limit_in_episodes_begun_after_it():
+    venv = make_vec_env("urgate/TMaze-v0", n_envs=3, seed=4, length=40)
+    base = venv.venv
+    assert venv.get_attr("max_steps")[0] == 82  # rollouts are sized for the maze itself
+    venv.reset()
+    base.set_memory_length(6)
+    forward = np.zeros(3, dtype=np.int64)
+    obs, *_ = venv.step(forward)  # episodes in progress keep their corridor of 40
+    assert not obs[:, 1].any()
+    for _ in range(39):
+        obs, *_ = venv.step(forward)
+    assert obs[:, 1].all()  # at the junction after 40 steps
+    _, _, dones, infos = venv.step(np.ones(3, dtype=np.int64))
+    assert dones.all()
+    steps = 0
+    while True:  # the next episodes: junction after 6 steps
+        obs, _, dones, _ = venv.step(forward)
+        steps += 1
+        if obs[:, 1].all():
+            break
+    assert steps == 6
+    waited = 0
+    while not dones.any():  # waiting at the junction: truncated at 2 * (6 + 1) steps
+        _, _, dones, infos = venv.step(forward)
+        waited += 1
+    assert steps + waited == 14 and infos[0]["TimeLimit.truncated"]
+    with pytest.raises(EnvConfigError, match="2..40"):
+        base.set_memory_length(1)
+
+
 def test_a_restored_snapshot_continues_the_curriculum_and_the_episodes():
     def build():
         venv = make_vec_env(PVM, n_envs=3, seed=2, cue_steps=1, distractor_steps=40)
@@ -157,10 +187,10 @@ def test_a_restored_snapshot_continues_the_curriculum_and_the_episodes():
 
 
 def test_refuses_an_env_that_cannot_change_its_memory_and_bad_settings():
-    with pytest.raises(EnvConfigError, match="Visual Match"):
-        MemoryCurriculum(make_vec_env("urgate/TMaze-v0", n_envs=2, length=3), 0, 1, 0.5, 4)
+    with pytest.raises(EnvConfigError, match="the T-maze, Passive or Active Visual Match"):
+        MemoryCurriculum(make_vec_env("MiniGrid-MemoryS7-v0", n_envs=2), 0, 1, 0.5, 4)
     venv = make_vec_env(PVM, n_envs=2, distractor_steps=20)
-    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer 0..20 .*got 21"):
+    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer up to 20 .*got 21"):
         MemoryCurriculum(venv, 21, 1, 0.5, 4)
     with pytest.raises(EnvConfigError, match="curriculum.success"):
         MemoryCurriculum(venv, 0, 1, 1.5, 4)

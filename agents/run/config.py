@@ -145,7 +145,8 @@ class EvalConfig:
 class CurriculumConfig:
     """A memory curriculum for training (``envs.curriculum.MemoryCurriculum``): episodes start with a short memory
     and it grows as the agent succeeds, up to the task in ``env_kwargs``, which every evaluation measures. Envs whose
-    memory can change between episodes only (Passive and Active Visual Match: ``distractor_steps``).
+    memory can change between episodes only (the T-maze: ``length``; Passive and Active Visual Match:
+    ``distractor_steps``).
 
     :param start: the first memory length (null: no curriculum, train on the task itself)
     :param step: length added at each promotion
