@@ -6,8 +6,9 @@
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
-#   minigrid_recipe|minigrid_cores|ur_default|all]   (default: all but the frontier, memory_maze, visual_diagnosis,
-#   minigrid_recipe, minigrid_cores and ur_default blocks)
+#   minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|all]   (default: all but the frontier,
+#   memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory and
+#   visual_curriculum blocks)
 #
 # `ur` defaults to refine_bias=zero (b_r = 0) since block 11 measured it against b_r = -b_f (neg_forget). Every ur
 # result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
@@ -20,8 +21,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory, visual_curriculum, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -224,4 +225,47 @@ if [[ $what == ur_default ]]; then
   done
   $PY benchmarks/copy_task.py --cores ur:refine_bias=neg_forget,ur:refine_bias=zero --seeds 2,3,4 --steps 1000 \
       --out docs/results/ur_refine_bias/copy_task --work-dir "$OUT/copy_task_ur_default"
+fi
+
+if [[ $what == long_memory ]]; then
+  # 12. T-maze past 250 (docs/results/tmaze_long_memory/), chrono with configs/tmaze_long.yaml, one change at a time
+  #     against the frontier's length-500 runs (64 envs, 4M steps: 0/3): the previous action as an input (4M); 32
+  #     envs, twice the updates per env step, with 8M steps (3 seeds); a corridor curriculum (curriculum.start) at 500
+  #     within 4M; length 1000 with 32 envs and the curriculum, 16M steps. Measured one run at a time per core.
+  T=(--cores chrono --env urgate/TMaze-v0 --config tmaze_long --workers "$WORKERS")
+  $PY run_rl.py compare "${T[@]}" --seeds 1 --grid length=500 --set previous_action=true --timesteps 4000000 \
+      --exp-dir "$OUT/t500/prevact"
+  $PY run_rl.py compare "${T[@]}" --seeds 3 --grid length=500 --set n_envs=32 --timesteps 8000000 \
+      --exp-dir "$OUT/t500/envs32_8M"
+  $PY run_rl.py compare "${T[@]}" --seeds 1 --grid length=500 --set curriculum.start=50 --set curriculum.step=50 \
+      --set curriculum.success=0.9 --timesteps 4000000 --exp-dir "$OUT/t500/curriculum_4M"
+  $PY run_rl.py compare "${T[@]}" --seeds 1 --grid length=1000 --set n_envs=32 --set curriculum.start=100 \
+      --set curriculum.step=100 --set curriculum.success=0.9 --set eval.stop_success=0.95 --timesteps 16000000 \
+      --exp-dir "$OUT/t1000/envs32_curriculum"
+  for exp in t500/prevact t500/envs32_8M t500/curriculum_4M t1000/envs32_curriculum; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
+fi
+
+if [[ $what == visual_curriculum ]]; then
+  # 13. Visual Match at the published delay (cue 15, distractor 90) with a delay curriculum: training episodes start
+  #     without a distractor phase, which grows by 10 steps whenever 80 % of the last 256 training episodes begun at
+  #     the current delay succeed; every evaluation plays the task itself. configs/visual_match.yaml's recipe;
+  #     docs/results/visual_curriculum/. Measured one run at a time per core.
+  VM=(--config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+      --set curriculum.start=0 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set eval.stop_success=0.95 --workers "$WORKERS")
+  PVM=urgate/PassiveVisualMatch-v0 AVM=urgate/ActiveVisualMatch-v0
+  $PY run_rl.py compare --cores ur --seeds 1 --env $PVM "${VM[@]}" --timesteps 10000000 --exp-dir "$OUT/pvm_curriculum"
+  $PY run_rl.py compare --cores chrono --seeds 1 --env $PVM "${VM[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/pvm_curriculum_chrono"
+  $PY run_rl.py compare --cores chrono --seeds 1,2 --env $PVM "${VM[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_d90_curriculum"
+  $PY run_rl.py compare --cores lstm --seeds 1 --env $PVM "${VM[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_d90_curriculum_cores"
+  $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VM[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/avm_d90_curriculum"
+  for exp in pvm_curriculum pvm_curriculum_chrono pvm_d90_curriculum pvm_d90_curriculum_cores avm_d90_curriculum; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
 fi
