@@ -47,7 +47,8 @@ if [[ $what == visual || $what == all ]]; then
   # 2. Passive and Active Visual Match at two distractor lengths: 3 cores x 2 seeds, 80k steps per run.
   $PY run_rl.py compare --cores lstm,chrono,ur --seeds 2 \
       --env urgate/PassiveVisualMatch-v0,urgate/ActiveVisualMatch-v0 --grid distractor_steps=15,60 \
-      --timesteps 80000 "${PPO[@]}" "${LINEAR_LR[@]}" --workers "$WORKERS" --exp-dir "$OUT/visual_match"
+      --timesteps 80000 "${PPO[@]}" "${LINEAR_LR[@]}" --set curriculum.start=null --workers "$WORKERS" \
+      --exp-dir "$OUT/visual_match"
   $PY run_rl.py plot "$OUT/visual_match"
 fi
 
@@ -134,10 +135,10 @@ if [[ $what == visual_diagnosis ]]; then
   # 8. What makes Visual Match's choice slow to learn without a delay (cue 1 step, no distractor phase), ur seed 0,
   #    200k steps per run, 4 checkpoints kept for benchmarks/visual_match_diagnosis.py: configs/visual_match.yaml
   #    as shipped, with shared_lstm (the T-maze's recipe), with 64 envs and whole episodes per rollout, with separate
-#    extractors for actor and critic, and with a larger entropy bonus.
+  #    extractors for actor and critic, and with a larger entropy bonus.
   #    Measured one run at a time on one core: docs/results/visual_match_diagnosis/.
   VM=(--cores ur --seeds 1 --env urgate/PassiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
-      --timesteps 200000 --set keep_checkpoints=4 --workers 1)
+      --timesteps 200000 --set keep_checkpoints=4 --set curriculum.start=null --workers 1)
   $PY run_rl.py compare "${VM[@]}" --exp-dir "$OUT/vm_d0_baseline"
   $PY run_rl.py compare "${VM[@]}" --set policy_kwargs.shared_lstm=true --set policy_kwargs.enable_critic_lstm=false \
       --exp-dir "$OUT/vm_d0_shared_lstm"
@@ -198,7 +199,7 @@ if [[ $what == visual_recipe ]]; then
   VR=(--config visual_match --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto
       --set policy_kwargs.shared_lstm=true --set policy_kwargs.enable_critic_lstm=false
       --set policy_kwargs.shared_lstm_value_grad=true --set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor
-      --set policy_kwargs.core_kwargs.refine_bias=neg_forget --workers "$WORKERS")
+      --set policy_kwargs.core_kwargs.refine_bias=neg_forget --set curriculum.start=null --workers "$WORKERS")
   NORM=(--set ppo.normalize=true --set "ppo.normalize_kwargs={norm_obs: false}")
   VM=urgate/PassiveVisualMatch-v0
   $PY run_rl.py compare --cores ur --seeds 1 --env $VM "${VR[@]}" --grid distractor_steps=0 --timesteps 250000 \

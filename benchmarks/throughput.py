@@ -334,7 +334,7 @@ GRID_TASKS = {  # name -> (label, config, env id, overrides)
         "Passive Visual Match, cue 15, distractor 60",
         "visual_match",
         "urgate/PassiveVisualMatch-v0",
-        ["env_kwargs.cue_steps=15", "env_kwargs.distractor_steps=60"],
+        ["env_kwargs.cue_steps=15", "env_kwargs.distractor_steps=60", "curriculum.start=null"],  # the task itself
     ),
 }
 GRID_PATHS = {  # path -> (DummyVecEnv over single envs?, overrides)
