@@ -65,7 +65,10 @@ class MemoryCurriculum(VecEnvWrapper):
         self._base, self.limit = base, limit
         self.step_size, self.success, self.window = int(step), float(success), int(window)
         self.length = int(start)
-        self._base.set_memory_length(self.length)
+        try:
+            self._base.set_memory_length(self.length)
+        except EnvConfigError as exc:
+            raise EnvConfigError(f"curriculum.start={start!r}: {exc}") from None
         self._results: list[bool] = []  # outcomes of episodes begun at the current length, oldest first
         self._current = np.zeros(self.num_envs, dtype=bool)  # whose episode in progress began at the current length
 

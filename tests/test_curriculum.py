@@ -192,6 +192,8 @@ def test_refuses_an_env_that_cannot_change_its_memory_and_bad_settings():
     venv = make_vec_env(PVM, n_envs=2, distractor_steps=20)
     with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer up to 20 .*got 21"):
         MemoryCurriculum(venv, 21, 1, 0.5, 4)
+    with pytest.raises(EnvConfigError, match=r"curriculum.start=1: T-maze memory length must be an integer 2..3"):
+        MemoryCurriculum(make_vec_env("urgate/TMaze-v0", n_envs=2, length=3), 1, 1, 0.5, 4)
     with pytest.raises(EnvConfigError, match="curriculum.success"):
         MemoryCurriculum(venv, 0, 1, 1.5, 4)
     with pytest.raises(UrgateError, match="curriculum.window"):
