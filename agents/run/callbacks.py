@@ -253,6 +253,8 @@ class EvalCallback(BaseCallback):
             # the training env's statistics, wherever its VecNormalize lies (SB3 may put a VecTransposeImage over it,
             # a curriculum under it: SB3's sync_envs_normalization wants both chains of wrappers alike)
             train = find_wrapper(self.training_env, VecNormalize)
+            if train is None:
+                raise RuntimeError("the evaluation env normalises observations but the training env does not")
             if train.norm_obs:
                 self.eval_env.obs_rms = copy.deepcopy(train.obs_rms)
             self.eval_env.ret_rms = copy.deepcopy(train.ret_rms)
