@@ -226,6 +226,15 @@ if [[ $what == ur_default ]]; then
   done
   $PY benchmarks/copy_task.py --cores ur:refine_bias=neg_forget,ur:refine_bias=zero --seeds 2,3,4 --steps 1000 \
       --out docs/results/ur_refine_bias/copy_task --work-dir "$OUT/copy_task_ur_default"
+  # urgru at length 100: b_r = 0 on seeds 0-4, b_r = -b_f on seeds 3-4 (its seeds 0-2 are the frontier's)
+  $PY run_rl.py compare --cores urgru --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=100 \
+      --set policy_kwargs.core_kwargs.refine_bias=zero --timesteps 2000000 --workers "$WORKERS" \
+      --exp-dir "$OUT/urgru_refine_bias/length100_zero"
+  for rb in zero neg_forget; do
+    $PY run_rl.py compare --cores urgru --seeds 3,4 --env urgate/TMaze-v0 --config tmaze_long --grid length=100 \
+        --set policy_kwargs.core_kwargs.refine_bias=$rb --timesteps 2000000 --workers "$WORKERS" \
+        --exp-dir "$OUT/urgru_refine_bias/length100_${rb}_seeds34"
+  done
 fi
 
 if [[ $what == long_memory ]]; then
