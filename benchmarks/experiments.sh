@@ -253,13 +253,13 @@ if [[ $what == long_memory ]]; then
       --set curriculum.step=100 --set curriculum.success=0.9 --set eval.stop_success=0.95 --timesteps 16000000 \
       --exp-dir "$OUT/t1000/envs32_curriculum"
   C=(--set curriculum.start=50 --set curriculum.step=50 --set curriculum.success=0.9)
-  $PY run_rl.py compare --cores ur --seeds 1 --env urgate/TMaze-v0 --config tmaze_long --grid length=500 "${C[@]}" \
+  $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=500 "${C[@]}" \
       --timesteps 4000000 --workers "$WORKERS" --exp-dir "$OUT/t500/curriculum_4M_ur"
   $PY run_rl.py compare --cores lstm --seeds 1 --env urgate/TMaze-v0 --config tmaze_long --grid length=500 "${C[@]}" \
       --timesteps 4000000 --workers "$WORKERS" --exp-dir "$OUT/t500/curriculum_4M_lstm"
   $PY run_rl.py compare --cores chrono,ur --seeds 1 --env urgate/TMaze-v0 --config tmaze_long --grid length=100 "${C[@]}" \
       --timesteps 2000000 --workers "$WORKERS" --exp-dir "$OUT/t100/curriculum_2M"
-  $PY run_rl.py compare --cores ur --seeds 1 --env urgate/TMaze-v0 --config tmaze_long --grid length=1000 --set n_envs=32 \
+  $PY run_rl.py compare --cores ur --seeds 3 --env urgate/TMaze-v0 --config tmaze_long --grid length=1000 --set n_envs=32 \
       --set curriculum.start=100 --set curriculum.step=100 --set curriculum.success=0.9 --set eval.stop_success=0.95 \
       --timesteps 16000000 --workers "$WORKERS" --exp-dir "$OUT/t1000/envs32_curriculum_ur"
   for exp in t500/prevact t500/envs32_8M t500/curriculum_4M t1000/envs32_curriculum t500/curriculum_4M_ur \
@@ -286,16 +286,19 @@ if [[ $what == visual_curriculum ]]; then
       --exp-dir "$OUT/pvm_d90_curriculum_ur"
   $PY run_rl.py compare --cores lstm --seeds 3 --env $PVM "${VM[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_d90_curriculum_cores"
-  # Active: seed 0 only was run (its seeds 1 and 2 were stopped for CPU once seed 0 failed)
+  # Active: seed 0 was run (seeds 1 and 2 were stopped for CPU once it failed), then seed 1 with a 20M budget,
+  # stopped at 15.4M
   $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VM[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/avm_d90_curriculum"
+  $PY run_rl.py compare --cores chrono --seeds 1, --env $AVM "${VM[@]}" --set eval.freq=200000 --timesteps 20000000 \
+      --exp-dir "$OUT/avm_d90_curriculum_20M"
   # Without the curriculum (the same config otherwise), and a delay of 180.
   $PY run_rl.py compare --cores chrono --seeds 1 --env $PVM "${VM[@]}" --set curriculum.start=null --timesteps 6000000 \
       --exp-dir "$OUT/pvm_d90_no_curriculum"
   $PY run_rl.py compare --cores chrono,ur --seeds 1 --env $PVM "${VM[@]}" --set env_kwargs.distractor_steps=180 \
       --timesteps 6000000 --exp-dir "$OUT/pvm_d180_curriculum"
   for exp in pvm_curriculum pvm_curriculum_chrono pvm_d90_curriculum pvm_d90_curriculum_ur pvm_d90_curriculum_cores \
-      avm_d90_curriculum pvm_d90_no_curriculum pvm_d180_curriculum; do
+      avm_d90_curriculum avm_d90_curriculum_20M pvm_d90_no_curriculum pvm_d180_curriculum; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi
