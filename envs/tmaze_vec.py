@@ -105,7 +105,7 @@ class TMazeVecEnv(ArrayVecEnv):
     def set_memory_length(self, steps: int) -> None:
         """Give the episodes that begin from now on a corridor of ``steps`` (2 to ``memory_limit``) and the time
         limit that goes with it, for a training curriculum (``envs.curriculum``); episodes in progress keep theirs."""
-        limit = self.maze.length
+        limit = self.memory_limit
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= limit:
             raise EnvConfigError(f"T-maze memory length must be an integer 2..{limit} (its length), got {steps!r}")
         self._next_length = int(steps)

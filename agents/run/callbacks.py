@@ -197,6 +197,7 @@ class EvalCallback(BaseCallback):
         self.in_a_row = 0  # consecutive evaluations at stop_success
         self.solved_at: int | None = None  # the step count at which stop_success was met stop_evals times in a row
         self.best = -math.inf
+        self.train_norm: VecNormalize | None = None  # set when the callback is initialised
         self.next_at = 0
         self.last_result: dict[str, Any] | None = None
         self.last_timesteps: int | None = None
@@ -208,7 +209,9 @@ class EvalCallback(BaseCallback):
                 self._count(None if np.isnan(rate) else float(rate))
 
     def _init_callback(self) -> None:
-        train = find_wrapper(self.training_env, VecNormalize)
+        # the training env's VecNormalize, wherever it lies (SB3 may put a VecTransposeImage over it, a curriculum
+        # under it): its statistics are copied into the evaluation env's at every evaluation
+        self.train_norm = train = find_wrapper(self.training_env, VecNormalize)
         if train is not None and not isinstance(self.eval_env, VecNormalize):
             # the training env's observation settings (e.g. norm_obs: false for a Dict of indices), frozen statistics
             self.eval_env = VecNormalize(
@@ -250,9 +253,8 @@ class EvalCallback(BaseCallback):
         if self.last_result is not None and self.last_timesteps == t:
             return self.last_result
         if isinstance(self.eval_env, VecNormalize):
-            # the training env's statistics, wherever its VecNormalize lies (SB3 may put a VecTransposeImage over it,
-            # a curriculum under it: SB3's sync_envs_normalization wants both chains of wrappers alike)
-            train = find_wrapper(self.training_env, VecNormalize)
+            # (SB3's sync_envs_normalization would want both chains of wrappers alike)
+            train = self.train_norm
             if train is None:
                 raise RuntimeError("the evaluation env normalises observations but the training env does not")
             if train.norm_obs:
