@@ -6,9 +6,9 @@
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
-#   minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|all]   (default: all but the frontier,
-#   memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory and
-#   visual_curriculum blocks)
+#   minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|all]   (default: all but the frontier,
+#   memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory,
+#   visual_curriculum and visual_active blocks)
 #
 # `ur` defaults to refine_bias=zero (b_r = 0) since block 11 measured it against b_r = -b_f (neg_forget). Every ur
 # result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
@@ -21,8 +21,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory, visual_curriculum, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory, visual_curriculum, visual_active, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -192,6 +192,35 @@ if [[ $what == minigrid_cores ]]; then
   done
 fi
 
+if [[ $what == visual_active ]]; then
+  # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
+  #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
+  #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
+  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
+  A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
+     --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
+  OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_class=SymbolicGridExtractor "${OFF[@]}" \
+      --exp-dir "$OUT/avm_d0_conv"
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_kwargs.presence=true --exp-dir "$OUT/avm_d0_presence"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
+      --exp-dir "$OUT/avm_d0_cue3_presence"
+  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
+  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
+  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
+      --exp-dir "$OUT/avm_presence_cue_curriculum"
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_presence_cue_curriculum"
+  for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
+      pvm_presence_cue_curriculum; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
+fi
+
 if [[ $what == visual_recipe ]]; then
   # 11. Passive Visual Match with the grid recipe (the MiniGrid one: 64 envs, whole episodes per rollout, one core
   #     trained by both losses, the one-hot extractor), ur seed 0: no delay without and with reward normalisation,
@@ -199,7 +228,8 @@ if [[ $what == visual_recipe ]]; then
   VR=(--config visual_match --set n_envs=64 --set ppo.n_steps=auto --set ppo.batch_size=auto
       --set policy_kwargs.shared_lstm=true --set policy_kwargs.enable_critic_lstm=false
       --set policy_kwargs.shared_lstm_value_grad=true --set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor
-      --set policy_kwargs.core_kwargs.refine_bias=neg_forget --set curriculum.start=null --workers "$WORKERS")
+      --set policy_kwargs.core_kwargs.refine_bias=neg_forget --set curriculum.start=null
+      --set policy_kwargs.features_extractor_kwargs.presence=false --workers "$WORKERS")
   NORM=(--set ppo.normalize=true --set "ppo.normalize_kwargs={norm_obs: false}")
   VM=urgate/PassiveVisualMatch-v0
   $PY run_rl.py compare --cores ur --seeds 1 --env $VM "${VR[@]}" --grid distractor_steps=0 --timesteps 250000 \
@@ -268,14 +298,45 @@ if [[ $what == long_memory ]]; then
   done
 fi
 
+if [[ $what == visual_active ]]; then
+  # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
+  #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
+  #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
+  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
+  A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
+     --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
+  OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_class=SymbolicGridExtractor "${OFF[@]}" \
+      --exp-dir "$OUT/avm_d0_conv"
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_kwargs.presence=true --exp-dir "$OUT/avm_d0_presence"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
+      --exp-dir "$OUT/avm_d0_cue3_presence"
+  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
+  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
+  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
+      --exp-dir "$OUT/avm_presence_cue_curriculum"
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_presence_cue_curriculum"
+  for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
+      pvm_presence_cue_curriculum; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
+fi
+
 if [[ $what == visual_curriculum ]]; then
   # 13. Visual Match at the published delay (cue 15, distractor 90) with a delay curriculum: training episodes start
   #     without a distractor phase, which grows by 10 steps whenever 80 % of the last 256 training episodes begun at
-  #     the current delay succeed; every evaluation plays the task itself. configs/visual_match.yaml's recipe;
-  #     docs/results/visual_curriculum/. Measured one run at a time per core.
+  #     the current delay succeed; every evaluation plays the task itself. configs/visual_match.yaml's recipe then;
+  #     docs/results/visual_curriculum/. Measured one run at a time per core. These runs counted the curriculum's
+  #     length as the distractor phase alone and started it at 0; it now counts the steps before the choice room
+  #     (cue + distractor), so start=15 plays the same episodes. The extractor had no presence features then.
   VM=(--config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
-      --set curriculum.start=0 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
-      --set eval.stop_success=0.95 --workers "$WORKERS")
+      --set curriculum.start=15 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set policy_kwargs.features_extractor_kwargs.presence=false --set eval.stop_success=0.95 --workers "$WORKERS")
   PVM=urgate/PassiveVisualMatch-v0 AVM=urgate/ActiveVisualMatch-v0
   $PY run_rl.py compare --cores ur --seeds 1 --env $PVM "${VM[@]}" --timesteps 10000000 --exp-dir "$OUT/pvm_curriculum"
   $PY run_rl.py compare --cores chrono --seeds 1 --env $PVM "${VM[@]}" --timesteps 10000000 \
@@ -299,6 +360,35 @@ if [[ $what == visual_curriculum ]]; then
       --timesteps 6000000 --exp-dir "$OUT/pvm_d180_curriculum"
   for exp in pvm_curriculum pvm_curriculum_chrono pvm_d90_curriculum pvm_d90_curriculum_ur pvm_d90_curriculum_cores \
       avm_d90_curriculum avm_d90_curriculum_20M pvm_d90_no_curriculum pvm_d180_curriculum; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
+fi
+
+if [[ $what == visual_active ]]; then
+  # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
+  #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
+  #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
+  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
+  A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
+     --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
+  OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_class=SymbolicGridExtractor "${OFF[@]}" \
+      --exp-dir "$OUT/avm_d0_conv"
+  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_kwargs.presence=true --exp-dir "$OUT/avm_d0_presence"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
+  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
+      --exp-dir "$OUT/avm_d0_cue3_presence"
+  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
+  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
+  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
+      --exp-dir "$OUT/avm_presence_cue_curriculum"
+  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_presence_cue_curriculum"
+  for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
+      pvm_presence_cue_curriculum; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi

@@ -334,7 +334,13 @@ GRID_TASKS = {  # name -> (label, config, env id, overrides)
         "Passive Visual Match, cue 15, distractor 60",
         "visual_match",
         "urgate/PassiveVisualMatch-v0",
-        ["env_kwargs.cue_steps=15", "env_kwargs.distractor_steps=60", "curriculum.start=null"],  # the task itself
+        # the task itself; the extractor as measured before configs/visual_match.yaml turned presence on
+        [
+            "env_kwargs.cue_steps=15",
+            "env_kwargs.distractor_steps=60",
+            "curriculum.start=null",
+            "policy_kwargs.features_extractor_kwargs.presence=false",
+        ],
     ),
 }
 GRID_PATHS = {  # path -> (DummyVecEnv over single envs?, overrides)
@@ -428,7 +434,7 @@ def extractor_table(channel_sets: list[tuple[int, int, int]], n_epochs: int = 4,
     rollout's forward (64 envs, no gradient) and a training minibatch's forward and backward (1024), and the env
     steps per CPU second those two alone would allow with ``n_epochs`` epochs (each step is seen once in the rollout
     and ``n_epochs`` times in training): a ceiling for the whole learner. The bag extractor is measured twice: with
-    its ``BagSum`` backward and with torch's ``nn.EmbeddingBag`` backward (the same gradient)."""
+    its ``BagSum`` backward and with torch's ``nn.EmbeddingBag`` backward (the same gradient), and with ``presence``."""
     import numpy as np
     from torch.nn import functional as F
 
@@ -465,6 +471,7 @@ def extractor_table(channel_sets: list[tuple[int, int, int]], n_epochs: int = 4,
     extractors += [
         ("bag, BagSum backward", SymbolicGridBagExtractor(space)),
         ("bag, nn.EmbeddingBag backward", StockBagBackward(space)),
+        ("bag with presence (configs/visual_match.yaml)", SymbolicGridBagExtractor(space, presence=True)),
     ]
     for label, extractor in extractors:
 

@@ -10,9 +10,10 @@ Prints three tables for a config (and optionally a trained model of that config)
 2. **Whose gradient trains what?** On one rollout of the agent (no update made), the gradient norms of the policy
    loss, ``vf_coef`` x the value loss and ``ent_coef`` x the entropy loss on each part of the policy (extractor,
    actor core, critic core, heads), and the factor by which ``max_grad_norm`` scales the whole gradient.
-3. **What does the agent choose?** Episodes played greedily and with sampled actions: the share of choices of the
-   left, middle (nearest: two steps straight ahead) and right box, of episodes that ended without a choice, and
-   the success rate.
+3. **What does the agent choose?** Episodes played greedily, with sampled actions and with random actions: the
+   share of choices of the left, middle (nearest: two steps straight ahead) and right box, of episodes that ended
+   without a choice, the success rate, the share of episodes whose cue was in view at some step of the cue phase
+   (Active Visual Match hides it), and the success rate of those episodes.
 
 Usage (the commands behind docs/results/visual_match_diagnosis/results.md)::
 
@@ -40,6 +41,7 @@ from agents.run.config import load_config  # noqa: E402
 from agents.run.evaluate import run_episodes  # noqa: E402
 from agents.run.factory import build_model, make_training_env, set_threads  # noqa: E402
 from agents.run.loading import load_model  # noqa: E402
+from envs.cue import CUE_INFO  # noqa: E402
 from envs.visual_match import CHOICE, DISTRACTOR, VisualMatchEnv, make_visual_match  # noqa: E402
 
 
@@ -73,9 +75,9 @@ def extractor_table(model, env_kwargs: dict[str, Any], env_id: str) -> list[tupl
     cues: dict[int, dict[str, Any]] = {}
     seed = 0
     while len(choice) < 6 or len(cues) < env.n_colours:
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         seed += 1
-        if not env.active:
+        if CUE_INFO in info:  # the cue in view at the start (Active: where the episode put it)
             cues.setdefault(env.cue_colour, obs)
         env.copies.enter(0, CHOICE)
         choice.setdefault(tuple(env.choice_order), observation(env))
@@ -159,37 +161,68 @@ def gradient_table(model) -> tuple[list[tuple[str, float, float, float]], float,
     )
 
 
+class RandomActions:
+    """Uniformly random actions, with a recurrent model's ``predict`` signature."""
+
+    def __init__(self, n_actions: int, seed: int) -> None:
+        self.n_actions, self.rng = n_actions, np.random.default_rng(seed)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        return self.rng.integers(self.n_actions, size=len(obs["direction"])), state
+
+
 def choice_table(model, env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int) -> list[tuple[str, ...]]:
     rows = []
-    for deterministic in (True, False):
+    for label, agent, deterministic in (
+        ("greedy", model, True),
+        ("sampled", model, False),
+        ("random actions", RandomActions(3, seed), False),
+    ):
         # One-copy envs, so that each box order can be read before the step that ends an episode (auto-reset).
         venv = DummyVecEnv([lambda: Monitor(make_visual_match(env_id, **env_kwargs)) for _ in range(16)])
         venv.seed(seed)
         counts = {"left": 0, "middle": 0, "right": 0, "none": 0}
         infos: list[dict[str, Any]] = []
         original = venv.step_wait
+        seen: list[bool] = []  # per env: whether its episode in progress has shown the cue
 
-        def step_wait(original=original, venv=venv, infos=infos):
+        def step_wait(original=original, venv=venv, infos=infos, seen=seen):
+            if not seen:  # the first step: the episodes began at the reset
+                seen.extend(CUE_INFO in info for info in venv.reset_infos)
             orders = [list(env.unwrapped.choice_order) for env in venv.envs]
             obs, rew, done, info = original()
-            for i in np.flatnonzero(done):
-                infos.append({"choice": info[i].get("choice"), "order": orders[i]})
+            for i in range(venv.num_envs):
+                if done[i]:
+                    infos.append(
+                        {
+                            "choice": info[i].get("choice"),
+                            "order": orders[i],
+                            "seen": seen[i],
+                            "ok": info[i]["is_success"],
+                        }
+                    )
+                    seen[i] = CUE_INFO in venv.reset_infos[i]
+                else:
+                    seen[i] = seen[i] or CUE_INFO in info[i]
             return obs, rew, done, info
 
         venv.step_wait = step_wait
-        stats = run_episodes(model, venv, episodes, deterministic=deterministic)
+        stats = run_episodes(agent, venv, episodes, deterministic=deterministic)
         for item in infos[:episodes]:
             if item["choice"] is None:
                 counts["none"] += 1
             else:
                 counts[("left", "middle", "right")[item["order"].index(item["choice"])]] += 1
         n = sum(counts.values())
+        shown = [item["ok"] for item in infos[:episodes] if item["seen"]]
         rows.append(
             (
-                "greedy" if deterministic else "sampled",
+                label,
                 *(f"{counts[k] / n:.2f}" for k in ("left", "middle", "right", "none")),
                 f"{np.mean(stats.successes):.2f}",
                 f"{np.mean(stats.returns):.2f}",
+                f"{len(shown) / n:.2f}",
+                f"{np.mean(shown):.2f}" if shown else "-",
                 str(len(stats.successes)),
             )
         )
@@ -219,8 +252,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| observations compared | mean distance / mean norm of the extractor's features |\n|---|---:|")
     for name, value in extractor_table(model, cfg.env_kwargs, cfg.env_id):
         print(f"| {name} | {value:.3f} |")
-    print("\n| episodes | left | middle (nearest) | right | no choice | success | return | n |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| episodes | left | middle (nearest) | right | no choice | success | return | cue seen | success if seen | n |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in choice_table(model, cfg.env_id, cfg.env_kwargs, args.episodes, args.seed + 1000):
         print("| " + " | ".join(row) + " |")
     rows, clip, losses = gradient_table(model)

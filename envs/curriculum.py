@@ -2,10 +2,11 @@
 
 A VecEnv wrapper for training envs whose vectorised env can change its memory length between episodes
 (``set_memory_length``, ``memory_length`` and ``memory_limit``: ``TMazeVecEnv``'s corridor, ``VisualMatchVecEnv``'s
-distractor phase). Episodes start at length ``start``; once ``window`` episodes begun at the current length have
+steps before the choice room, its cue phase then its distractor phase). Episodes start at length ``start``; once ``window`` episodes begun at the current length have
 finished and their success rate (``info["is_success"]``) reaches ``success``, the length grows by ``step``, up to
 the length the env was built with (the task that evaluations measure, which the wrapper never changes). Episodes that began before a promotion
-finish at their old length and are not counted at the new one.
+are not counted at the new length (they finish at their old one, but for a Visual Match distractor phase that begins
+after the promotion: a phase's length is read when it begins).
 
 The wrapper's state (length, the episodes counted, which copies' episodes began at the current length) is part of
 the training env's snapshot (``envs.vec_state``), so a resumed run promotes where the uninterrupted run would.

@@ -43,7 +43,7 @@ class VisualMatchVecEnv(ArrayVecEnv):
 
     def __init__(self, n_envs: int, **task_kwargs: Any) -> None:
         self.task = VisualMatchEnv(**task_kwargs)  # checks the keywords and holds the settings
-        self._limit = self.task.phase_steps[1]
+        self._cue, self._distractor = self.task.phase_steps[:2]  # the task's, whatever a curriculum sets
         super().__init__(n_envs, self.task.observation_space, self.task.action_space)
         self.copies = Copies(self.task, n_envs)
         self._actions = np.zeros(n_envs, dtype=np.int64)
@@ -86,35 +86,50 @@ class VisualMatchVecEnv(ArrayVecEnv):
 
     @property
     def memory_length(self) -> int:
-        """The distractor phase of the episodes' next distractor rooms (``set_memory_length``)."""
-        return self.task.phase_steps[1]
+        """Steps before the choice room in the episodes that begin from now on: their cue phase plus their
+        distractor phase (``set_memory_length``)."""
+        cue, distractor, _ = self.task.phase_steps
+        return cue + distractor
 
     @property
     def memory_limit(self) -> int:
-        """The distractor phase the env was built with: the longest ``set_memory_length`` accepts."""
-        return self._limit
+        """The task's cue plus distractor phases (as the env was built): the longest ``set_memory_length`` accepts."""
+        return self._cue + self._distractor
 
     def set_memory_length(self, steps: int) -> None:
-        """Make the distractor phases that begin from now on ``steps`` long (0 to ``memory_limit``), for a training
-        curriculum (``envs.curriculum``); episodes therefore never outlast the declared ``max_steps``."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= self._limit:
+        """Make the episodes that begin from now on reach the choice room after ``steps`` steps (1 to
+        ``memory_limit``), for a training curriculum (``envs.curriculum``): the cue phase takes them first, up to the
+        task's ``cue_steps``, the distractor phase the rest. Below ``cue_steps`` the cue phase is shortened and there
+        is no distractor (in Active Visual Match, the cue is found sooner or not at all); from ``cue_steps`` on the
+        delay grows. A phase's length is read when the phase begins, so episodes never outlast the declared
+        ``max_steps``."""
+        limit = self.memory_limit
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= limit:
             raise EnvConfigError(
-                f"Visual Match memory length must be an integer 0..{self._limit} (its distractor_steps), got {steps!r}"
+                f"Visual Match memory length must be an integer 1..{limit} (cue_steps + distractor_steps: the steps "
+                f"before the choice room), got {steps!r}"
             )
-        cue, _, choice = self.task.phase_steps
-        self.task.phase_steps = (cue, int(steps), choice)
+        cue = min(int(steps), self._cue)
+        self.task.phase_steps = (cue, int(steps) - cue, self.task.phase_steps[2])
 
     def get_state(self) -> dict[str, Any]:
         """A picklable snapshot of what decides what the copies do next (generators, pending seeds, episodes, the
-        distractor length)."""
-        return {"copies": self.copies.get_state(), "seeds": list(self._seeds), "memory_length": self.memory_length}
+        phase lengths a curriculum set)."""
+        return {
+            "copies": self.copies.get_state(),
+            "seeds": list(self._seeds),
+            "steps_before_choice": self.memory_length,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a ``get_state`` snapshot taken from a VisualMatchVecEnv with the same id, keywords and
         ``n_envs``; the next step continues as the original's would."""
         self.copies.set_state(state["copies"])
         self._seeds = list(state["seeds"])
-        self.set_memory_length(state.get("memory_length", self._limit))
+        if "steps_before_choice" in state:
+            self.set_memory_length(state["steps_before_choice"])
+        else:  # a snapshot of an earlier version, whose memory length was the distractor phase alone
+            self.set_memory_length(self._cue + state.get("memory_length", self._distractor))
 
     def close(self) -> None:
         pass

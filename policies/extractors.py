@@ -81,14 +81,27 @@ class _SymbolicGridInput(BaseFeaturesExtractor):
     """What the symbolic-grid extractors share: checking the space, and reading the observation as integer indices.
 
     See ``SymbolicGridExtractor`` for the observation format and why a channels-first or /255 image is accepted.
+
+    ``presence=True`` adds position-free features: a learned row ``presence[t]`` for every (object, colour, state)
+    triple ``t``, summed over the triples anywhere in view (however often) into the last layer's output before its
+    ReLU. What the layers learn about an object at one place in view then carries to every other place: the hidden
+    cue of Active Visual Match turns up at any cell, and without it neither extractor learned to match its colour
+    (docs/experiments/visual-match.md).
     """
 
     normalize_images = False  # what the policy should be built with (read by agents.run.factory)
 
     def __init__(
-        self, observation_space: spaces.Dict, features_dim: int, image_key: str, direction_key: str | None
+        self,
+        observation_space: spaces.Dict,
+        features_dim: int,
+        image_key: str,
+        direction_key: str | None,
+        presence: bool = False,
     ) -> None:
         name = type(self).__name__
+        if not isinstance(presence, bool):
+            raise PolicyConfigError(f"{name} presence must be true or false, got {presence!r}")
         if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
             raise PolicyConfigError(
                 f"{name} needs a Dict observation space with an {image_key!r} key, got {observation_space}"
@@ -110,6 +123,29 @@ class _SymbolicGridInput(BaseFeaturesExtractor):
             int(high[..., c].max()) + 1 if high[..., c].max() < 255 else DEFAULT_INDEX_SIZES[c] for c in range(3)
         ]
         self.n_directions = int(observation_space[direction_key].n) if direction_key is not None else 0
+        self.presence = None
+        if presence:
+            sizes = self.index_sizes
+            # the triple (object, colour, state) is number object * C * S + colour * S + state
+            self.register_buffer("triple_strides", torch.tensor([sizes[1] * sizes[2], sizes[2], 1]), persistent=False)
+            self.n_triples = sizes[0] * sizes[1] * sizes[2]
+            self.presence = nn.Parameter(torch.empty(self.n_triples, features_dim))
+
+    def present(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, n_triples) floats: 1 where the (object, colour, state) triple is anywhere in the view, else 0."""
+        return self._present(self._index_image(observations))
+
+    def _present(self, image: torch.Tensor) -> torch.Tensor:
+        """``present`` of a (B, H, W, 3) index image (``_index_image`` or ``_indices``)."""
+        triples = (image * self.triple_strides.to(image.dtype)).sum(dim=-1).reshape(image.shape[0], -1).long()
+        return self.presence.new_zeros(image.shape[0], self.n_triples).scatter_(1, triples, 1.0)
+
+    def _activate(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """ReLU of the last layer's output ``features``, plus ``present @ presence`` where presence is on (``image``:
+        the view's indices)."""
+        if self.presence is not None:
+            features = torch.addmm(features, self._present(image), self.presence)
+        return F.relu(features)
 
     def _index_image(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """The view as (B, H, W, 3) indices, in the observation's dtype (a /255 image scaled back)."""
@@ -153,6 +189,7 @@ class SymbolicGridExtractor(_SymbolicGridInput):
     :param direction_key: key of the agent's direction (Discrete), or None to ignore it
     :param channels: output channels of the three conv layers (3x3, 3x3, 1x1); the convs take most of a training
         step's time on a CPU (their cost grows with the product of neighbouring sizes)
+    :param presence: add which (object, colour, state) triples are anywhere in view (``_SymbolicGridInput``)
     """
 
     def __init__(
@@ -163,10 +200,11 @@ class SymbolicGridExtractor(_SymbolicGridInput):
         image_key: str = "image",
         direction_key: str | None = "direction",
         channels: tuple[int, int, int] | list[int] = (32, 64, 32),
+        presence: bool = False,
     ) -> None:
         if len(channels) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
             raise PolicyConfigError(f"SymbolicGridExtractor channels must be three positive integers, got {channels!r}")
-        super().__init__(observation_space, features_dim, image_key, direction_key)
+        super().__init__(observation_space, features_dim, image_key, direction_key, presence)
         sizes = self.index_sizes
         # One table for all three channels: channel c's index i looks up row offsets[c] + i.
         self.register_buffer("offsets", torch.tensor([0, sizes[0], sizes[0] + sizes[1]]), persistent=False)
@@ -183,6 +221,9 @@ class SymbolicGridExtractor(_SymbolicGridInput):
         self.linear = nn.Sequential(
             nn.Linear(channels[2] * self.height * self.width + self.n_directions, features_dim), nn.ReLU()
         )
+        if self.presence is not None:  # initialised as a row of the linear layer's weight
+            bound = 1.0 / self.linear[0].in_features ** 0.5
+            nn.init.uniform_(self.presence, -bound, bound)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         image = self._indices(observations)
@@ -191,7 +232,7 @@ class SymbolicGridExtractor(_SymbolicGridInput):
         features = self.conv(cells.permute(0, 3, 1, 2))
         if self.n_directions:
             features = torch.cat([features, self._direction(observations, batch)], dim=1)
-        return self.linear(features)
+        return self._activate(self.linear[0](features), image)
 
 
 class SymbolicGridBagExtractor(_SymbolicGridInput):
@@ -206,10 +247,16 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
     (configs/minigrid.yaml uses it; docs/experiments/minigrid.md). Elsewhere:
     ``--set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor``.
 
+    Every slot belongs to one cell, so what the layer learns about an object at one place in view says nothing about
+    the same object elsewhere. ``presence=True`` adds ``P @ present`` before the ReLU, ``present`` marking the
+    (object, colour, state) triples anywhere in view (``_SymbolicGridInput``): the hidden cue of Active Visual Match
+    is then read by one row of ``P`` wherever it turns up, instead of one row per cell.
+
     :param observation_space: Dict space with the image and direction keys
     :param features_dim: size of the output features
     :param image_key: key of the symbolic view
     :param direction_key: key of the agent's direction (Discrete), or None to ignore it
+    :param presence: add which (object, colour, state) triples are anywhere in view
     """
 
     def __init__(
@@ -218,8 +265,9 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
         features_dim: int = 128,
         image_key: str = "image",
         direction_key: str | None = "direction",
+        presence: bool = False,
     ) -> None:
-        super().__init__(observation_space, features_dim, image_key, direction_key)
+        super().__init__(observation_space, features_dim, image_key, direction_key, presence)
         sizes = self.index_sizes
         per_cell = sum(sizes)
         cell = torch.arange(self.height * self.width).reshape(self.height, self.width, 1) * per_cell
@@ -229,10 +277,14 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
         self.n_slots = self.height * self.width * per_cell
         self.bag = nn.EmbeddingBag(self.n_slots + self.n_directions, features_dim, mode="sum")
         self.bias = nn.Parameter(torch.zeros(features_dim))
+        if self.presence is not None:  # initialised as the bag's rows, N(0, 1): a present triple weighs as a slot
+            nn.init.normal_(self.presence)
 
     def one_hot_slots(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, H * W * 3 [+ 1]) indices of the one-hot slots a batch of observations sets."""
-        image = self._index_image(observations)
+        return self._slots(self._index_image(observations), observations)
+
+    def _slots(self, image: torch.Tensor, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         batch, n_image = image.shape[0], self.offsets.numel()
         slots = torch.empty(batch, n_image + bool(self.n_directions), dtype=torch.long, device=image.device)
         # one pass in the image's dtype (small integers: exact in float32), one converting pass into the slots
@@ -242,7 +294,8 @@ class SymbolicGridBagExtractor(_SymbolicGridInput):
         return slots
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.relu(BagSum.apply(self.one_hot_slots(observations), self.bag.weight) + self.bias)
+        image = self._index_image(observations)
+        return self._activate(BagSum.apply(self._slots(image, observations), self.bag.weight) + self.bias, image)
 
 
 EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {

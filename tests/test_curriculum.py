@@ -105,27 +105,54 @@ def test_never_promotes_below_the_success_rate_and_stops_at_the_envs_limit():
     assert cur.length == 25 and base.lengths == [5, 15, 25]
 
 
-def test_visual_match_plays_the_set_distractor_length_in_the_episodes_that_reach_it():
-    venv = make_vec_env(PVM, n_envs=4, seed=1, cue_steps=2, distractor_steps=30)
-    assert venv.get_attr("max_steps")[0] == 2 + 30 + 15
-    base = venv.venv  # VisualMatchVecEnv, inside SB3's VecMonitor
-    base.set_memory_length(7)
-    venv.reset()
-    rng = np.random.default_rng(0)
-    in_distractor = np.zeros(4, dtype=int)
-    spans = []
-    for _ in range(400):
+def _phase_spans(venv, n_envs, steps, seed=0):
+    """(cue steps, distractor steps) of every episode that ends within ``steps`` random-action steps."""
+    rng = np.random.default_rng(seed)
+    spans, counts = [], np.zeros((n_envs, 2), dtype=int)
+    for _ in range(steps):
         phase = np.array(venv.get_attr("phase"))
-        in_distractor += phase == 1
-        _, _, dones, _ = venv.step(rng.integers(3, size=4))
+        for k in (0, 1):
+            counts[:, k] += phase == k
+        _, _, dones, _ = venv.step(rng.integers(3, size=n_envs))
         for i in np.flatnonzero(dones):
-            spans.append(in_distractor[i])
-            in_distractor[i] = 0
-    assert len(spans) > 10 and set(spans) == {7}
-    assert base.memory_length == 7 and base.memory_limit == 30
-    for bad in (31, -1, 2.5, True):
-        with pytest.raises(EnvConfigError, match="0..30"):
+            spans.append(tuple(counts[i]))
+            counts[i] = 0
+    return spans
+
+
+@pytest.mark.parametrize("env_id", [PVM, "urgate/ActiveVisualMatch-v0"])
+def test_visual_match_memory_length_is_the_cue_phase_then_the_distractor_phase(env_id):
+    """The memory length is the steps before the choice room: up to cue_steps it shortens the cue phase (no
+    distractor), beyond it the distractor phase takes the rest; the declared episode limit stays the task's."""
+    venv = make_vec_env(env_id, n_envs=4, seed=1, cue_steps=5, distractor_steps=30)
+    assert venv.get_attr("max_steps")[0] == 5 + 30 + 15
+    base = venv.venv  # VisualMatchVecEnv, inside SB3's VecMonitor
+    assert base.memory_length == base.memory_limit == 35
+    base.set_memory_length(12)
+    venv.reset()
+    spans = _phase_spans(venv, 4, 400)
+    assert len(spans) > 10 and set(spans) == {(5, 7)}
+    base.set_memory_length(3)
+    venv.reset()
+    spans = _phase_spans(venv, 4, 300, seed=1)
+    assert len(spans) > 10 and set(spans) == {(3, 0)}
+    assert base.memory_length == 3 and base.memory_limit == 35
+    for bad in (36, 0, -1, 2.5, True):
+        with pytest.raises(EnvConfigError, match=r"1..35 \(cue_steps \+ distractor_steps"):
             base.set_memory_length(bad)
+
+
+def test_visual_match_restores_a_snapshot_of_the_distractor_only_memory_length():
+    """A snapshot written when the memory length was the distractor phase alone ("memory_length") restores the
+    same phases."""
+    venv = make_vec_env(PVM, n_envs=2, seed=1, cue_steps=4, distractor_steps=30)
+    base = venv.venv
+    base.set_memory_length(4 + 9)
+    state = base.get_state()
+    old = {k: v for k, v in state.items() if k != "steps_before_choice"} | {"memory_length": 9}
+    base.set_memory_length(34)
+    base.set_state(old)
+    assert base.task.phase_steps[:2] == (4, 9) and base.memory_length == 13
 
 
 def test_tmaze_plays_the_set_corridor_with_its_time_limit_in_episodes_begun_after_it():
@@ -161,7 +188,7 @@ def test_tmaze_plays_the_set_corridor_with_its_time_limit_in_episodes_begun_afte
 def test_a_restored_snapshot_continues_the_curriculum_and_the_episodes():
     def build():
         venv = make_vec_env(PVM, n_envs=3, seed=2, cue_steps=1, distractor_steps=40)
-        return MemoryCurriculum(venv, start=0, step=4, success=0.4, window=6)
+        return MemoryCurriculum(venv, start=1, step=4, success=0.4, window=6)
 
     rng = np.random.default_rng(5)
     actions = rng.integers(3, size=(1500, 3))
@@ -169,7 +196,7 @@ def test_a_restored_snapshot_continues_the_curriculum_and_the_episodes():
     a.reset()
     for t in range(300):
         a.step(actions[t])
-    assert 0 < a.length < 40
+    assert 1 < a.length < 41
     snapshot = get_vec_state(a)
     b = build()
     b.reset()
@@ -190,14 +217,18 @@ def test_refuses_an_env_that_cannot_change_its_memory_and_bad_settings():
     with pytest.raises(EnvConfigError, match="the T-maze, Passive or Active Visual Match"):
         MemoryCurriculum(make_vec_env("MiniGrid-MemoryS7-v0", n_envs=2), 0, 1, 0.5, 4)
     venv = make_vec_env(PVM, n_envs=2, distractor_steps=20)
-    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer up to 20 .*got 21"):
-        MemoryCurriculum(venv, 21, 1, 0.5, 4)
+    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer up to 35 .*got 36"):
+        MemoryCurriculum(venv, 36, 1, 0.5, 4)
+    with pytest.raises(
+        EnvConfigError, match=r"curriculum.start=0: Visual Match memory length must be an integer 1..35"
+    ):
+        MemoryCurriculum(venv, 0, 1, 0.5, 4)
     with pytest.raises(EnvConfigError, match=r"curriculum.start=1: T-maze memory length must be an integer 2..3"):
         MemoryCurriculum(make_vec_env("urgate/TMaze-v0", n_envs=2, length=3), 1, 1, 0.5, 4)
     with pytest.raises(EnvConfigError, match="curriculum.success"):
-        MemoryCurriculum(venv, 0, 1, 1.5, 4)
+        MemoryCurriculum(venv, 1, 1, 1.5, 4)
     with pytest.raises(UrgateError, match="curriculum.window"):
-        load_config(None, PVM, ["curriculum.start=0", "curriculum.window=0"])
+        load_config(None, PVM, ["curriculum.start=1", "curriculum.window=0"])
 
 
 def test_a_run_trains_on_the_curriculum_logs_its_length_and_evaluates_the_task(tmp_path):
@@ -209,7 +240,7 @@ def test_a_run_trains_on_the_curriculum_logs_its_length_and_evaluates_the_task(t
         "policy_kwargs.lstm_hidden_size=8",
         "env_kwargs.cue_steps=1",
         "env_kwargs.distractor_steps=30",
-        "curriculum.start=0",
+        "curriculum.start=1",
         "curriculum.step=10",
         "curriculum.success=0.01",  # any success promotes: the length moves within the tiny budget
         "curriculum.window=2",
@@ -225,6 +256,6 @@ def test_a_run_trains_on_the_curriculum_logs_its_length_and_evaluates_the_task(t
     with open(tmp_path / "run" / "progress.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     lengths = [int(r["rollout/memory_length"]) for r in rows if r.get("rollout/memory_length")]
-    assert lengths[0] in (0, 10) and lengths[-1] > lengths[0]
+    assert lengths[0] in (1, 11) and lengths[-1] > lengths[0]
     # the evaluation plays the task itself: every episode sits through the 30 distractor steps
     assert summary["final_eval"]["mean_length"] > 30

@@ -165,6 +165,44 @@ def test_bag_extractor_is_a_linear_layer_over_the_one_hot_view():
         torch.testing.assert_close(extractor(divided), expected)
 
 
+@pytest.mark.parametrize("name", ["SymbolicGridBagExtractor", "SymbolicGridExtractor"])
+def test_presence_adds_which_triples_are_anywhere_in_view(name):
+    """With presence=True the features are relu(last layer + P @ present), present[t] = 1 where the triple t =
+    (object, colour, state) is at any cell of the view; an object moved to another cell sets the same presence; the
+    gradient of P is present^T @ grad (through the ReLU)."""
+    cls = EXTRACTORS[name]
+    space, obs = _observations("urgate/ActiveVisualMatch-v0", n=6)
+    extractor = cls(space, features_dim=16, presence=True)
+    plain = cls(space, features_dim=16)
+    plain.load_state_dict({k: v for k, v in extractor.state_dict().items() if k != "presence"})
+    plain._activate = lambda features, image: features  # the last layer's output, before the ReLU
+    batch = preprocess_obs(_batch(obs), space, normalize_images=False)
+    sizes = extractor.index_sizes
+    present = torch.zeros(len(obs), sizes[0] * sizes[1] * sizes[2])
+    for b, o in enumerate(obs):
+        for obj, colour, state in o["image"].reshape(-1, 3).tolist():
+            present[b, (obj * sizes[1] + colour) * sizes[2] + state] = 1.0
+    assert present.sum(dim=1).min() >= 2  # walls and floor at least
+    torch.testing.assert_close(extractor.present(batch), present)
+    with torch.no_grad():
+        expected = torch.relu(plain(batch) + present @ extractor.presence)
+    torch.testing.assert_close(extractor(batch), expected)
+    grad_out = torch.randn(len(obs), 16)
+    (grad_p,) = torch.autograd.grad(extractor(batch), extractor.presence, grad_out)
+    torch.testing.assert_close(grad_p, present.t() @ (grad_out * (expected > 0)))
+
+    # one box at two different cells of an otherwise equal view: the same presence, different cell slots
+    image = torch.as_tensor(obs[0]["image"]).clone()
+    image[:] = torch.tensor([1, 0, 0])  # empty floor
+    moved = image.clone()
+    image[1, 2] = moved[5, 6] = torch.tensor([7, 0, 0])  # a red box
+    two = {"image": torch.stack([image, moved]).float(), "direction": torch.tensor([0, 0])}
+    torch.testing.assert_close(extractor.present(two)[0], extractor.present(two)[1])
+    assert not torch.equal(extractor.present(two)[0], extractor.present({**two, "image": two["image"] * 0 + 1})[0])
+    with pytest.raises(PolicyConfigError, match=f"{name} presence must be true or false, got 'yes'"):
+        cls(space, presence="yes")
+
+
 @pytest.mark.parametrize("path", ["compiled", "one_hot"])
 def test_bag_sum_gradient_equals_embedding_bag_and_the_one_hot_product(path, monkeypatch):
     """BagSum's weight gradient (the compiled loop, or the one-hot counts times the output gradient in row blocks)
