@@ -88,7 +88,10 @@ CORE_NAMES: tuple[str, ...] = tuple(CORES)
 # Options whose default changed, per core: the value a model saved before the change was built with. Such a model's
 # saved ``core_kwargs`` lack the option (``FastRecurrentPPO`` saves every option's value since: ``core_options``),
 # so ``saved_core_kwargs`` fills in the old value and the model loads as the core it was trained as.
-DEFAULTS_BEFORE: dict[str, dict[str, Any]] = {"ur": {"refine_bias": "neg_forget"}}
+DEFAULTS_BEFORE: dict[str, dict[str, Any]] = {
+    "ur": {"refine_bias": "neg_forget"},
+    "urgru": {"refine_bias": "neg_forget"},
+}
 
 
 def core_options(name: str, core: nn.Module) -> dict[str, Any]:

@@ -399,7 +399,7 @@ def test_ugi_on_forget_bias(name):
     frac = (1 / (1 - f) > 10).double().mean().item()
     assert frac == pytest.approx(0.097, abs=4 * math.sqrt(0.097 * 0.903 / f.numel()))
     for k in range(3):
-        if name in REFINE_SLOT and core.refine_bias == "neg_forget":  # urgru's default
+        if name in REFINE_SLOT and core.refine_bias == "neg_forget":
             torch.testing.assert_close(bias_block(core, k, REFINE_SLOT[name]), -bias_block(core, k, 1))  # b_r = -b_f
         else:  # the refine gate (ur's default b_r = 0) or the input / reset gate: torch's init
             assert bias_block(core, k, REFINE_SLOT.get(name, 0)).abs().max() <= 2 / math.sqrt(H)
@@ -453,10 +453,10 @@ def test_refine_bias_zero_keeps_torch_default_so_g_is_about_f(name):
 
 
 def test_refine_bias_defaults():
-    # ur: b_r = 0 (measured better than the paper's b_r = -b_f); urgru keeps b_q = -b_z (not measured with zero)
+    # ur and urgru: b_r = 0 (measured better than the paper's b_r = -b_f)
     assert make_core("ur", 3, 4).refine_bias == make_core("r", 3, 4).refine_bias == make_core("or", 3, 4).refine_bias
     assert make_core("ur", 3, 4).refine_bias == "zero"
-    assert make_core("urgru", 3, 4).refine_bias == "neg_forget"
+    assert make_core("urgru", 3, 4).refine_bias == "zero"
     for name in ("ur", "urgru"):  # the default is the same core as the option given explicitly
         torch.manual_seed(5)
         default = make_core(name, 3, 8, num_layers=2)

@@ -76,9 +76,10 @@ def test_the_zip_names_every_core_option_as_built(core_kwargs, tmp_path):
     assert loaded.policy_kwargs["core_kwargs"] == built
 
 
-def test_a_ur_zip_saved_before_refine_bias_defaulted_to_zero_loads_as_neg_forget(tmp_path):
+@pytest.mark.parametrize("core", ["ur", "urgru"])
+def test_a_zip_saved_before_refine_bias_defaulted_to_zero_loads_as_neg_forget(core, tmp_path):
     # Such a zip named no refine_bias (the policy kwargs as given): it was built with b_r = -b_f.
-    model = fast_model("ur", policy_kwargs=dict(core_kwargs=dict(refine_bias="neg_forget")))
+    model = fast_model(core, policy_kwargs=dict(core_kwargs=dict(refine_bias="neg_forget")))
     model.learn(16)
     expected = deterministic_rollout(model)
     model.policy_kwargs = {**model.policy_kwargs, "core_kwargs": {}}
