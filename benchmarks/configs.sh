@@ -39,8 +39,12 @@ if [[ $what == minigrid || $what == all ]]; then
   train minigrid-s11-ur-s0 "${UR[@]}" --config minigrid --env MiniGrid-MemoryS11-v0 --timesteps 600000
 fi
 if [[ $what == visual || $what == all ]]; then
-  # the published task with the delay curriculum (core chrono), stopped after two evaluations at >= 0.95 in a row
+  # the published tasks with the config's curriculum (core chrono), stopped after two evaluations at >= 0.95 in a row
   for seed in 0 1 2; do train "visual-match-chrono-s$seed" --config visual_match --seed "$seed" --set eval.stop_success=0.95; done
+  for seed in 0 1 2; do
+    train "active-visual-match-chrono-s$seed" --config visual_match --env urgate/ActiveVisualMatch-v0 --seed "$seed" \
+        --set eval.stop_success=0.95 --timesteps 10000000
+  done
 fi
 if [[ $what == memory_maze || $what == all ]]; then  # needs the memory-maze extra; ~7 GB of memory with 4 envs
   train memory-maze-9x9-ur-s0 "${UR[@]}" --config memory_maze --timesteps 100000 --set n_envs=4 --set eval.n_envs=1 \

@@ -13,6 +13,8 @@
 # `ur` defaults to refine_bias=zero (b_r = 0) since block 11 measured it against b_r = -b_f (neg_forget). Every ur
 # result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
 # b_r = 0; add `--set policy_kwargs.core_kwargs.refine_bias=neg_forget` to a ur-only experiment to repeat them.
+# `urgru` followed (block 11's urgru runs and the copy task): its results in blocks 5 and 10 (and the frontier) were
+# made with neg_forget; repeat them with the same --set on a urgru-only experiment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -192,35 +194,6 @@ if [[ $what == minigrid_cores ]]; then
   done
 fi
 
-if [[ $what == visual_active ]]; then
-  # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
-  #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
-  #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
-  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
-  A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
-     --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
-  OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
-  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_class=SymbolicGridExtractor "${OFF[@]}" \
-      --exp-dir "$OUT/avm_d0_conv"
-  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_kwargs.presence=true --exp-dir "$OUT/avm_d0_presence"
-  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
-  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
-      --exp-dir "$OUT/avm_d0_cue3_presence"
-  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
-  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
-  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
-      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
-      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
-      --exp-dir "$OUT/avm_presence_cue_curriculum"
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
-      --exp-dir "$OUT/pvm_presence_cue_curriculum"
-  for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
-      pvm_presence_cue_curriculum; do
-    $PY run_rl.py plot "$OUT/$exp"
-  done
-fi
-
 if [[ $what == visual_recipe ]]; then
   # 11. Passive Visual Match with the grid recipe (the MiniGrid one: 64 envs, whole episodes per rollout, one core
   #     trained by both losses, the one-hot extractor), ur seed 0: no delay without and with reward normalisation,
@@ -265,6 +238,14 @@ if [[ $what == ur_default ]]; then
         --set policy_kwargs.core_kwargs.refine_bias=$rb --timesteps 2000000 --workers "$WORKERS" \
         --exp-dir "$OUT/urgru_refine_bias/length100_${rb}_seeds34"
   done
+  # urgru at length 250, seeds 0-4 under each convention (the frontier has no urgru at 250), and the copy task
+  for rb in zero neg_forget; do
+    $PY run_rl.py compare --cores urgru --seeds 5 --env urgate/TMaze-v0 --config tmaze_long --grid length=250 \
+        --set policy_kwargs.core_kwargs.refine_bias=$rb --timesteps 4000000 --workers "$WORKERS" \
+        --exp-dir "$OUT/urgru_refine_bias/length250_$rb"
+  done
+  $PY benchmarks/copy_task.py --cores urgru:refine_bias=neg_forget,urgru:refine_bias=zero --seeds 0,1,2 --steps 1000 \
+      --out docs/results/ur_refine_bias/copy_task_urgru --work-dir "$OUT/copy_task_urgru"
 fi
 
 if [[ $what == long_memory ]]; then
@@ -294,35 +275,6 @@ if [[ $what == long_memory ]]; then
       --timesteps 16000000 --workers "$WORKERS" --exp-dir "$OUT/t1000/envs32_curriculum_ur"
   for exp in t500/prevact t500/envs32_8M t500/curriculum_4M t1000/envs32_curriculum t500/curriculum_4M_ur \
       t500/curriculum_4M_lstm t100/curriculum_2M t1000/envs32_curriculum_ur; do
-    $PY run_rl.py plot "$OUT/$exp"
-  done
-fi
-
-if [[ $what == visual_active ]]; then
-  # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
-  #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
-  #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
-  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
-  A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
-     --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
-  OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
-  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_class=SymbolicGridExtractor "${OFF[@]}" \
-      --exp-dir "$OUT/avm_d0_conv"
-  $PY run_rl.py compare "${A[@]}" --set policy_kwargs.features_extractor_kwargs.presence=true --exp-dir "$OUT/avm_d0_presence"
-  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
-  $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
-      --exp-dir "$OUT/avm_d0_cue3_presence"
-  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
-  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
-  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
-      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
-      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
-      --exp-dir "$OUT/avm_presence_cue_curriculum"
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
-      --exp-dir "$OUT/pvm_presence_cue_curriculum"
-  for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
-      pvm_presence_cue_curriculum; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi
@@ -368,7 +320,7 @@ if [[ $what == visual_active ]]; then
   # 14. Active Visual Match: why the hidden cue was not learned, and the recipe that learns it (docs/results/
   #     visual_active/). chrono seed 0, one run at a time per core. First the cue room alone (no distractor), one
   #     change at a time: the conv extractor, presence features (what is anywhere in view), a cue phase of 3 steps,
-  #     both. (The cue-15 runs were stopped by hand at 1.1M and 1.6M steps, once they showed no learning.)
+  #     both. (Stopped by hand: the cue-15 runs at 1.1M and 1.6M steps, with no learning; the last at 1.7M, above 0.9.)
   A=(--cores chrono --seeds 1 --env urgate/ActiveVisualMatch-v0 --config visual_match --set env_kwargs.distractor_steps=0
      --set curriculum.start=null --set eval.stop_success=0.95 --timesteps 2000000 --workers "$WORKERS")
   OFF=(--set policy_kwargs.features_extractor_kwargs.presence=false)
@@ -378,17 +330,37 @@ if [[ $what == visual_active ]]; then
   $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 "${OFF[@]}" --exp-dir "$OUT/avm_d0_cue3"
   $PY run_rl.py compare "${A[@]}" --set env_kwargs.cue_steps=3 --set policy_kwargs.features_extractor_kwargs.presence=true \
       --exp-dir "$OUT/avm_d0_cue3_presence"
-  #    The published task (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
-  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; and Passive with it.
-  VA=(--cores chrono --config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+  #    The published tasks (cue 15, distractor 90) with configs/visual_match.yaml as shipped: presence features and a
+  #    curriculum from 5 steps before the choice room (a 5-step cue phase), 10 steps at a time; chrono, ur and the
+  #    LSTM, 3 seeds each on Active (budget 10M) and Passive (6M). Then Passive without the presence features, and
+  #    longer distractor phases, one seed per core: Passive at 180 and 360, Active at 180.
+  VA=(--config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
       --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
       --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/ActiveVisualMatch-v0 --timesteps 10000000 \
+  AVM=urgate/ActiveVisualMatch-v0 PVM=urgate/PassiveVisualMatch-v0
+  $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VA[@]}" --timesteps 10000000 \
       --exp-dir "$OUT/avm_presence_cue_curriculum"
-  $PY run_rl.py compare "${VA[@]}" --seeds 1 --env urgate/PassiveVisualMatch-v0 --timesteps 6000000 \
+  $PY run_rl.py compare --cores ur,lstm --seeds 3 --env $AVM "${VA[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/avm_presence_cue_curriculum_cores"
+  $PY run_rl.py compare --cores chrono --seeds 3 --env $PVM "${VA[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_presence_cue_curriculum"
+  $PY run_rl.py compare --cores ur,lstm --seeds 3 --env $PVM "${VA[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_presence_cue_curriculum_cores"
+  $PY run_rl.py compare --cores chrono --seeds 1 --env $PVM "${VA[@]}" --timesteps 6000000 "${OFF[@]}" \
+      --exp-dir "$OUT/pvm_cue_curriculum_no_presence"
+  $PY run_rl.py compare --cores chrono,ur,lstm --seeds 1 --env $PVM "${VA[@]}" --timesteps 6000000 \
+      --set env_kwargs.distractor_steps=180 --exp-dir "$OUT/pvm_d180_presence_cue_curriculum"
+  $PY run_rl.py compare --cores chrono,ur,lstm --seeds 1 --env $PVM "${VA[@]}" --timesteps 8000000 \
+      --set env_kwargs.distractor_steps=360 --exp-dir "$OUT/pvm_d360_presence_cue_curriculum"
+  #    Active at a distractor phase of 180 (the LSTM in an experiment of its own, run beside the other two).
+  $PY run_rl.py compare --cores chrono,ur --seeds 1 --env $AVM "${VA[@]}" --timesteps 10000000 \
+      --set env_kwargs.distractor_steps=180 --exp-dir "$OUT/avm_d180_presence_cue_curriculum"
+  $PY run_rl.py compare --cores lstm --seeds 1 --env $AVM "${VA[@]}" --timesteps 10000000 \
+      --set env_kwargs.distractor_steps=180 --exp-dir "$OUT/avm_d180_presence_cue_curriculum_lstm"
   for exp in avm_d0_conv avm_d0_presence avm_d0_cue3 avm_d0_cue3_presence avm_presence_cue_curriculum \
-      pvm_presence_cue_curriculum; do
+      avm_presence_cue_curriculum_cores pvm_presence_cue_curriculum pvm_presence_cue_curriculum_cores \
+      pvm_cue_curriculum_no_presence pvm_d180_presence_cue_curriculum pvm_d360_presence_cue_curriculum \
+      avm_d180_presence_cue_curriculum avm_d180_presence_cue_curriculum_lstm; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi

@@ -85,8 +85,8 @@ class _SymbolicGridInput(BaseFeaturesExtractor):
     ``presence=True`` adds position-free features: a learned row ``presence[t]`` for every (object, colour, state)
     triple ``t``, summed over the triples anywhere in view (however often) into the last layer's output before its
     ReLU. What the layers learn about an object at one place in view then carries to every other place: the hidden
-    cue of Active Visual Match turns up at any cell, and without it neither extractor learned to match its colour
-    (docs/experiments/visual-match.md).
+    cue of Active Visual Match turns up at any cell, and without presence features the one-hot extractor never
+    learned its colour (docs/experiments/visual-match.md).
     """
 
     normalize_images = False  # what the policy should be built with (read by agents.run.factory)
