@@ -2,7 +2,8 @@
 
 A VecEnv wrapper for training envs whose vectorised env can change its memory length between episodes
 (``set_memory_length``, ``memory_length`` and ``memory_limit``: ``TMazeVecEnv``'s corridor, ``VisualMatchVecEnv``'s
-steps before the choice room, its cue phase then its distractor phase). Episodes start at length ``start``; once ``window`` episodes begun at the current length have
+steps before the choice room, its cue phase then its distractor phase). Episodes start at length ``start`` (at the
+env's own length if that is shorter); once ``window`` episodes begun at the current length have
 finished and their success rate (``info["is_success"]``) reaches ``success``, the length grows by ``step``, up to
 the length the env was built with (the task that evaluations measure, which the wrapper never changes). Episodes that began before a promotion
 are not counted at the new length (they finish at their old one, but for a Visual Match distractor phase that begins
@@ -38,7 +39,8 @@ class MemoryCurriculum(VecEnvWrapper):
     """Lengthen the memory of the wrapped training env as its episodes succeed (see the module docstring).
 
     :param venv: a VecEnv whose innermost env has ``set_memory_length`` (``TMazeVecEnv``, ``VisualMatchVecEnv``)
-    :param start: the first memory length (up to the env's ``memory_limit``; the env says what it accepts)
+    :param start: the first memory length; a start beyond the env's ``memory_limit`` starts at the limit (the task
+        itself: a config's start then suits shorter tasks too); the env says which lengths it accepts
     :param step: length added at each promotion (>= 1)
     :param success: success rate over ``window`` episodes that promotes (in (0, 1])
     :param window: finished episodes begun at the current length that decide a promotion (>= 1)
@@ -53,7 +55,7 @@ class MemoryCurriculum(VecEnvWrapper):
             )
         limit = base.memory_limit
         checks = (
-            (start, "start", f"an integer up to {limit} (the env's memory length)", 0 <= _int(start) <= limit),
+            (start, "start", "a non-negative integer", _int(start) >= 0),
             (step, "step", "an integer >= 1", _int(step) >= 1),
             (window, "window", "an integer >= 1", _int(window) >= 1),
             (success, "success", "a success rate in (0, 1]", _num(success) and 0 < success <= 1),
@@ -64,7 +66,7 @@ class MemoryCurriculum(VecEnvWrapper):
         super().__init__(venv)
         self._base, self.limit = base, limit
         self.step_size, self.success, self.window = int(step), float(success), int(window)
-        self.length = int(start)
+        self.length = min(int(start), limit)
         try:
             self._base.set_memory_length(self.length)
         except EnvConfigError as exc:

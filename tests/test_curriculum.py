@@ -217,8 +217,9 @@ def test_refuses_an_env_that_cannot_change_its_memory_and_bad_settings():
     with pytest.raises(EnvConfigError, match="the T-maze, Passive or Active Visual Match"):
         MemoryCurriculum(make_vec_env("MiniGrid-MemoryS7-v0", n_envs=2), 0, 1, 0.5, 4)
     venv = make_vec_env(PVM, n_envs=2, distractor_steps=20)
-    with pytest.raises(EnvConfigError, match=r"curriculum.start must be an integer up to 35 .*got 36"):
-        MemoryCurriculum(venv, 36, 1, 0.5, 4)
+    assert MemoryCurriculum(venv, 36, 1, 0.5, 4).length == 35  # beyond the task: the task itself
+    with pytest.raises(EnvConfigError, match=r"curriculum.start must be a non-negative integer, got -1"):
+        MemoryCurriculum(venv, -1, 1, 0.5, 4)
     with pytest.raises(
         EnvConfigError, match=r"curriculum.start=0: Visual Match memory length must be an integer 1..35"
     ):
