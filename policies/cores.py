@@ -37,15 +37,14 @@ def _frozen_block(t: torch.Tensor, gate: str, order: tuple[str, ...]) -> torch.T
     return torch.cat([t[:start], block.detach(), t[start + block.shape[0] :]])
 
 
-def _refine_options(
-    core_name: str, init: str, refine_bias: str | None, freeze_ugi: bool, ugi_default: str = "zero"
-) -> str:
-    """Check the refine cores' options; return ``refine_bias`` with None resolved: ``ugi_default`` under
-    ``init="ugi"`` (the core class's), ``"zero"`` under torch's default init (no forget bias to subtract)."""
+def _refine_options(core_name: str, init: str, refine_bias: str | None, freeze_ugi: bool) -> str:
+    """Check the refine cores' options; return ``refine_bias`` with None resolved to ``"zero"``, every refine core's
+    default (measured better than ``"neg_forget"`` for ``ur`` and ``urgru``; under torch's default init there is
+    no forget bias to subtract)."""
     if init not in ("default", "ugi"):
         raise PolicyConfigError(f"unknown init {init!r} for a refine core; valid: default, ugi")
     if refine_bias is None:
-        refine_bias = ugi_default if init == "ugi" else "zero"
+        refine_bias = "zero"
     if refine_bias not in REFINE_BIASES:
         raise PolicyConfigError(
             f"core '{core_name}': unknown refine_bias {refine_bias!r}; valid: {', '.join(REFINE_BIASES)}"
@@ -279,9 +278,8 @@ _REFINE_OPTIONS_DOC = """
     :param refine_bias: ``"neg_forget"`` (``b_r = -b_f``, as three ports read the paper's pseudo-code: at
         initialisation ``g`` is about ``f^2``, halving the timescales near 1) or ``"zero"`` (the refine bias keeps
         torch's default init, so ``r`` is about 1/2 and ``g`` about ``f``, as Gu's later ``Gate('UR')`` in
-        state-spaces); None takes ``"zero"``, except for the UR-GRU with ``init="ugi"``, which takes
-        ``"neg_forget"`` (docs/equations.md, "The refine gate's bias": ``zero`` measured better for the UR-LSTM;
-        the UR-GRU was not measured with it)
+        state-spaces); None takes ``"zero"`` (docs/equations.md, "The refine gate's bias": it measured better
+        for the UR-LSTM and the UR-GRU)
     :param freeze_ugi: keep the UGI offset fixed, as state-spaces does (needs ``init="ugi"``): it lives in
         ``bias_ih``'s forget block, which then receives no gradient, while ``bias_hh``'s forget block (0 at
         initialisation) trains on top of it, so parameter names and state-dict shapes do not change. An
@@ -300,7 +298,6 @@ class RefineCoreBase(_CoreContract, nn.Module):
 
     _ORDER = REFINE_GATE_ORDER
     _KEEP_GATE = "forget"
-    _UGI_REFINE_BIAS = "zero"  # refine_bias=None under init="ugi"
 
     def __init__(
         self,
@@ -315,7 +312,7 @@ class RefineCoreBase(_CoreContract, nn.Module):
         core_name: str = "ur",
     ) -> None:
         super().__init__()
-        self.refine_bias = _refine_options(core_name, init, refine_bias, freeze_ugi, self._UGI_REFINE_BIAS)
+        self.refine_bias = _refine_options(core_name, init, refine_bias, freeze_ugi)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.dropout, self.init, self.core_name, self.freeze_ugi = float(dropout), init, core_name, freeze_ugi
         register_layer_parameters(self, 4 * hidden_size)

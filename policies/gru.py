@@ -131,6 +131,5 @@ class RefineGRU(_GruLayers, RefineCoreBase):
 
     _ORDER = REFINE_GRU_GATE_ORDER
     _KEEP_GATE = "update"
-    _UGI_REFINE_BIAS = "zero"  # measured better than b_q = -b_z, as for the UR-LSTM (docs/equations.md)
     _refine = True
     _gru_cell = staticmethod(refine_gru_cell)
