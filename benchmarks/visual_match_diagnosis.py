@@ -176,10 +176,12 @@ def choice_table(model, env_id: str, env_kwargs: dict[str, Any], episodes: int, 
     for label, agent, deterministic in (
         ("greedy", model, True),
         ("sampled", model, False),
-        ("random actions", RandomActions(3, seed), False),
+        ("random actions", None, False),  # uniform over the env's own actions
     ):
         # One-copy envs, so that each box order can be read before the step that ends an episode (auto-reset).
         venv = DummyVecEnv([lambda: Monitor(make_visual_match(env_id, **env_kwargs)) for _ in range(16)])
+        if agent is None:
+            agent = RandomActions(int(venv.action_space.n), seed)
         venv.seed(seed)
         counts = {"left": 0, "middle": 0, "right": 0, "none": 0}
         infos: list[dict[str, Any]] = []
