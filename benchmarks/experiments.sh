@@ -6,9 +6,9 @@
 # Figures and tables: docs/results/ (made with `run_rl.py plot EXP --out docs/results/NAME --dpi 100`).
 #
 #   bash benchmarks/experiments.sh [tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|
-#   minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|all]   (default: all but the frontier,
-#   memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory,
-#   visual_curriculum and visual_active blocks)
+#   minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|grid_units|all]
+#   (default: all but the frontier, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe,
+#   ur_default, long_memory, visual_curriculum, visual_active and grid_units blocks)
 #
 # `ur` defaults to refine_bias=zero (b_r = 0) since block 11 measured it against b_r = -b_f (neg_forget). Every ur
 # result of blocks 1-4 and 7-9 was made with neg_forget, the default then: run as written they now train ur with
@@ -23,8 +23,8 @@ OUT=${EXPERIMENTS_DIR:-experiments}
 WORKERS=${WORKERS:-2}
 what=${1:-all}
 case $what in
-  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|all) ;;
-  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory, visual_curriculum, visual_active, all" >&2; exit 2 ;;
+  tmaze|visual|minigrid|investigate|frontier|frontier_extra|memory_maze|visual_diagnosis|minigrid_recipe|minigrid_cores|visual_recipe|ur_default|long_memory|visual_curriculum|visual_active|grid_units|all) ;;
+  *) echo "error: unknown block '$what'; choose one of tmaze, visual, minigrid, investigate, frontier, frontier_extra, memory_maze, visual_diagnosis, minigrid_recipe, minigrid_cores, visual_recipe, ur_default, long_memory, visual_curriculum, visual_active, grid_units, all" >&2; exit 2 ;;
 esac
 
 # PPO settings, given explicitly so that an experiment does not move when configs/ is retuned (every run's
@@ -361,6 +361,37 @@ if [[ $what == visual_active ]]; then
       avm_presence_cue_curriculum_cores pvm_presence_cue_curriculum pvm_presence_cue_curriculum_cores \
       pvm_cue_curriculum_no_presence pvm_d180_presence_cue_curriculum pvm_d360_presence_cue_curriculum \
       avm_d180_presence_cue_curriculum avm_d180_presence_cue_curriculum_lstm; do
+    $PY run_rl.py plot "$OUT/$exp"
+  done
+fi
+
+if [[ $what == grid_units ]]; then
+  # 15. The grid recipes with a core of 64 units instead of 128 (about 1.5x the steps per CPU-second, benchmarks/
+  #     throughput.py): do they learn in as few steps? ur (b_r = 0) on MemoryS17Random with 64 and 128 units, then
+  #     Passive and Active Visual Match at the published delay with 64 units (128: block 14), 3 seeds each, stopping
+  #     once two evaluations of 100 greedy episodes in a row reach 0.95. docs/results/grid_units/.
+  MGR=(--config minigrid --set n_envs=64 --set ppo.n_steps=64 --set ppo.batch_size=512 --set policy_kwargs.shared_lstm=true
+       --set policy_kwargs.enable_critic_lstm=false --set policy_kwargs.shared_lstm_value_grad=true
+       --set policy_kwargs.features_extractor_class=SymbolicGridBagExtractor --set eval.freq=100000
+       --set eval.stop_success=0.95 --timesteps 10000000 --set policy_kwargs.core_kwargs.refine_bias=zero
+       --workers "$WORKERS")
+  VA=(--config visual_match --set env_kwargs.cue_steps=15 --set env_kwargs.distractor_steps=90
+      --set curriculum.start=5 --set curriculum.step=10 --set curriculum.success=0.8 --set eval.freq=100000
+      --set policy_kwargs.features_extractor_kwargs.presence=true --set eval.stop_success=0.95 --workers "$WORKERS")
+  U64=(--set policy_kwargs.lstm_hidden_size=64) U128=(--set policy_kwargs.lstm_hidden_size=128)
+  AVM=urgate/ActiveVisualMatch-v0 PVM=urgate/PassiveVisualMatch-v0 S17=MiniGrid-MemoryS17Random-v0
+  $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U64[@]}" --exp-dir "$OUT/mg_s17random_ur_64"
+  $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${U64[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_ur_64"
+  $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U128[@]}" --exp-dir "$OUT/mg_s17random_ur_128"
+  $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${U64[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/avm_ur_64"
+  #     A 64-feature extractor output with 128 units (about 1.2x the steps per CPU-second) on the same tasks.
+  F64=(--set policy_kwargs.features_extractor_kwargs.features_dim=64)
+  $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${F64[@]}" --exp-dir "$OUT/mg_s17random_ur_f64"
+  $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_ur_f64"
+  for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 avm_ur_64 mg_s17random_ur_f64 pvm_ur_f64; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi

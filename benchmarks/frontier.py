@@ -159,7 +159,7 @@ def markdown(table: dict[str, dict[int, list[Seed]]], solved: float) -> str:
 
 def gate_rows(loaded: list[tuple[Experiment, list[RunData]]]) -> str:
     """Per variant and length, the actor core's effective forget gates on rollout data at the start and the end
-    of training (``gates.npz``), means over the seeds: the fraction near-binary (g < 0.05 or g > 0.95), the median
+    of training (``gates.npz``), means over the seeds: the fraction near-binary (``gate_stats.near_binary``: within 0.05 of 0 or 1), the median
     timescale 1/(1-g), and the fraction of gates whose timescale reaches the length (those can carry the cue)."""
     cells: dict[tuple[str, int], list[tuple[float, ...]]] = {}
     for exp, runs in loaded:

@@ -20,15 +20,14 @@ import numpy as np
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not benchmarks/ (whose envs.py shadows)
 
-from agents.run.gate_stats import timescales  # noqa: E402
+from agents.run.gate_stats import near_binary, timescales  # noqa: E402
 from agents.run.rundir import GATES, read_gates  # noqa: E402
 
 
 def gate_stats(gates: np.ndarray, long: int, binary: float) -> tuple[float, float, float]:
     """(median timescale, share of timescales >= ``long``, share of gates within ``binary`` of 0 or 1)."""
-    g = np.asarray(gates, dtype=np.float64).ravel()
-    tau = timescales(g)
-    return float(np.median(tau)), float(np.mean(tau >= long)), float(np.mean((g > 1 - binary) | (g < binary)))
+    tau = timescales(np.asarray(gates, dtype=np.float64).ravel())
+    return float(np.median(tau)), float(np.mean(tau >= long)), near_binary(gates, binary)
 
 
 def rows(run_dirs: list[Path], long: int, binary: float) -> list[str]:

@@ -12,6 +12,7 @@ from policies.gates import timescale
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 TIMESCALE_CAP = 1e6  # 1 / (1 - g) is infinite at g = 1 in float32; histograms need finite values
+NEAR_BINARY = 0.05  # a gate within this of 0 or 1 counts as near-binary (the paper's "gates become binary")
 
 
 def replay_inputs(model) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor], th.Tensor]:
@@ -49,6 +50,12 @@ def timescales(gates: np.ndarray) -> np.ndarray:
         return np.minimum(timescale(np.asarray(gates, dtype=np.float64)), TIMESCALE_CAP)
 
 
+def near_binary(gates: np.ndarray, within: float = NEAR_BINARY) -> float:
+    """The share of gates within ``within`` of 0 or 1 (``g < within`` or ``g > 1 - within``)."""
+    g = np.asarray(gates, dtype=np.float64).ravel()
+    return float(np.mean((g < within) | (g > 1 - within)))
+
+
 def gate_summary(gates: np.ndarray) -> dict[str, float]:
     """Quantiles of the gates and of their timescales 1/(1-g), as scalars for TensorBoard."""
     g = gates.astype(np.float64).ravel()
@@ -58,5 +65,5 @@ def gate_summary(gates: np.ndarray) -> dict[str, float]:
         out[f"gates/forget_q{int(q * 100):02d}"] = float(np.quantile(g, q))
         out[f"gates/timescale_q{int(q * 100):02d}"] = float(np.quantile(tau, q))
     out["gates/forget_mean"] = float(g.mean())
-    out["gates/near_binary"] = float(np.mean((g < 0.05) | (g > 0.95)))  # the paper's "gates become binary"
+    out["gates/near_binary"] = near_binary(g)
     return out
