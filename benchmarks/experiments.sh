@@ -384,14 +384,14 @@ if [[ $what == grid_units ]]; then
   $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${U64[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_ur_64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U128[@]}" --exp-dir "$OUT/mg_s17random_ur_128"
-  $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${U64[@]}" --timesteps 10000000 \
-      --exp-dir "$OUT/avm_ur_64"
   #     A 64-feature extractor output with 128 units (about 1.2x the steps per CPU-second) on the same tasks.
   F64=(--set policy_kwargs.features_extractor_kwargs.features_dim=64)
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${F64[@]}" --exp-dir "$OUT/mg_s17random_ur_f64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_ur_f64"
-  for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 avm_ur_64 mg_s17random_ur_f64 pvm_ur_f64; do
+  $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/avm_ur_f64"
+  for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 mg_s17random_ur_f64 pvm_ur_f64 avm_ur_f64; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi

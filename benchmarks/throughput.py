@@ -37,8 +37,10 @@ first rollout sizes (8 envs, n_steps 128, batch 256), and ``new``, the family's 
 recipe (64 envs, ``n_steps: auto`` so whole episodes lie in one training sequence, ``batch_size: auto``, one core
 per step: ``shared_lstm``). Each cell runs in a fresh child process, as for the T-maze, and learns ``--steps`` env
 steps or one rollout, whichever is more (64 x 1472 steps for S17Random); random-action rows of both VecEnvs give the env's ceiling. ``--quick``:
-one round, 10k steps (random actions: 100k). Targets: ``new`` with ``ur`` >= 15,000 steps per CPU second on both tasks, the vectorised
-env alone >= 200,000.
+one round, 10k steps (random actions: 100k). ``--grid-paths`` may add the new path with another model size,
+``new_UNITSxFEATURES`` (core units x extractor outputs: 128x128, 128x64, 64x128, 64x64), measured in the same
+rotation. Targets: the new path with ``ur`` >= 15,000 steps per CPU second on both tasks, the vectorised env alone
+>= 200,000.
 
 ``--tasks extractor``: the symbolic extractor (``policies.extractors.SymbolicGridExtractor``) alone at its default
 conv channels and smaller ones: CPU time per observation of the rollout's forward and of training's forward and
@@ -148,6 +150,32 @@ def warm_up() -> None:
         core = make_core(name, 4, 8)
         out, _ = core(torch.zeros(3, 2, 4), episode_starts=torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
         out.sum().backward()
+
+
+def product_weights(policy: torch.nn.Module) -> int:
+    """Weights that enter a matrix product once per observation: every 2-D parameter of the policy but an
+    embedding table (the bag extractor looks rows up and sums them, it multiplies nothing)."""
+    tables = {id(m.weight) for m in policy.modules() if isinstance(m, torch.nn.EmbeddingBag | torch.nn.Embedding)}
+    return sum(p.numel() for p in policy.parameters() if p.dim() == 2 and id(p) not in tables)
+
+
+def flop_per_step(weights: int, n_epochs: int) -> int:
+    """Floating-point operations of the products per env step: a multiply-add per weight in the rollout's forward
+    pass, and three per weight (forward, input gradient, weight gradient) in each of ``n_epochs`` training passes."""
+    return 2 * weights * (1 + 3 * n_epochs)
+
+
+def product_rate(rows: int, inner: int, cols: int, seconds: float = 1.0) -> float:
+    """GFLOP per CPU second of one torch thread's (rows x inner) @ (inner x cols) product, best of 5 timings."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    best = float("inf")
+    for _ in range(5):
+        n, start = 0, time.process_time()
+        while time.process_time() - start < seconds / 5:
+            torch.mm(a, b)
+            n += 1
+        best = min(best, (time.process_time() - start) / n)
+    return 2 * rows * inner * cols / best / 1e9
 
 
 def run_task(task: Task, cores: list[str], paths: list[str], rounds: int, steps: int, seed: int) -> None:
@@ -271,6 +299,9 @@ def config_child(
         train=spent["train"] / cpu,
         n_steps=model.n_steps,
         n_envs=model.n_envs,
+        units=model.policy.lstm_output_dim,
+        features=model.policy.features_dim,
+        flop=flop_per_step(product_weights(model.policy), model.n_epochs),
         batch_size=model.batch_size,
         sequence_length=buf.sequence_length,
         bytes_per_step=sum(a.nbytes for a in arrays) / (buf.buffer_size * buf.n_envs),
@@ -343,18 +374,28 @@ GRID_TASKS = {  # name -> (label, config, env id, overrides)
         ],
     ),
 }
+_NEW_PATH = [
+    "n_envs=64",
+    "ppo.n_steps=auto",
+    "ppo.batch_size=auto",
+    "policy_kwargs.shared_lstm=true",
+    "policy_kwargs.enable_critic_lstm=false",
+]
 GRID_PATHS = {  # path -> (DummyVecEnv over single envs?, overrides)
     "old": (True, ["n_envs=8", "ppo.n_steps=128", "ppo.batch_size=256"]),
-    "new": (
-        False,
-        [
-            "n_envs=64",
-            "ppo.n_steps=auto",
-            "ppo.batch_size=auto",
-            "policy_kwargs.shared_lstm=true",
-            "policy_kwargs.enable_critic_lstm=false",
-        ],
-    ),
+    "new": (False, _NEW_PATH),
+    # the new path with a core of UNITS units over FEATURES extractor outputs (new_UNITSxFEATURES)
+    **{
+        f"new_{units}x{features}": (
+            False,
+            [
+                *_NEW_PATH,
+                f"policy_kwargs.lstm_hidden_size={units}",
+                f"policy_kwargs.features_extractor_kwargs.features_dim={features}",
+            ],
+        )
+        for units, features in ((128, 128), (128, 64), (64, 128), (64, 64))
+    },
 }
 GRID_TARGET_CPU = 15_000  # steps per CPU second, new path, ur, end to end
 GRID_TARGET_ENV = 200_000  # steps per CPU second, vectorised env alone
@@ -373,7 +414,10 @@ def run_grid(
 
     :param profile: a folder: each training cell also writes its cProfile there (rates then include its overhead)
     """
-    variants = [(t, p, c) for t in tasks for c in [*cores, "random"] for p in paths]
+    # the env alone once per VecEnv: the new_* paths differ from new only in the model
+    variants = [
+        (t, p, c) for t in tasks for c in [*cores, "random"] for p in paths if c != "random" or p in ("old", "new")
+    ]
     results: dict[tuple[str, str, str], list[dict[str, float]]] = {v: [] for v in variants}
     for r in range(rounds):
         shift = r % len(variants)
@@ -401,9 +445,9 @@ def run_grid(
     print(f"\n### Grid memory tasks: at least {steps} env steps (one rollout) per run, best of {rounds} rounds\n")
     print(
         "| task | core | path: VecEnv, envs x n_steps, minibatch | steps/s (CPU) | x old | steps/s (wall) | x old "
-        "| collect | train | target |"
+        "| collect | train | MFLOP/step | GFLOP/CPU-s | target |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for task, path, core in variants:
         best = max(results[(task, path, core)], key=lambda m: m["cpu"])
         wall = max(m["wall"] for m in results[(task, path, core)])
@@ -415,17 +459,30 @@ def run_grid(
             label, sizes, phases = (
                 "random actions (env alone)",
                 f"{path}: {venv}, {GRID_PATHS[path][1][0][7:]}",
-                "- | -",
+                "- | - | - | -",
             )
         else:
-            target = GRID_TARGET_CPU if (path, core) == ("new", "ur") else None
-            label, phases = core, f"{best['collect']:.0%} | {best['train']:.0%}"
-            sizes = f"{path}: {venv}, {best['n_envs']} x {best['n_steps']}, {best['batch_size']}"
+            target = GRID_TARGET_CPU if path.startswith("new") and core == "ur" else None
+            label = core
+            phases = (
+                f"{best['collect']:.0%} | {best['train']:.0%} | {best['flop'] / 1e6:.2f} | "
+                f"{best['flop'] * best['cpu'] / 1e9:.1f}"
+            )
+            sizes = (
+                f"{path}: {venv}, {best['n_envs']} x {best['n_steps']}, {best['batch_size']}; "
+                f"{best['units']} units, {best['features']} features"
+            )
         verdict = "" if target is None else f">= {target:,}: {'ok' if best['cpu'] >= target else 'MISSED'}"
         print(
             f"| {GRID_TASKS[task][0]} | {label} | {sizes} | {best['cpu']:,.0f} | {best['cpu'] / old_cpu:.1f} | {wall:,.0f} | "
             f"{wall / old_wall:.1f} | {phases} | {verdict} |"
         )
+    print(
+        "\nMFLOP/step: the products' floating-point operations per env step (`flop_per_step`: 2 per weight in the "
+        "rollout, 6 per weight in each training epoch; the bag's lookups and elementwise work not counted). For "
+        f"comparison, one torch thread's 512 x 128 x 512 product (the core's input projection of a 512-step minibatch) "
+        f"ran at {product_rate(512, 128, 512):.0f} GFLOP/CPU-s in this process."
+    )
     print(f"\nload average (1 min) after the table: {os.getloadavg()[0]:.1f}")
 
 
@@ -503,7 +560,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="--tasks grid: one round of 10k steps per cell")
     parser.add_argument("--grid-tasks", default=",".join(GRID_TASKS), help="--tasks grid: memory, visual_match")
-    parser.add_argument("--grid-paths", default=",".join(GRID_PATHS), help="--tasks grid: old, new")
+    parser.add_argument(
+        "--grid-paths",
+        default="old,new",
+        help="--tasks grid, comma-separated: old, new (the family config's sizes), or new at other sizes: "
+        + ", ".join(p for p in GRID_PATHS if p.startswith("new_")),
+    )
     parser.add_argument("--profile", type=Path, help="--tasks grid: write each training cell's cProfile here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
