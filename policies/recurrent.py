@@ -24,6 +24,8 @@ from sb3_contrib.common.recurrent.policies import (
     RecurrentActorCriticPolicy,
     RecurrentMultiInputActorCriticPolicy,
 )
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.nn import functional as F
@@ -141,25 +143,47 @@ class _GatedCoreMixin:
         )
         return data
 
+    def _latents(self, obs, lstm_states: RNNStates, episode_starts: th.Tensor, final_states_unused: bool = False):
+        """Stock's path from observations to the heads' inputs: features, the cores (or the shared core), then the
+        actor's and critic's MLPs.
+
+        :return: ``(latent_pi, latent_vf, states)``; ``states`` is the cores' final ``RNNStates``, with None where
+            ``final_states_unused`` let ``_process_sequence`` skip them
+        """
+        features = self.extract_features(obs)
+        pi_features, vf_features = (features, features) if self.share_features_extractor else features
+        latent_pi, states_pi = self._process_sequence(
+            pi_features, lstm_states.pi, episode_starts, self.lstm_actor, final_states_unused=final_states_unused
+        )
+        if self.lstm_critic is not None:
+            latent_vf, states_vf = self._process_sequence(
+                vf_features, lstm_states.vf, episode_starts, self.lstm_critic, final_states_unused=final_states_unused
+            )
+        elif self.shared_lstm:
+            latent_vf = latent_pi if self.shared_lstm_value_grad else latent_pi.detach()
+            states_vf = None if states_pi is None else (states_pi[0].detach(), states_pi[1].detach())
+        else:
+            latent_vf, states_vf = self.critic(vf_features), states_pi
+        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
+        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
+        return latent_pi, latent_vf, RNNStates(states_pi, states_vf)
+
+    def forward(self, obs, lstm_states: RNNStates, episode_starts: th.Tensor, deterministic: bool = False):
+        """Stock's ``forward`` (actions, values, log-probabilities and the new states, one step per env during
+        rollouts). For discrete actions the categorical distribution is sampled without building torch's
+        ``Categorical`` and checking its arguments each step: the same operations on the same random stream, so the
+        same actions and log-probabilities (tests/test_recurrent.py compares it with stock's)."""
+        if not isinstance(self.action_dist, CategoricalDistribution):
+            return super().forward(obs, lstm_states, episode_starts, deterministic)
+        latent_pi, latent_vf, states = self._latents(obs, lstm_states, episode_starts)
+        actions, log_prob = _sample_categorical(self.action_net(latent_pi), deterministic)
+        return actions, self.value_net(latent_vf), log_prob, states
+
     def evaluate_actions(self, obs, actions, lstm_states, episode_starts):
         """Stock's ``evaluate_actions``, telling ``_process_sequence`` that the cores' final states are unused
         (training discards them), which lets a core on torch's nn.LSTM/GRU kernel run with inserted reset steps instead of splitting its
         fused call at every reset (see ``_outputs_with_reset_steps``)."""
-        features = self.extract_features(obs)
-        pi_features, vf_features = (features, features) if self.share_features_extractor else features
-        latent_pi, _ = self._process_sequence(
-            pi_features, lstm_states.pi, episode_starts, self.lstm_actor, final_states_unused=True
-        )
-        if self.lstm_critic is not None:
-            latent_vf, _ = self._process_sequence(
-                vf_features, lstm_states.vf, episode_starts, self.lstm_critic, final_states_unused=True
-            )
-        elif self.shared_lstm:
-            latent_vf = latent_pi if self.shared_lstm_value_grad else latent_pi.detach()
-        else:
-            latent_vf = self.critic(vf_features)
-        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
-        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
+        latent_pi, latent_vf, _ = self._latents(obs, lstm_states, episode_starts, final_states_unused=True)
         distribution = self._get_action_dist_from_latent(latent_pi)
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
 
@@ -199,6 +223,22 @@ class _GatedCoreMixin:
         else:
             out, hx = lstm(x, hx)
         return th.flatten(out.transpose(0, 1), start_dim=0, end_dim=1), hx
+
+
+def _sample_categorical(logits: th.Tensor, deterministic: bool) -> tuple[th.Tensor, th.Tensor]:
+    """What ``CategoricalDistribution.get_actions`` and ``log_prob`` return for ``logits`` (B, n): the operations of
+    torch's ``Categorical(logits=...)`` (normalised logits, softmax, one ``multinomial`` draw per row, or the argmax),
+    without the distribution object and its argument checks (a NaN still fails: ``multinomial`` refuses it).
+
+    :return: actions (B,) int64 and their log-probabilities (B,)
+    """
+    log_pmf = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = F.softmax(log_pmf, dim=-1)
+    if deterministic:
+        actions = th.argmax(probs, dim=1)
+    else:
+        actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    return actions, log_pmf.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
 # Added to the pre-activations of the gates that must close at an inserted reset step: sigmoid saturates to exactly 0.

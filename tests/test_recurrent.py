@@ -590,3 +590,46 @@ def test_shared_lstm_value_grad_decides_whether_the_value_loss_trains_the_shared
 def test_shared_lstm_value_grad_needs_shared_lstm():
     with pytest.raises(PolicyConfigError, match="shared_lstm_value_grad=True needs shared_lstm=True"):
         MlpGatedPolicy(OBS, ACT, lr, shared_lstm_value_grad=True)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(),
+        dict(shared_lstm=True, enable_critic_lstm=False),
+        dict(shared_lstm=True, enable_critic_lstm=False, shared_lstm_value_grad=True),
+        dict(enable_critic_lstm=False),
+    ],
+    ids=["critic_core", "shared", "shared_value_grad", "mlp_critic"],
+)
+@pytest.mark.parametrize("n_actions", [2, 5])
+def test_forward_samples_the_same_actions_as_stock_from_the_same_random_stream(case, n_actions):
+    """The categorical fast path of ``forward`` against stock's (a Categorical distribution per call)."""
+    policy = MlpGatedPolicy(OBS, spaces.Discrete(n_actions), lr, core="ur", **dict(TINY, **case))
+    obs = th.randn(64, 3) * 3
+    starts = (th.rand(64) < 0.3).float()
+    states = RNNStates((th.randn(1, 64, 8), th.randn(1, 64, 8)), (th.randn(1, 64, 8), th.randn(1, 64, 8)))
+    for deterministic in (False, True):
+        outs, after = [], []
+        for forward in (lambda *a, **k: RecurrentActorCriticPolicy.forward(policy, *a, **k), policy.forward):
+            th.manual_seed(11)
+            with th.no_grad():
+                outs.append(forward(obs, states, starts, deterministic=deterministic))
+            after.append(th.rand(4))
+        (a_stock, v_stock, lp_stock, s_stock), (a_ours, v_ours, lp_ours, s_ours) = outs
+        assert a_stock.dtype == a_ours.dtype and a_stock.shape == a_ours.shape == (64,)
+        assert th.equal(a_stock, a_ours) and th.equal(v_stock, v_ours) and th.equal(lp_stock, lp_ours)
+        for x, y in zip((*s_stock.pi, *s_stock.vf), (*s_ours.pi, *s_ours.vf), strict=True):
+            assert th.equal(x, y)
+        assert th.equal(after[0], after[1])  # the same draws were taken from the random stream
+    assert len(set(a_ours.tolist())) > 1  # the sampled actions are not all one
+
+
+def test_forward_keeps_stock_for_continuous_actions(monkeypatch):
+    policy = MlpGatedPolicy(OBS, spaces.Box(-1, 1, (2,), np.float32), lr, core="ur", **TINY)
+    called = []
+    original = RecurrentActorCriticPolicy.forward
+    monkeypatch.setattr(RecurrentActorCriticPolicy, "forward", lambda *a, **k: called.append(1) or original(*a, **k))
+    states = RNNStates((th.zeros(1, 4, 8), th.zeros(1, 4, 8)), (th.zeros(1, 4, 8), th.zeros(1, 4, 8)))
+    actions, _, _, _ = policy(th.zeros(4, 3), states, th.zeros(4))
+    assert called and actions.shape == (4, 2)
