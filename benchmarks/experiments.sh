@@ -395,7 +395,13 @@ if [[ $what == grid_units ]]; then
       --exp-dir "$OUT/pvm_ur_f64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
       --exp-dir "$OUT/avm_ur_f64"
-  for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 mg_s17random_ur_f64 pvm_ur_f64 avm_ur_f64; do
+  #     chrono (configs/visual_match.yaml's core) with 64 extractor outputs on Passive and Active.
+  $PY run_rl.py compare --cores chrono --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_chrono_f64"
+  $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/avm_chrono_f64"
+  for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 mg_s17random_ur_f64 pvm_ur_f64 avm_ur_f64 \
+      pvm_chrono_f64 avm_chrono_f64; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi

@@ -5,7 +5,9 @@ Both kernels are built (the other revision's ``policies/csrc`` is taken with ``g
 a shuffled order. Times are thread CPU seconds, which other processes on a shared machine disturb far less than
 wall time; the table shows medians and the ratio this checkout / the other revision.
 
-Usage: ``PYTHONPATH=. python benchmarks/kernel_ab.py [--against 4f0b331] [--repeats 21]``
+Usage: ``PYTHONPATH=. python benchmarks/kernel_ab.py [--against 4f0b331] [--repeats 21] [--base-flavour avx2]``
+(``--base-flavour``: build the other revision for another CPU flavour, e.g. this checkout's own kernel for AVX2
+against this machine's AVX-512 with ``--against HEAD``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from policies import extensions, kernels  # noqa: E402
 SIZES = ((32, 8, 64), (64, 16, 128), (128, 32, 256), (128, 2, 256), (256, 8, 128), (1472, 8, 128))
 
 
-def base_extension(revision: str, folder: Path) -> extensions.CompiledExtension:
-    """The refine kernel of ``revision``, its sources written to ``folder``, registering ``torch.ops.urgate_base``."""
+def base_extension(revision: str, folder: Path, flavour: bool | str = True) -> extensions.CompiledExtension:
+    """The refine kernel of ``revision``, its sources written to ``folder``, registering ``torch.ops.urgate_base``,
+    compiled for the CPU ``flavour`` (``extensions.FLAVOUR_FLAGS``; True: this machine's)."""
     names = subprocess.run(
         ["git", "ls-tree", "--name-only", f"{revision}:policies/csrc"],
         cwd=ROOT,
@@ -48,7 +51,11 @@ def base_extension(revision: str, folder: Path) -> extensions.CompiledExtension:
             text = text.replace(f"{macro}(urgate, m)", f"{macro}(urgate_base, m)")
         (folder / name).write_text(text)
     return extensions.CompiledExtension(
-        "refine_base", ["refine.cpp"], description=f"refine kernel of {revision}", source_dir=folder
+        "refine_base",
+        ["refine.cpp"],
+        description=f"refine kernel of {revision}",
+        source_dir=folder,
+        cpu_flavour=flavour,
     )
 
 
@@ -88,18 +95,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="main", help="git revision to compare with (default: main)")
     parser.add_argument("--repeats", type=int, default=21, help="timed samples per kernel and size (median shown)")
+    parser.add_argument(
+        "--base-flavour",
+        choices=list(extensions.FLAVOUR_FLAGS),
+        help="compile the other revision for this CPU flavour (default: this machine's, as this checkout)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
-        base = base_extension(args.against, Path(folder))
+        base = base_extension(args.against, Path(folder), args.base_flavour or True)
         if not base.load() or not kernels.REFINE.load():
             sys.exit(f"error: a kernel did not build: {base.error or kernels.REFINE.error}")
-    ops = {args.against: torch.ops.urgate_base, "this checkout": torch.ops.urgate}
+    label = args.against + (f" ({args.base_flavour})" if args.base_flavour else "")
+    ops = {label: torch.ops.urgate_base, f"this checkout ({extensions.machine_flavour()})": torch.ops.urgate}
     print(
         f"torch {torch.__version__}, 1 thread, {torch.backends.cpu.get_cpu_capability()}; forward+backward, "
         f"thread CPU time, median of {args.repeats}"
     )
-    print(f"| T, B, H | {args.against} (ms) | this checkout (ms) | ratio |")
+    print(f"| T, B, H | {' (ms) | '.join(ops)} (ms) | ratio |")
     print("|---|---:|---:|---:|")
     for T, B, H in SIZES:
         times = time_size(ops, T, B, H, args.repeats)

@@ -32,10 +32,33 @@ CSRC = Path(__file__).with_name("csrc")
 # How long a process waits for another one's build before it falls back: a build takes 15-60 s, several minutes
 # on a loaded machine; a longer wait means the builder is stuck (a dead builder releases the lock at once).
 BUILD_WAIT_S = 300.0
-# ATen's vector types (and the SLEEF exp/tanh that libtorch exports) at the widest width measured to pay here:
-# AVX2 on any x86 CPU where torch itself dispatches to AVX2 or AVX-512 (AVX-512 measured no faster); elsewhere
-# the generic, scalar build.
-_AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+# ATen's vector types (and the SLEEF exp/tanh that libtorch exports) at the width torch itself dispatches to on
+# this CPU: AVX-512 (16 floats), AVX2 (8), else the generic, scalar build. The refine, GRU and bag kernels give
+# the same bits in the AVX2 and AVX-512 flavours (each sum runs in the same order; three rollouts and updates of a
+# MiniGrid model with ur and urgru ended with equal parameters), the ordered-gate kernel the same values to float
+# rounding. AVX-512 took 0.60-0.63x AVX2's time for the refine kernel's forward and backward at training sizes
+# (`benchmarks/kernel_ab.py --against HEAD --base-flavour avx2`) and no flavour was slower for any core.
+FLAVOUR_FLAGS = {
+    "avx512": [
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mfma",
+        "-mf16c",
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+    ],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "generic": [],
+}
+
+
+def machine_flavour() -> str:
+    """The widest flavour of ``FLAVOUR_FLAGS`` that torch itself runs on this CPU."""
+    return {"AVX512": "avx512", "AVX2": "avx2"}.get(torch.backends.cpu.get_cpu_capability(), "generic")
+
+
 _STAMP = "urgate-built"  # written into a build folder once its library loaded: the folder is complete
 _log = logging.getLogger(__name__)
 
@@ -95,8 +118,9 @@ class CompiledExtension:
     :param source_dir: where the sources and headers are (the package's ``csrc/`` by default)
     :param extra_cflags: host compiler flags beyond ``-O3`` and the CPU flavour's
     :param extra_cuda_cflags: nvcc flags, for CUDA sources
-    :param cpu_flavour: compile the host code for AVX2 where torch itself runs AVX2 or AVX-512 code (else for the
-        generic CPU); False compiles without CPU-specific flags
+    :param cpu_flavour: True compiles the host code for the vector width torch itself runs on this CPU
+        (``machine_flavour``: AVX-512, AVX2 or generic); False compiles without CPU-specific flags; a key of
+        ``FLAVOUR_FLAGS`` chooses that flavour (benchmarks compare them)
     """
 
     def __init__(
@@ -108,7 +132,7 @@ class CompiledExtension:
         source_dir: Path = CSRC,
         extra_cflags: Sequence[str] = (),
         extra_cuda_cflags: Sequence[str] = (),
-        cpu_flavour: bool = True,
+        cpu_flavour: bool | str = True,
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"extension name must be lower-case letters, digits and _, got {name!r}")
@@ -118,15 +142,19 @@ class CompiledExtension:
         self.source_dir = Path(source_dir)
         self.extra_cflags = list(extra_cflags)
         self.extra_cuda_cflags = list(extra_cuda_cflags)
+        if isinstance(cpu_flavour, str) and cpu_flavour not in FLAVOUR_FLAGS:
+            raise ValueError(f"unknown CPU flavour {cpu_flavour!r}; valid: {', '.join(FLAVOUR_FLAGS)}")
         self.cpu_flavour = cpu_flavour
         self.loaded = False
         self.error: str | None = None  # why it is unavailable in this process, once known
         self._lock = threading.Lock()
 
     def _cflags(self) -> tuple[str, list[str]]:
-        avx2 = self.cpu_flavour and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-        flavour = "avx2" if avx2 else "generic"
-        return flavour, ["-O3", *(_AVX2_FLAGS if avx2 else []), *self.extra_cflags]
+        if isinstance(self.cpu_flavour, str):
+            flavour = self.cpu_flavour
+        else:
+            flavour = machine_flavour() if self.cpu_flavour else "generic"
+        return flavour, ["-O3", *FLAVOUR_FLAGS[flavour], *self.extra_cflags]
 
     def library_name(self) -> str:
         """``urgate_<name>_<flavour>_torch<version>_<hash>``: the hash covers torch's version and build, the

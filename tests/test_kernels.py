@@ -578,3 +578,22 @@ def test_compiled_gru_matches_reference_on_special_pre_activations(compiled, ref
         assert ref_outs[0].isnan().any() and ref_grads[0].isnan().any()  # the case tests propagation
     assert_same_values(outs, ref_outs, dtype, ("out", "h_T"))
     assert_same_values(grads, ref_grads, dtype, ("d xproj", "d w_hh", "d b_hh", "d h0"))
+
+
+def test_cpu_flavour_follows_torch_and_can_be_chosen(probe_dir, monkeypatch):
+    def ext(flavour):
+        return extensions.CompiledExtension(
+            "probe", ["probe.cpp"], description="p", source_dir=probe_dir, cpu_flavour=flavour
+        )
+
+    for capability, flavour in (("AVX512", "avx512"), ("AVX2", "avx2"), ("DEFAULT", "generic")):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert extensions.machine_flavour() == flavour
+        assert ext(True).library_name().startswith(f"urgate_probe_{flavour}_")
+    monkeypatch.undo()
+    names = {f: ext(f).library_name() for f in extensions.FLAVOUR_FLAGS}
+    assert len(set(names.values())) == 3  # each flavour is a library of its own
+    assert ext(False).library_name() == names["generic"]
+    assert "-mavx512f" in ext("avx512")._cflags()[1] and "-mavx512f" not in ext("avx2")._cflags()[1]
+    with pytest.raises(ValueError, match="unknown CPU flavour 'sse'"):
+        ext("sse")
