@@ -212,7 +212,9 @@ class _GatedCoreMixin:
             keep = (1.0 - episode_starts).view(1, n_seq, 1)
             out, hx = lstm(features.unsqueeze(0), (lstm_states[0] * keep, lstm_states[1] * keep))
             return out[0], hx
-        x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1)
+        # Time-major and contiguous: the cores' input projection of a strided view runs ~1.45x slower (MKL), with
+        # the same result.
+        x = features.reshape((n_seq, -1, lstm.input_size)).swapaxes(0, 1).contiguous()
         starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
         keep = (1.0 - starts[0]).view(1, n_seq, 1)
         hx = (lstm_states[0] * keep, lstm_states[1] * keep)
