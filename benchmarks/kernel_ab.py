@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from policies import extensions, kernels  # noqa: E402
 
 # (T, B, H); B = 2: the default T-maze job; 8 sequences of 256 and 1472 steps: a training minibatch of
-# configs/tmaze_long.yaml at length 100 and of MiniGrid-MemoryS17Random with 64 envs and `n_steps: auto`
-SIZES = ((32, 8, 64), (64, 16, 128), (128, 32, 256), (128, 2, 256), (256, 8, 128), (1472, 8, 128))
+# configs/tmaze_long.yaml at length 100 and of MiniGrid-MemoryS17Random with 64 envs and `n_steps: auto`; 64 rows:
+# a minibatch of 64 sequences
+SIZES = ((32, 8, 64), (64, 16, 128), (64, 64, 128), (128, 32, 256), (128, 2, 256), (256, 8, 128), (1472, 8, 128))
 
 
 def base_extension(revision: str, folder: Path, flavour: bool | str = True) -> extensions.CompiledExtension:

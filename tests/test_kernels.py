@@ -67,9 +67,10 @@ def outputs_and_grads(fn, xproj, w_hh, h0, c0, rs, seed=1):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("resets", ["none", "inner", "start"])
 # B up to 16 runs small_gemm.h's per-step product (row blocks of 4 and tails of 1-3 rows, partial vectors for H = 5
-# or 13), B = 17 runs at::mm_out.
+# or 13), B = 17 runs at::mm_out with 8-float vectors and small_gemm with AVX-512 (up to 128 rows), B = 129 at::mm_out.
 @pytest.mark.parametrize(
-    "T,B,H", [(1, 1, 1), (1, 3, 8), (7, 4, 5), (12, 3, 13), (20, 2, 16), (6, 9, 13), (5, 16, 7), (4, 17, 6)]
+    "T,B,H",
+    [(1, 1, 1), (1, 3, 8), (7, 4, 5), (12, 3, 13), (20, 2, 16), (6, 9, 13), (5, 16, 7), (4, 17, 6), (3, 129, 5)],
 )
 def test_compiled_matches_reference(compiled, dtype, resets, T, B, H, monkeypatch):
     args = make_inputs(T, B, H, dtype, resets)

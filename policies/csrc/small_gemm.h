@@ -5,7 +5,8 @@
 // MKL then spends a large part of each call packing M, which does not change between steps. This register-blocked
 // loop (4 rows by 3 vectors of accumulators, fused multiply-adds over k) reads M in place: measured 1.6x faster
 // than at::mm_out at 8 rows on an AVX2 CPU, as fast at 16, slower from about 32 rows, where the kernels call MKL
-// (SMALL_GEMM_MAX_ROWS). The sums run over k in order, so results differ from MKL's only by float rounding.
+// (SMALL_GEMM_MAX_ROWS, higher with AVX-512). The sums run over k in order, so results differ from MKL's only by
+// float rounding.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -14,8 +15,10 @@
 
 namespace urgate {
 
-// Up to this many rows the kernels use small_gemm for the per-step product, above it at::mm_out.
-constexpr int64_t SMALL_GEMM_MAX_ROWS = 16;
+// Up to this many rows the kernels use small_gemm for the per-step product, above it at::mm_out: 16 with 8-float
+// vectors (AVX2, generic); 128 with AVX-512's 16-float vectors, whose register blocks span twice the columns
+// (benchmarks/kernel_ab.py against the revision before: forward+backward at 32-128 rows in 0.6-0.8x the time).
+constexpr int64_t SMALL_GEMM_MAX_ROWS = at::vec::Vectorized<float>::size() >= 16 ? 128 : 16;
 
 // One register block: R rows of C by CV vectors of columns; the last vector holds `last` valid columns.
 template <typename scalar_t, int R, int CV>
