@@ -383,9 +383,9 @@ if [[ $what == grid_units ]]; then
   U64=(--set policy_kwargs.lstm_hidden_size=64) U128=(--set policy_kwargs.lstm_hidden_size=128)
   AVM=urgate/ActiveVisualMatch-v0 PVM=urgate/PassiveVisualMatch-v0 S17=MiniGrid-MemoryS17Random-v0
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U64[@]}" --exp-dir "$OUT/mg_s17random_ur_64"
-  #     Passive with 64 units, seed 0 only: it ended at 0.91 after 6M steps (128 units: 0.95 at 1.1M), so the other
-  #     seeds and Active were not run with 64 units.
-  $PY run_rl.py compare --cores ur --seeds 1 --env $PVM "${VA[@]}" "${U64[@]}" --timesteps 6000000 \
+  #     Passive with 64 units: stopped by hand after seed 0, which ended at 0.91 after 6M steps (128 units: 0.95 at
+  #     1.1M), so seeds 1-2 and Active were not run with 64 units.
+  $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${U64[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_ur_64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U128[@]}" --exp-dir "$OUT/mg_s17random_ur_128"
   #     A 64-feature extractor output with 128 units (about 1.2x the steps per CPU-second) on the same tasks.
@@ -395,13 +395,17 @@ if [[ $what == grid_units ]]; then
       --exp-dir "$OUT/pvm_ur_f64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
       --exp-dir "$OUT/avm_ur_f64"
-  #     chrono (configs/visual_match.yaml's core) with 64 extractor outputs on Passive and Active.
+  #     chrono (configs/visual_match.yaml's core) and the LSTM with 64 extractor outputs on Passive and Active.
   $PY run_rl.py compare --cores chrono --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_chrono_f64"
   $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
       --exp-dir "$OUT/avm_chrono_f64"
+  $PY run_rl.py compare --cores lstm --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
+      --exp-dir "$OUT/pvm_lstm_f64"
+  $PY run_rl.py compare --cores lstm --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
+      --exp-dir "$OUT/avm_lstm_f64"
   for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 mg_s17random_ur_f64 pvm_ur_f64 avm_ur_f64 \
-      pvm_chrono_f64 avm_chrono_f64; do
+      pvm_chrono_f64 avm_chrono_f64 pvm_lstm_f64 avm_lstm_f64; do
     $PY run_rl.py plot "$OUT/$exp"
   done
 fi
