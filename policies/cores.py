@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .errors import PolicyConfigError
 from .gates import REFINE_GATE_ORDER, chrono_forget_bias, gate_block, lstm_cell, refine_cell, ugi_forget_bias
-from .kernels import refine_recurrence
+from .kernels import linear, refine_recurrence
 from .recurrence import step_loop
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -364,4 +364,4 @@ class RefineLSTM(RefineCoreBase):
 
     def _layer(self, k: int, inp, h0, c0, starts):
         w_ih, w_hh, b = self._layer_weights(k)
-        return refine_recurrence(F.linear(inp, w_ih, b), w_hh, h0, c0, starts)
+        return refine_recurrence(linear(inp, w_ih, b), w_hh, h0, c0, starts)

@@ -156,6 +156,11 @@ class CompiledExtension:
             flavour = machine_flavour() if self.cpu_flavour else "generic"
         return flavour, ["-O3", *FLAVOUR_FLAGS[flavour], *self.extra_cflags]
 
+    @property
+    def flavour(self) -> str:
+        """The CPU flavour this extension is built for (a key of ``FLAVOUR_FLAGS``)."""
+        return self._cflags()[0]
+
     def library_name(self) -> str:
         """``urgate_<name>_<flavour>_torch<version>_<hash>``: the hash covers torch's version and build, the
         Python ABI, the machine, the flags and every source and header byte."""

@@ -598,3 +598,40 @@ def test_cpu_flavour_follows_torch_and_can_be_chosen(probe_dir, monkeypatch):
     assert "-mavx512f" in ext("avx512")._cflags()[1] and "-mavx512f" not in ext("avx2")._cflags()[1]
     with pytest.raises(ValueError, match="unknown CPU flavour 'sse'"):
         ext("sse")
+
+
+@pytest.mark.parametrize("rows,inner,cols", [(1, 1, 1), (3, 5, 7), (9, 128, 33), (130, 17, 512), (4, 0, 6), (0, 3, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_matmul_equals_torch_mm(compiled, rows, inner, cols, dtype):
+    gen = torch.Generator().manual_seed(rows * 1000 + cols)
+    a = torch.randn(rows, inner, generator=gen, dtype=dtype)
+    m = torch.randn(cols, inner, generator=gen, dtype=dtype).t()  # a strided operand is made contiguous first
+    torch.testing.assert_close(torch.ops.urgate.matmul(a, m), a @ m, **TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (6, 3, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch_linear_and_its_gradients(compiled, shape, bias, monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=gen, requires_grad=True)
+    w = torch.randn(11, 7, generator=gen, requires_grad=True)
+    b = torch.randn(11, generator=gen, requires_grad=True) if bias else None
+    g = torch.randn(*shape[:-1], 11, generator=gen)
+    inputs = [t for t in (x, w, b) if t is not None]
+    monkeypatch.setattr(kernels, "_compiled_matmul", lambda a, m: True)  # the compiled loop on any CPU flavour
+    got = kernels.linear(x, w, b)
+    got_grads = torch.autograd.grad((got * g).sum(), inputs)
+    want = torch.nn.functional.linear(x, w, b)
+    want_grads = torch.autograd.grad((want * g).sum(), inputs)
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+    for a, c in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, c, **TOL[torch.float32])
+    assert got.grad_fn is not None and "Linear" in type(got.grad_fn).__name__
+
+
+def test_linear_uses_torch_where_the_compiled_loop_is_not_chosen(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    x, w = torch.randn(4, 3), torch.randn(5, 3)
+    assert not kernels._compiled_matmul(x, w)
+    assert torch.equal(kernels.linear(x, w), torch.nn.functional.linear(x, w))
+    assert not kernels._compiled_matmul(x.double(), w.double())
