@@ -5,6 +5,7 @@ import torch
 from agents.run import factory
 from agents.run.config import load_config
 from benchmarks.throughput import flop_per_step, product_rate, product_weights
+from policies import kernels
 
 
 def _policy(*overrides: str):
@@ -32,3 +33,4 @@ def test_flop_per_step_and_product_rate():
     assert flop_per_step(10, n_epochs=4) == 2 * 10 + 4 * 6 * 10
     torch.set_num_threads(1)
     assert 0.1 < product_rate(64, 32, 64, seconds=0.05) < 1e4
+    assert 0.1 < product_rate(64, 32, 64, seconds=0.05, product=kernels.matmul) < 1e4

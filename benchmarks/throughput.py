@@ -73,7 +73,7 @@ from stable_baselines3.common.vec_env import VecEnv  # noqa: E402
 import envs  # noqa: E402
 from agents import FastRecurrentPPO  # noqa: E402
 from benchmarks.learning import cartpole_novel_env  # noqa: E402
-from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy, make_core  # noqa: E402
+from policies import CORE_NAMES, MlpGatedPolicy, MultiInputGatedPolicy, kernels, make_core  # noqa: E402
 
 # The issue's targets: ratio to stock for (path, core); the policy-path target holds on cartpole.
 TARGETS = {
@@ -165,14 +165,15 @@ def flop_per_step(weights: int, n_epochs: int) -> int:
     return 2 * weights * (1 + 3 * n_epochs)
 
 
-def product_rate(rows: int, inner: int, cols: int, seconds: float = 1.0) -> float:
-    """GFLOP per CPU second of one torch thread's (rows x inner) @ (inner x cols) product, best of 5 timings."""
+def product_rate(rows: int, inner: int, cols: int, seconds: float = 1.0, product: Callable = torch.mm) -> float:
+    """GFLOP per CPU second of one thread's (rows x inner) @ (inner x cols) ``product`` (torch's by default), best of 5
+    timings."""
     a, b = torch.randn(rows, inner), torch.randn(inner, cols)
     best = float("inf")
     for _ in range(5):
         n, start = 0, time.process_time()
         while time.process_time() - start < seconds / 5:
-            torch.mm(a, b)
+            product(a, b)
             n += 1
         best = min(best, (time.process_time() - start) / n)
     return 2 * rows * inner * cols / best / 1e9
@@ -480,8 +481,10 @@ def run_grid(
     print(
         "\nMFLOP/step: the products' floating-point operations per env step (`flop_per_step`: 2 per weight in the "
         "rollout, 6 per weight in each training epoch; the bag's lookups and elementwise work not counted). For "
-        f"comparison, one torch thread's 512 x 128 x 512 product (the core's input projection of a 512-step minibatch) "
-        f"ran at {product_rate(512, 128, 512):.0f} GFLOP/CPU-s in this process."
+        "comparison, a 512 x 128 x 512 product (the core's input projection of a 512-step minibatch) on one thread ran "
+        f"at {product_rate(512, 128, 512):.0f} GFLOP/CPU-s with torch's BLAS and at "
+        f"{product_rate(512, 128, 512, product=kernels.matmul):.0f} with `policies.kernels.matmul` (the compiled "
+        "loop where the kernels are built for AVX-512, else torch's) in this process."
     )
     print(f"\nload average (1 min) after the table: {os.getloadavg()[0]:.1f}")
 

@@ -24,7 +24,7 @@ from .cores import (
 )
 from .errors import PolicyConfigError
 from .gates import GRU_GATE_ORDER, REFINE_GRU_GATE_ORDER, gru_cell, refine_gru_cell
-from .kernels import compiled_kernel_takes, gru_recurrence
+from .kernels import compiled_kernel_takes, gru_recurrence, linear
 from .recurrence import gru_step_loop
 
 
@@ -36,7 +36,7 @@ class _GruLayers:
     _gru_cell = staticmethod(gru_cell)
 
     def _layer(self, k: int, inp, h0, c0, starts):
-        xproj = F.linear(inp, getattr(self, f"weight_ih_l{k}"), self._bias_ih(k))
+        xproj = linear(inp, getattr(self, f"weight_ih_l{k}"), self._bias_ih(k))
         w_hh, b_hh = getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_hh_l{k}")
         out, h = gru_recurrence(xproj, w_hh, b_hh, h0, starts, refine=self._refine)
         return out, h, torch.zeros_like(h)

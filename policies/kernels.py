@@ -246,7 +246,7 @@ class GruRecurrence(torch.autograd.Function):
         d_x, d_a, dh0 = torch.ops.urgate.gru_backward(grad_out, grad_h, w_hh, acts, a_n, hprev, resets, ctx.refine)
         d_flat = d_a.flatten(0, 1)
         # The recurrent weight and bias gradients of all steps as one product and one sum.
-        d_w = d_flat.t().mm(hprev.flatten(0, 1)) if ctx.needs_input_grad[2] else None
+        d_w = matmul(hprev.flatten(0, 1).t(), d_flat).t() if ctx.needs_input_grad[2] else None
         d_b = d_flat.sum(0) if ctx.needs_input_grad[3] else None
         return None, d_x, d_w, d_b, dh0, None
 

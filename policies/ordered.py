@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .cores import (
     _REFINE_OPTIONS_DOC,
@@ -23,6 +22,7 @@ from .cores import (
 )
 from .errors import PolicyConfigError
 from .gates import ugi_forget_bias
+from .kernels import linear
 from .ordered_kernels import MASTER, ORDERED, ORDERED_REFINE, cell_for, ordered_recurrence
 
 
@@ -45,7 +45,7 @@ class _OrderedCore(_CoreContract, nn.Module):
 
     def _layer(self, k: int, inp, h0, c0, starts):
         w_ih, w_hh, b = self._layer_weights(k)
-        return ordered_recurrence(self._kind, F.linear(inp, w_ih, b), w_hh, h0, c0, starts, chunk_size=self.chunk_size)
+        return ordered_recurrence(self._kind, linear(inp, w_ih, b), w_hh, h0, c0, starts, chunk_size=self.chunk_size)
 
     def forward(self, x: torch.Tensor, hx=None, episode_starts: torch.Tensor | None = None):
         hx, starts = self._check(x, hx, episode_starts)
@@ -93,7 +93,7 @@ class OrderedRefineLSTM(RefineCoreBase):
 
     def _layer(self, k: int, inp, h0, c0, starts):
         w_ih, w_hh, b = self._layer_weights(k)
-        return ordered_recurrence(ORDERED_REFINE, F.linear(inp, w_ih, b), w_hh, h0, c0, starts)
+        return ordered_recurrence(ORDERED_REFINE, linear(inp, w_ih, b), w_hh, h0, c0, starts)
 
 
 class MasterLSTM(_OrderedCore):
