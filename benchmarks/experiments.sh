@@ -388,22 +388,16 @@ if [[ $what == grid_units ]]; then
   $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${U64[@]}" --timesteps 6000000 \
       --exp-dir "$OUT/pvm_ur_64"
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${U128[@]}" --exp-dir "$OUT/mg_s17random_ur_128"
-  #     A 64-feature extractor output with 128 units (about 1.2x the steps per CPU-second) on the same tasks.
+  #     64 extractor outputs with 128 units (1.1-1.2x the steps per CPU-second): ur on MemoryS17Random, then ur,
+  #     chrono (configs/visual_match.yaml's core) and the LSTM on Passive and Active.
   F64=(--set policy_kwargs.features_extractor_kwargs.features_dim=64)
   $PY run_rl.py compare --cores ur --seeds 3 --env $S17 "${MGR[@]}" "${F64[@]}" --exp-dir "$OUT/mg_s17random_ur_f64"
-  $PY run_rl.py compare --cores ur --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
-      --exp-dir "$OUT/pvm_ur_f64"
-  $PY run_rl.py compare --cores ur --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
-      --exp-dir "$OUT/avm_ur_f64"
-  #     chrono (configs/visual_match.yaml's core) and the LSTM with 64 extractor outputs on Passive and Active.
-  $PY run_rl.py compare --cores chrono --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
-      --exp-dir "$OUT/pvm_chrono_f64"
-  $PY run_rl.py compare --cores chrono --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
-      --exp-dir "$OUT/avm_chrono_f64"
-  $PY run_rl.py compare --cores lstm --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
-      --exp-dir "$OUT/pvm_lstm_f64"
-  $PY run_rl.py compare --cores lstm --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
-      --exp-dir "$OUT/avm_lstm_f64"
+  for core in ur chrono lstm; do
+    $PY run_rl.py compare --cores $core --seeds 3 --env $PVM "${VA[@]}" "${F64[@]}" --timesteps 6000000 \
+        --exp-dir "$OUT/pvm_${core}_f64"
+    $PY run_rl.py compare --cores $core --seeds 3 --env $AVM "${VA[@]}" "${F64[@]}" --timesteps 10000000 \
+        --exp-dir "$OUT/avm_${core}_f64"
+  done
   for exp in mg_s17random_ur_64 pvm_ur_64 mg_s17random_ur_128 mg_s17random_ur_f64 pvm_ur_f64 avm_ur_f64 \
       pvm_chrono_f64 avm_chrono_f64 pvm_lstm_f64 avm_lstm_f64; do
     $PY run_rl.py plot "$OUT/$exp"
