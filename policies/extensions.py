@@ -144,22 +144,17 @@ class CompiledExtension:
         self.extra_cuda_cflags = list(extra_cuda_cflags)
         if isinstance(cpu_flavour, str) and cpu_flavour not in FLAVOUR_FLAGS:
             raise ValueError(f"unknown CPU flavour {cpu_flavour!r}; valid: {', '.join(FLAVOUR_FLAGS)}")
-        self.cpu_flavour = cpu_flavour
+        # The CPU flavour this extension is built for (a key of FLAVOUR_FLAGS), fixed for the process.
+        if isinstance(cpu_flavour, str):
+            self.flavour = cpu_flavour
+        else:
+            self.flavour = machine_flavour() if cpu_flavour else "generic"
         self.loaded = False
         self.error: str | None = None  # why it is unavailable in this process, once known
         self._lock = threading.Lock()
 
     def _cflags(self) -> tuple[str, list[str]]:
-        if isinstance(self.cpu_flavour, str):
-            flavour = self.cpu_flavour
-        else:
-            flavour = machine_flavour() if self.cpu_flavour else "generic"
-        return flavour, ["-O3", *FLAVOUR_FLAGS[flavour], *self.extra_cflags]
-
-    @property
-    def flavour(self) -> str:
-        """The CPU flavour this extension is built for (a key of ``FLAVOUR_FLAGS``)."""
-        return self._cflags()[0]
+        return self.flavour, ["-O3", *FLAVOUR_FLAGS[self.flavour], *self.extra_cflags]
 
     def library_name(self) -> str:
         """``urgate_<name>_<flavour>_torch<version>_<hash>``: the hash covers torch's version and build, the

@@ -38,7 +38,8 @@ def kernel_disabled() -> bool:
     return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-# One extension: the refine LSTM and the GRU / refine GRU kernels (each file registers its ops in urgate's namespace).
+# One extension: the refine LSTM and the GRU / refine GRU kernels, and the dense product of ``matmul`` (each file
+# registers its ops in urgate's namespace).
 REFINE = CompiledExtension(
     "refine", ["refine.cpp", "gru.cpp", "matmul.cpp"], description="refine-gate and GRU CPU kernels"
 )
